@@ -1,0 +1,436 @@
+//! Access rules: who may do what where. Pure: no I/O, no clock, no HTTP types. Given a
+//! principal, a path and an action, [`Rules::decide`] answers allow, unauthenticated,
+//! forbidden or hidden; the HTTP layer turns that into 2xx, 401, 403 or 404.
+//!
+//! Invariants: the longest matching rule decides alone; a path no rule matches is open to
+//! admins only; a hidden rule answers [`Decision::Hidden`] to anyone who may not read.
+
+use std::collections::HashSet;
+
+/// What a request wants to do to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// GET, HEAD, OPTIONS, TRACE of a resource.
+    Read,
+    /// GET or HEAD of a collection's listing.
+    List,
+    /// Make a resource or collection that does not exist yet.
+    Create,
+    /// Replace an existing resource.
+    Update,
+    /// Remove a resource or collection.
+    Delete,
+}
+
+/// The outcome of evaluating the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on.
+    Allow,
+    /// Signing in could change the answer: 401.
+    Unauthenticated,
+    /// Known and not allowed: 403.
+    Forbidden,
+    /// Not allowed, and not even told the path exists: 404.
+    Hidden,
+}
+
+/// Who is asking: nobody, or a signed-in account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// The account's name; `None` for anonymous clients.
+    pub account: Option<String>,
+    /// Admins may do everything, everywhere.
+    pub admin: bool,
+}
+
+impl Principal {
+    /// An anonymous client.
+    pub fn anonymous() -> Self {
+        Principal::default()
+    }
+
+    /// A signed-in account.
+    pub fn account(name: &str, admin: bool) -> Self {
+        Principal {
+            account: Some(name.to_owned()),
+            admin,
+        }
+    }
+}
+
+/// A principal named in a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// `"*"`: anyone, anonymous clients included.
+    Anyone,
+    /// `"@authenticated"`: any signed-in account.
+    Authenticated,
+    /// `"{account}"`: the account named by the rule's `{account}` segment.
+    PathAccount,
+    /// An account name.
+    Account(String),
+}
+
+impl Who {
+    /// Parses a principal as written in the configuration.
+    pub fn parse(text: &str) -> Result<Who, String> {
+        match text {
+            "*" => Ok(Who::Anyone),
+            "@authenticated" => Ok(Who::Authenticated),
+            "{account}" => Ok(Who::PathAccount),
+            name if valid_account_name(name) => Ok(Who::Account(name.to_owned())),
+            other => Err(format!(
+                "`{other}` is not a principal: use \"*\", \"@authenticated\", \"{{account}}\" or an account name"
+            )),
+        }
+    }
+
+    fn admits(&self, principal: &Principal, bound: Option<&str>) -> bool {
+        match (self, principal.account.as_deref()) {
+            (Who::Anyone, _) => true,
+            (_, None) => false,
+            (Who::Authenticated, Some(_)) => true,
+            (Who::PathAccount, Some(name)) => bound == Some(name),
+            (Who::Account(want), Some(name)) => want == name,
+        }
+    }
+}
+
+/// True for names accounts may have: letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One segment of a rule's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// Matches this exact segment.
+    Literal(String),
+    /// `{account}`: matches a segment equal to an account name.
+    Account,
+}
+
+/// One `[[rule]]`: the principals allowed each action beneath a path, and its flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// The path, segment by segment; empty for `/`.
+    pub path: Vec<Pattern>,
+    /// GET, HEAD, OPTIONS, TRACE of resources.
+    pub read: Vec<Who>,
+    /// Listings of collections.
+    pub list: Vec<Who>,
+    /// Making new resources and collections.
+    pub create: Vec<Who>,
+    /// Replacing resources.
+    pub update: Vec<Who>,
+    /// Removing resources and collections.
+    pub delete: Vec<Who>,
+    /// Anyone who may not read gets 404.
+    pub hidden: bool,
+    /// Left out of listings, still readable by URL.
+    pub unlisted: bool,
+    /// Credits to buy each resource beneath this path.
+    pub price: Option<u64>,
+}
+
+impl Rule {
+    /// Parses a rule path (`/home/{account}`) into patterns.
+    pub fn parse_path(path: &str) -> Result<Vec<Pattern>, String> {
+        let rest = path
+            .strip_prefix('/')
+            .ok_or("a rule path must start with /")?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() {
+            return Ok(Vec::new());
+        }
+        rest.split('/')
+            .map(|segment| match segment {
+                "{account}" => Ok(Pattern::Account),
+                "" | "." | ".." => Err(format!("`{path}` has an empty, . or .. segment")),
+                literal => Ok(Pattern::Literal(literal.to_owned())),
+            })
+            .collect()
+    }
+
+    fn who(&self, action: Action) -> &[Who] {
+        match action {
+            Action::Read => &self.read,
+            Action::List => &self.list,
+            Action::Create => &self.create,
+            Action::Update => &self.update,
+            Action::Delete => &self.delete,
+        }
+    }
+
+    /// Matches the rule's path against the start of `segments`; on success returns the
+    /// account name bound by an `{account}` segment, if any.
+    fn bind<'a>(
+        &self,
+        segments: &'a [String],
+        accounts: &HashSet<String>,
+    ) -> Option<Option<&'a str>> {
+        if self.path.len() > segments.len() {
+            return None;
+        }
+        let mut bound = None;
+        for (pattern, segment) in self.path.iter().zip(segments) {
+            match pattern {
+                Pattern::Literal(literal) if literal == segment => {}
+                Pattern::Account if accounts.contains(segment) => bound = Some(segment.as_str()),
+                _ => return None,
+            }
+        }
+        Some(bound)
+    }
+
+    fn literal_count(&self) -> usize {
+        self.path
+            .iter()
+            .filter(|p| matches!(p, Pattern::Literal(_)))
+            .count()
+    }
+}
+
+/// The rule set, with the account names that `{account}` segments may match.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+    accounts: HashSet<String>,
+}
+
+/// The rule that decides for a path, and the account its `{account}` segment bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Match<'a> {
+    /// The deciding rule.
+    pub rule: &'a Rule,
+    /// The account named by the path, for `{account}` rules.
+    pub bound: Option<&'a str>,
+}
+
+impl Rules {
+    /// Builds a rule set. `accounts` are the names `{account}` may stand for.
+    pub fn new(rules: Vec<Rule>, accounts: impl IntoIterator<Item = String>) -> Self {
+        Rules {
+            rules,
+            accounts: accounts.into_iter().collect(),
+        }
+    }
+
+    /// The rules, in configuration order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The longest matching rule: most segments, then most literal segments, then first given.
+    pub fn matching<'a>(&'a self, segments: &'a [String]) -> Option<Match<'a>> {
+        let mut best: Option<Match<'a>> = None;
+        for rule in &self.rules {
+            let Some(bound) = rule.bind(segments, &self.accounts) else {
+                continue;
+            };
+            let better = match &best {
+                None => true,
+                Some(current) => {
+                    (rule.path.len(), rule.literal_count())
+                        > (current.rule.path.len(), current.rule.literal_count())
+                }
+            };
+            if better {
+                best = Some(Match { rule, bound });
+            }
+        }
+        best
+    }
+
+    /// Decides whether `principal` may do `action` on the path with these segments.
+    pub fn decide(&self, principal: &Principal, segments: &[String], action: Action) -> Decision {
+        if principal.admin {
+            return Decision::Allow;
+        }
+        let Some(found) = self.matching(segments) else {
+            return refuse(principal, false);
+        };
+        let admits = |action| {
+            found
+                .rule
+                .who(action)
+                .iter()
+                .any(|w| w.admits(principal, found.bound))
+        };
+        if admits(action) {
+            return Decision::Allow;
+        }
+        let may_read = admits(Action::Read) || admits(Action::List);
+        refuse(principal, found.rule.hidden && !may_read)
+    }
+
+    /// True if a child shows in its parent's listing for `principal`: it may be read (or, for
+    /// a collection, listed) and its rule is not `unlisted`.
+    pub fn listed(&self, principal: &Principal, segments: &[String], collection: bool) -> bool {
+        if self.matching(segments).is_some_and(|m| m.rule.unlisted) {
+            return false;
+        }
+        let allowed = |action| self.decide(principal, segments, action) == Decision::Allow;
+        allowed(Action::Read) || (collection && allowed(Action::List))
+    }
+}
+
+fn refuse(principal: &Principal, hidden: bool) -> Decision {
+    if hidden {
+        Decision::Hidden
+    } else if principal.account.is_none() {
+        Decision::Unauthenticated
+    } else {
+        Decision::Forbidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use Decision::*;
+
+    fn who(list: &[&str]) -> Vec<Who> {
+        list.iter().map(|w| Who::parse(w).unwrap()).collect()
+    }
+
+    fn rule(path: &str, read: &[&str], write: &[&str]) -> Rule {
+        Rule {
+            path: Rule::parse_path(path).unwrap(),
+            read: who(read),
+            list: who(read),
+            create: who(write),
+            update: who(write),
+            delete: who(write),
+            ..Rule::default()
+        }
+    }
+
+    fn rules() -> Rules {
+        let mut home = rule("/home/{account}", &["{account}"], &["{account}"]);
+        home.hidden = true;
+        let mut secret = rule("/secret", &["alice"], &[]);
+        secret.hidden = true;
+        let mut drafts = rule("/pub/drafts", &["*"], &[]);
+        drafts.unlisted = true;
+        Rules::new(
+            vec![
+                rule("/", &["*"], &["@authenticated"]),
+                rule("/team", &["@authenticated"], &["alice"]),
+                rule("/pub", &["*"], &[]),
+                drafts,
+                home,
+                secret,
+            ],
+            ["alice".to_owned(), "bob".to_owned()],
+        )
+    }
+
+    fn segments(path: &str) -> Vec<String> {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn decision_table() {
+        let anon = Principal::anonymous();
+        let alice = Principal::account("alice", false);
+        let bob = Principal::account("bob", false);
+        let root = Principal::account("root", true);
+        let table: &[(&Principal, &str, Action, Decision)] = &[
+            // open rule: anyone reads, signed-in accounts write
+            (&anon, "/a.txt", Read, Allow),
+            (&anon, "/a.txt", Create, Unauthenticated),
+            (&bob, "/a.txt", Update, Allow),
+            // signed-in rule, named writer
+            (&anon, "/team/x", Read, Unauthenticated),
+            (&bob, "/team/x", Read, Allow),
+            (&bob, "/team/x", Delete, Forbidden),
+            (&alice, "/team/x", Delete, Allow),
+            // segment-aligned: /teamx falls back to /
+            (&anon, "/teamx", Read, Allow),
+            // read-only rule overrides the parent's write grant
+            (&bob, "/pub/x", Create, Forbidden),
+            (&anon, "/pub/drafts/d", Read, Allow),
+            // homes: hidden from everyone but the account named by the path
+            (&alice, "/home/alice/f", Read, Allow),
+            (&alice, "/home/alice/f", Create, Allow),
+            (&bob, "/home/alice/f", Read, Hidden),
+            (&bob, "/home/alice/f", Delete, Hidden),
+            (&anon, "/home/alice/f", Read, Hidden),
+            // {account} only matches real accounts: /home/carol falls back to /
+            (&bob, "/home/carol/f", Read, Allow),
+            // hidden with a reader: others get 404, the reader 403 for writes
+            (&bob, "/secret/s", Read, Hidden),
+            (&alice, "/secret/s", Update, Forbidden),
+            // admins may do everything
+            (&root, "/home/alice/f", Delete, Allow),
+            (&root, "/secret/s", Update, Allow),
+        ];
+        let rules = rules();
+        for (principal, path, action, want) in table {
+            let got = rules.decide(principal, &segments(path), *action);
+            assert_eq!(got, *want, "{principal:?} {action:?} {path}");
+        }
+    }
+
+    #[test]
+    fn unmatched_paths_are_for_admins_only() {
+        let rules = Rules::new(vec![rule("/team", &["*"], &[])], []);
+        let path = segments("/other");
+        assert_eq!(
+            rules.decide(&Principal::anonymous(), &path, Read),
+            Unauthenticated
+        );
+        assert_eq!(
+            rules.decide(&Principal::account("bob", false), &path, Read),
+            Forbidden
+        );
+        assert_eq!(
+            rules.decide(&Principal::account("root", true), &path, Read),
+            Allow
+        );
+    }
+
+    #[test]
+    fn listings() {
+        let rules = rules();
+        let anon = Principal::anonymous();
+        let alice = Principal::account("alice", false);
+        assert!(rules.listed(&anon, &segments("/pub/x"), false));
+        assert!(!rules.listed(&anon, &segments("/pub/drafts"), true));
+        assert!(!rules.listed(&alice, &segments("/pub/drafts"), true));
+        assert!(!rules.listed(&anon, &segments("/home/alice"), true));
+        assert!(rules.listed(&alice, &segments("/home/alice"), true));
+    }
+
+    #[test]
+    fn longest_match_prefers_literals() {
+        let mut literal = rule("/home/alice", &["*"], &[]);
+        literal.hidden = false;
+        let rules = Rules::new(
+            vec![rule("/home/{account}", &["{account}"], &[]), literal],
+            ["alice".to_owned()],
+        );
+        let found = rules.matching(&segments("/home/alice/x")).unwrap();
+        assert_eq!(found.rule.read, vec![Who::Anyone]);
+    }
+
+    #[test]
+    fn principals_parse() {
+        assert!(Who::parse("*").is_ok());
+        assert!(Who::parse("bad name").is_err());
+        assert!(Rule::parse_path("docs").is_err());
+        assert!(Rule::parse_path("/a//b").is_err());
+        assert_eq!(Rule::parse_path("/").unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,191 @@
+//! The command line: `serve`, `hash-password` and `check`. Usage and configuration errors
+//! exit with status 64 (EX_USAGE) after a message naming the file, the key and the problem.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+use crate::http::App;
+use crate::state::State;
+use crate::store::FileStore;
+
+/// Exit status for usage and configuration errors (sysexits' EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "larder", version, about = "A self-hosted HTTP resource server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ROOT over HTTP.
+    Serve(ServeArgs),
+    /// Read a password from standard input and print its argon2id PHC string.
+    HashPassword,
+    /// Validate the configuration and print the effective one, secrets redacted.
+    Check(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The folder whose files are served (created if missing) [default: .]
+    #[arg(env = "LARDER_ROOT")]
+    root: Option<PathBuf>,
+    /// Address to bind [default: 127.0.0.1]
+    #[arg(long, env = "LARDER_BIND")]
+    bind: Option<String>,
+    /// Port to bind; 0 picks a free one [default: 8080]
+    #[arg(long, env = "LARDER_PORT")]
+    port: Option<u16>,
+    /// A TOML configuration file.
+    #[arg(long, env = "LARDER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where larder keeps its state [default: ROOT/.larder]
+    #[arg(long, env = "LARDER_STATE")]
+    state: Option<PathBuf>,
+    /// NAME:SECRET@/path:rw,/other:ro or @/path:ro (repeatable; `|` separates several).
+    #[arg(long, env = "LARDER_AUTH")]
+    auth: Vec<String>,
+}
+
+impl ServeArgs {
+    fn settings(self) -> Result<Settings, crate::config::Error> {
+        let overrides = Overrides {
+            root: self.root,
+            bind: self.bind,
+            port: self.port,
+            config: self.config,
+            state: self.state,
+            auth: self.auth,
+        };
+        Settings::load(overrides, &|key| std::env::var(key).ok())
+    }
+}
+
+/// Runs the command line; returns the process's exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::HashPassword => hash_password(),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    crate::telemetry::init();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("larder: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> std::io::Result<()> {
+    let state = Arc::new(State::open(&settings.state)?);
+    let store = FileStore::open(&settings.root, state, &settings.state)?;
+    let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    if settings.open_read_only {
+        println!(
+            "no accounts or rules: serving {} read-only to everyone",
+            store.root().display()
+        );
+    }
+    let app = Arc::new(App::new(Arc::new(settings), store));
+    crate::server::run(listener, app, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("larder: cannot read the password from standard input");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("larder: the password is empty");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match crate::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("larder: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: ServeArgs) -> ExitCode {
+    match args.settings() {
+        Ok(settings) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "# configuration is valid; secrets are redacted");
+            let _ = write!(out, "{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("larder: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}

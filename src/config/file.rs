@@ -1,0 +1,246 @@
+//! The TOML file's shape (unknown keys are errors) and the redacted rendering of the
+//! effective configuration that `larder check` prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{Error, Settings, parse_size};
+use crate::access::{Pattern, Rule, Who};
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub bind: Option<String>,
+    pub port: Option<u16>,
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub realm: Option<String>,
+    pub max_upload: Option<Size>,
+    pub trace: Option<bool>,
+    #[serde(default)]
+    pub account: Vec<AccountConfig>,
+    #[serde(default)]
+    pub plan: BTreeMap<String, PlanConfig>,
+    #[serde(default)]
+    pub rule: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    pub password: String,
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub storage: Size,
+    #[serde(default)]
+    pub credits: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub path: String,
+    pub read: Option<Vec<String>>,
+    pub list: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
+    pub create: Option<Vec<String>>,
+    pub update: Option<Vec<String>>,
+    pub delete: Option<Vec<String>>,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub unlisted: bool,
+    pub price: Option<u64>,
+}
+
+impl RuleConfig {
+    /// The rule, or the failing field and the problem.
+    pub fn to_rule(&self) -> Result<Rule, (&'static str, String)> {
+        let path = Rule::parse_path(&self.path).map_err(|p| ("path", p))?;
+        let parse = |field: &'static str,
+                     list: &Option<Vec<String>>|
+         -> Result<Option<Vec<Who>>, (&'static str, String)> {
+            list.as_ref()
+                .map(|l| {
+                    l.iter()
+                        .map(|w| Who::parse(w).map_err(|p| (field, p)))
+                        .collect()
+                })
+                .transpose()
+        };
+        let read = parse("read", &self.read)?.unwrap_or_default();
+        let list = parse("list", &self.list)?.unwrap_or_else(|| read.clone());
+        let write = parse("write", &self.write)?.unwrap_or_default();
+        let create = parse("create", &self.create)?.unwrap_or_else(|| write.clone());
+        let update = parse("update", &self.update)?.unwrap_or_else(|| write.clone());
+        let delete = parse("delete", &self.delete)?.unwrap_or_else(|| write.clone());
+        Ok(Rule {
+            path,
+            read,
+            list,
+            create,
+            update,
+            delete,
+            hidden: self.hidden,
+            unlisted: self.unlisted,
+            price: self.price,
+        })
+    }
+}
+
+/// A size in bytes, written as a number or a string with a unit.
+#[derive(Debug, Clone, Copy)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Size(n)),
+            Raw::Text(text) => parse_size(&text)
+                .map(Size)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Reads and parses the file; errors name the file and carry toml's key and line.
+pub fn read(path: &Path) -> Result<Config, Error> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::new(&source, "", format!("cannot be read: {e}")))?;
+    toml::from_str(&text).map_err(|e| Error::new(&source, "", e.to_string().trim_end().to_owned()))
+}
+
+#[derive(Serialize)]
+struct Effective<'a> {
+    bind: String,
+    port: u16,
+    root: String,
+    state: String,
+    realm: &'a str,
+    max_upload: u64,
+    trace: bool,
+    account: Vec<EffectiveAccount<'a>>,
+    plan: BTreeMap<&'a str, EffectivePlan>,
+    rule: Vec<EffectiveRule>,
+}
+
+#[derive(Serialize)]
+struct EffectiveAccount<'a> {
+    name: &'a str,
+    password: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<&'a str>,
+    admin: bool,
+}
+
+#[derive(Serialize)]
+struct EffectivePlan {
+    storage: u64,
+    credits: u64,
+}
+
+#[derive(Serialize)]
+struct EffectiveRule {
+    path: String,
+    read: Vec<String>,
+    list: Vec<String>,
+    create: Vec<String>,
+    update: Vec<String>,
+    delete: Vec<String>,
+    hidden: bool,
+    unlisted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price: Option<u64>,
+}
+
+/// Renders the effective settings as TOML with every secret replaced.
+pub fn render(settings: &Settings) -> String {
+    let names = |list: &[Who]| {
+        list.iter()
+            .map(|w| match w {
+                Who::Anyone => "*".to_owned(),
+                Who::Authenticated => "@authenticated".to_owned(),
+                Who::PathAccount => "{account}".to_owned(),
+                Who::Account(name) => name.clone(),
+            })
+            .collect()
+    };
+    let effective = Effective {
+        bind: settings.bind.to_string(),
+        port: settings.port,
+        root: settings.root.display().to_string(),
+        state: settings.state.display().to_string(),
+        realm: &settings.realm,
+        max_upload: settings.max_upload,
+        trace: settings.trace,
+        account: settings
+            .accounts
+            .values()
+            .map(|a| EffectiveAccount {
+                name: &a.name,
+                password: "<redacted>",
+                plan: a.plan.as_deref(),
+                admin: a.admin,
+            })
+            .collect(),
+        plan: settings
+            .plans
+            .iter()
+            .map(|(name, p)| {
+                (
+                    name.as_str(),
+                    EffectivePlan {
+                        storage: p.storage,
+                        credits: p.credits,
+                    },
+                )
+            })
+            .collect(),
+        rule: settings
+            .rules
+            .rules()
+            .iter()
+            .map(|r| EffectiveRule {
+                path: render_path(&r.path),
+                read: names(&r.read),
+                list: names(&r.list),
+                create: names(&r.create),
+                update: names(&r.update),
+                delete: names(&r.delete),
+                hidden: r.hidden,
+                unlisted: r.unlisted,
+                price: r.price,
+            })
+            .collect(),
+    };
+    toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+fn render_path(path: &[Pattern]) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.iter()
+        .map(|p| match p {
+            Pattern::Literal(s) => format!("/{s}"),
+            Pattern::Account => "/{account}".into(),
+        })
+        .collect()
+}

@@ -1,0 +1,474 @@
+//! Configuration: the TOML file of SPEC section 2, the `LARDER_*` environment and the flags,
+//! merged into one validated [`Settings`]. Flags override the environment (clap does that),
+//! the environment overrides the file, the file overrides the defaults.
+//!
+//! Invariant: a [`Settings`] is only ever built whole; any problem is an [`Error`] naming the
+//! file, the key and the problem, and nothing is served.
+
+mod auth_flag;
+mod file;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use argon2::PasswordHash;
+
+use crate::access::{self, Rule, Rules, Who};
+
+pub use units::{parse_duration, parse_size};
+
+/// The default `max_upload`: 1 GiB, Apache's default.
+pub const DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
+
+/// A configuration problem: where, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The file, or a flag or variable name (`--auth`).
+    pub source: String,
+    /// The key (`account[0].password`), empty when the problem is the whole source.
+    pub key: String,
+    /// What is wrong, in a sentence.
+    pub problem: String,
+}
+
+impl Error {
+    fn new(source: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error {
+            source: source.to_owned(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What the command line and environment give; `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// ROOT.
+    pub root: Option<PathBuf>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--state`.
+    pub state: Option<PathBuf>,
+    /// `--auth`, each possibly holding several rules separated by `|`.
+    pub auth: Vec<String>,
+}
+
+/// An account that may sign in.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The account's name.
+    pub name: String,
+    /// The argon2id PHC string.
+    pub password: String,
+    /// The plan's name, if any.
+    pub plan: Option<String>,
+    /// Admins may do everything, everywhere.
+    pub admin: bool,
+}
+
+/// A plan: storage quota and credits granted at first sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Bytes an account's own resources may occupy.
+    pub storage: u64,
+    /// Credits granted once.
+    pub credits: u64,
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// The served folder.
+    pub root: PathBuf,
+    /// Where larder keeps its own state.
+    pub state: PathBuf,
+    /// The realm of `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// The largest request body accepted, in bytes.
+    pub max_upload: u64,
+    /// Whether TRACE is answered (otherwise 405).
+    pub trace: bool,
+    /// Accounts by name.
+    pub accounts: BTreeMap<String, Account>,
+    /// Plans by name.
+    pub plans: BTreeMap<String, Plan>,
+    /// The access rules.
+    pub rules: Rules,
+    /// True when neither accounts nor rules were given and ROOT is served read-only to all.
+    pub open_read_only: bool,
+    /// The file the configuration came from, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings for `root` with every default: read-only to everyone.
+    pub fn for_root(root: impl Into<PathBuf>) -> Result<Settings, Error> {
+        Settings::load(
+            Overrides {
+                root: Some(root.into()),
+                ..Overrides::default()
+            },
+            &env_none,
+        )
+    }
+
+    /// Reads the configuration file (if any), applies the environment given by `env` (for
+    /// the keys that have no flag) and the overrides, and validates the result.
+    pub fn load(
+        overrides: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Error> {
+        let (file, source) = match &overrides.config {
+            Some(path) => (file::read(path)?, path.display().to_string()),
+            None => (file::Config::default(), "configuration".to_owned()),
+        };
+        let base = overrides
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        let relative_to_file = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let env_value = |key: &str| env(&format!("LARDER_{key}"));
+        let bind_text = overrides
+            .bind
+            .clone()
+            .or(file.bind.clone())
+            .unwrap_or("127.0.0.1".into());
+        let bind = bind_text.parse().map_err(|_| {
+            Error::new(
+                &source,
+                "bind",
+                format!("`{bind_text}` is not an IP address"),
+            )
+        })?;
+        let root = match (&overrides.root, &file.root) {
+            (Some(root), _) => root.clone(),
+            (None, Some(root)) => relative_to_file(root),
+            (None, None) => PathBuf::from("."),
+        };
+        let state = match (&overrides.state, &file.state) {
+            (Some(state), _) => state.clone(),
+            (None, Some(state)) => relative_to_file(state),
+            (None, None) => root.join(".larder"),
+        };
+        let realm = env_value("REALM")
+            .or(file.realm.clone())
+            .unwrap_or("larder".into());
+        if realm.is_empty()
+            || realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(Error::new(
+                &source,
+                "realm",
+                "must be non-empty, without \" or \\",
+            ));
+        }
+        let max_upload = match env_value("MAX_UPLOAD") {
+            Some(text) => {
+                parse_size(&text).map_err(|problem| Error::new("LARDER_MAX_UPLOAD", "", problem))?
+            }
+            None => file.max_upload.map(|s| s.0).unwrap_or(DEFAULT_MAX_UPLOAD),
+        };
+        let trace = match env_value("TRACE") {
+            Some(text) => text
+                .parse()
+                .map_err(|_| Error::new("LARDER_TRACE", "", "must be true or false"))?,
+            None => file.trace.unwrap_or(true),
+        };
+
+        let mut plans = BTreeMap::new();
+        for (name, plan) in &file.plan {
+            let plan = Plan {
+                storage: plan.storage.0,
+                credits: plan.credits,
+            };
+            plans.insert(name.clone(), plan);
+        }
+
+        let mut accounts = BTreeMap::new();
+        for (i, account) in file.account.iter().enumerate() {
+            let key = |field: &str| format!("account[{i}].{field}");
+            if !access::valid_account_name(&account.name) {
+                let problem = "use letters, digits, -, _ and . (not first)";
+                return Err(Error::new(&source, key("name"), problem));
+            }
+            check_phc(&account.password).map_err(|p| Error::new(&source, key("password"), p))?;
+            if let Some(plan) = &account.plan
+                && !plans.contains_key(plan)
+            {
+                let problem = format!("no [plan.{plan}] is defined");
+                return Err(Error::new(&source, key("plan"), problem));
+            }
+            let entry = Account {
+                name: account.name.clone(),
+                password: account.password.clone(),
+                plan: account.plan.clone(),
+                admin: account.admin,
+            };
+            if accounts.insert(account.name.clone(), entry).is_some() {
+                let problem = format!("`{}` is defined twice", account.name);
+                return Err(Error::new(&source, key("name"), problem));
+            }
+        }
+
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, rule) in file.rule.iter().enumerate() {
+            let parsed = rule
+                .to_rule()
+                .map_err(|(field, p)| Error::new(&source, format!("rule[{i}].{field}"), p))?;
+            if rules.iter().any(|r| r.path == parsed.path) {
+                let problem = format!("`{}` is already given by another rule", rule.path);
+                return Err(Error::new(&source, format!("rule[{i}].path"), problem));
+            }
+            rules.push(parsed);
+        }
+
+        for text in overrides
+            .auth
+            .iter()
+            .flat_map(|a| a.split('|'))
+            .filter(|a| !a.is_empty())
+        {
+            let grant = auth_flag::parse(text)
+                .map_err(|p| Error::new("--auth", "", format!("`{text}`: {p}")))?;
+            if let Some((name, secret)) = &grant.account {
+                let password = if secret.starts_with("$argon2") {
+                    check_phc(secret).map_err(|p| Error::new("--auth", name.clone(), p))?;
+                    secret.clone()
+                } else {
+                    crate::auth::hash_password(secret)
+                        .map_err(|p| Error::new("--auth", name.clone(), p))?
+                };
+                let account = Account {
+                    name: name.clone(),
+                    password,
+                    plan: None,
+                    admin: false,
+                };
+                accounts.entry(name.clone()).or_insert(account);
+            }
+            auth_flag::merge(&mut rules, &grant);
+        }
+
+        for (i, rule) in rules.iter().enumerate() {
+            for who in [
+                &rule.read,
+                &rule.list,
+                &rule.create,
+                &rule.update,
+                &rule.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Who::Account(name) = who
+                    && !accounts.contains_key(name)
+                {
+                    let problem = format!("no account named `{name}`");
+                    return Err(Error::new(&source, format!("rule[{i}]"), problem));
+                }
+            }
+        }
+
+        let open_read_only = accounts.is_empty() && rules.is_empty();
+        if open_read_only {
+            rules.push(Rule {
+                path: Vec::new(),
+                read: vec![Who::Anyone],
+                list: vec![Who::Anyone],
+                ..Rule::default()
+            });
+        }
+        let names = accounts.keys().cloned().collect::<Vec<_>>();
+        Ok(Settings {
+            bind,
+            port: overrides.port.or(file.port).unwrap_or(8080),
+            root,
+            state,
+            realm,
+            max_upload,
+            trace,
+            accounts,
+            plans,
+            rules: Rules::new(rules, names),
+            open_read_only,
+            file: overrides.config.clone(),
+        })
+    }
+
+    /// The effective configuration as TOML, with password hashes redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        file::render(self)
+    }
+}
+
+/// An environment with no variables set.
+pub fn env_none(_: &str) -> Option<String> {
+    None
+}
+
+fn check_phc(password: &str) -> Result<(), String> {
+    let hash = PasswordHash::new(password).map_err(|_| {
+        "must be an argon2id PHC string (`larder hash-password` makes one); plain text is refused"
+            .to_owned()
+    })?;
+    if hash.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "uses {}; only argon2id is accepted",
+            hash.algorithm
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Settings, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(
+            Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            },
+            &env_none,
+        )
+    }
+
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$y0Ecn0tX+6vS0Wv3Qz0uJ9rX8p4Xz9yBZc1oPtQpT6Y";
+
+    #[test]
+    fn defaults_serve_read_only() {
+        let settings = Settings::for_root("/srv").unwrap();
+        assert!(settings.open_read_only);
+        assert_eq!(settings.port, 8080);
+        assert_eq!(settings.state, PathBuf::from("/srv/.larder"));
+        assert_eq!(settings.max_upload, DEFAULT_MAX_UPLOAD);
+    }
+
+    #[test]
+    fn full_file() {
+        let text = format!(
+            r#"
+port = 9000
+max_upload = "10 MiB"
+trace = false
+[[account]]
+name = "alice"
+password = "{HASH}"
+plan = "free"
+[plan.free]
+storage = "100 MiB"
+credits = 20
+[[rule]]
+path = "/"
+read = ["*"]
+write = ["alice"]
+"#
+        );
+        let settings = load_text(&text).unwrap();
+        assert_eq!(settings.port, 9000);
+        assert_eq!(settings.max_upload, 10 << 20);
+        assert!(!settings.trace);
+        assert_eq!(
+            settings.plans["free"],
+            Plan {
+                storage: 100 << 20,
+                credits: 20
+            }
+        );
+        assert!(!settings.open_read_only);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("prot = 1", "prot"),
+            ("port = \"x\"", "port"),
+            (
+                "[[account]]\nname = \"a\"\npassword = \"hunter2\"",
+                "account[0].password",
+            ),
+            (
+                &format!("[[account]]\nname = \"a\"\npassword = \"{HASH}\"\nplan = \"gold\""),
+                "account[0].plan",
+            ),
+            ("[[rule]]\npath = \"docs\"", "rule[0].path"),
+            ("[[rule]]\npath = \"/\"\nread = [\"bob\"]", "rule[0]"),
+            ("max_upload = \"12 parsecs\"", "max_upload"),
+        ];
+        for (text, key) in cases {
+            let error = load_text(text).unwrap_err();
+            assert!(error.to_string().contains(key), "{text}: {error}");
+            assert!(error.source.ends_with("larder.toml"), "{error}");
+        }
+    }
+
+    #[test]
+    fn auth_flag_makes_accounts_and_rules() {
+        let overrides = Overrides {
+            root: Some("/srv".into()),
+            auth: vec![format!("alice:{HASH}@/:rw|@/pub:ro")],
+            ..Overrides::default()
+        };
+        let settings = Settings::load(overrides, &env_none).unwrap();
+        assert!(settings.accounts.contains_key("alice"));
+        assert_eq!(settings.rules.rules().len(), 2);
+        assert!(!settings.open_read_only);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.toml");
+        std::fs::write(&path, "realm = \"file\"\nmax_upload = 5").unwrap();
+        let env = |key: &str| (key == "LARDER_REALM").then(|| "env".to_owned());
+        let settings = Settings::load(
+            Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            },
+            &env,
+        )
+        .unwrap();
+        assert_eq!(settings.realm, "env");
+        assert_eq!(settings.max_upload, 5);
+    }
+}

@@ -1,0 +1,930 @@
+//! HTTP semantics: routing, methods, conditional and range requests, listings. The order of
+//! checks of SPEC section 4 is [`App::respond`] and [`App::resource`], read top to bottom:
+//! parse (400) → method known (501) → path valid (400) → credentials (401) → rules
+//! (403/404) → method allowed here (405) → payment (402) → body limits (413) →
+//! preconditions (304/412) → the action.
+//!
+//! Errors become responses in exactly one place, [`problem`].
+
+mod body;
+pub mod conditional;
+mod listing;
+pub mod problem;
+pub mod range;
+mod upload;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use http::header::{
+    ACCEPT, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, HOST, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RANGE,
+    TRANSFER_ENCODING, VARY, WWW_AUTHENTICATE,
+};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::access::{Action, Decision, Principal};
+use crate::auth::{Authenticator, Failure};
+use crate::config::Settings;
+use crate::path::ResourcePath;
+use crate::store::{ByteStream, Entry, Put, Store, Upload};
+use crate::telemetry::{RequestIds, escape};
+use conditional::{Outcome, Preconditions, Validators};
+use problem::{Problem, Slug};
+
+pub use body::{Body, empty, full};
+
+/// The request header that names the request id in the response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The methods larder implements; anything else is 501.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// PUT
+    Put,
+    /// POST
+    Post,
+    /// DELETE
+    Delete,
+    /// OPTIONS
+    Options,
+    /// TRACE
+    Trace,
+}
+
+impl Verb {
+    fn parse(method: &Method) -> Option<Verb> {
+        Some(match *method {
+            Method::GET => Verb::Get,
+            Method::HEAD => Verb::Head,
+            Method::PUT => Verb::Put,
+            Method::POST => Verb::Post,
+            Method::DELETE => Verb::Delete,
+            Method::OPTIONS => Verb::Options,
+            Method::TRACE => Verb::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Head => "HEAD",
+            Verb::Put => "PUT",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+            Verb::Options => "OPTIONS",
+            Verb::Trace => "TRACE",
+        }
+    }
+}
+
+/// An `Allow` value and the matching 405.
+pub fn method_not_allowed(verb: Verb, allow: &[Verb]) -> Problem {
+    Problem::new(
+        Slug::MethodNotAllowed,
+        format!("{} is not allowed here.", verb.as_str()),
+    )
+    .header(ALLOW, allow_value(allow))
+}
+
+fn allow_value(allow: &[Verb]) -> HeaderValue {
+    let text = allow
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("GET, HEAD"))
+}
+
+/// Credential fields a TRACE never echoes.
+const SECRET_FIELDS: [&str; 8] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "payment-signature",
+    "x-payment",
+    "x-auth-token",
+];
+
+/// What the access log records about a request beyond its line.
+#[derive(Default)]
+struct Trail {
+    account: Option<String>,
+}
+
+/// The application: settings, store and verifier, answering one request at a time.
+pub struct App<S: Store> {
+    settings: Arc<Settings>,
+    store: S,
+    auth: Authenticator,
+    ids: RequestIds,
+}
+
+enum Target {
+    /// `OPTIONS *`.
+    Star,
+    /// `/.larder/…`, with the segments after `.larder`.
+    Larder(Vec<String>),
+    Resource(ResourcePath),
+}
+
+impl<S: Store> App<S> {
+    /// Builds the application.
+    pub fn new(settings: Arc<Settings>, store: S) -> Self {
+        let auth = Authenticator::new(&settings);
+        App {
+            settings,
+            store,
+            auth,
+            ids: RequestIds::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Answers one request. Never fails: errors and panics become problem documents.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let id = self.ids.next();
+        let method = request.method().clone();
+        let target = request.uri().to_string();
+        let authenticated = request.headers().contains_key(AUTHORIZATION);
+        let mut trail = Trail::default();
+        let outcome = AssertUnwindSafe(self.respond(request, &mut trail))
+            .catch_unwind()
+            .await;
+        let mut response = match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(problem)) => problem.into_response(&id),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(request_id = %id, "handler panicked: {why}");
+                Problem::internal().into_response(&id)
+            }
+        };
+        let success = response.status().is_success();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(REQUEST_ID, value);
+        }
+        // Answers to signed-in requests are the caller's own: shared caches keep out.
+        if authenticated && success && !headers.contains_key(CACHE_CONTROL) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        tracing::info!(
+            target: "access",
+            request_id = %id,
+            method = %method,
+            path = %escape(&target),
+            status = response.status().as_u16(),
+            bytes = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            account = trail.account.as_deref().unwrap_or("-"),
+        );
+        response
+    }
+
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        trail: &mut Trail,
+    ) -> Result<Response<Body>, Problem> {
+        // Parse: what hyper accepts but RFC 9112 does not.
+        check_framing(&request)?;
+        // Method known.
+        let verb = Verb::parse(request.method()).ok_or_else(|| {
+            Problem::new(
+                Slug::NotImplemented,
+                format!("{} is not implemented.", request.method()),
+            )
+        })?;
+        // Path valid.
+        let target = parse_target(verb, request.uri())?;
+        // Credentials.
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let principal = self
+            .auth
+            .authenticate(authorization)
+            .await
+            .map_err(|failure| self.unauthenticated(Some(failure)))?;
+        trail.account = principal.account.clone();
+        match target {
+            Target::Star => Ok(options_star(self.settings.trace)),
+            Target::Larder(rest) => crate::admin::respond(verb, &rest),
+            Target::Resource(path) => self.resource(verb, path, principal, request).await,
+        }
+    }
+
+    /// A 401 with one challenge per scheme.
+    fn unauthenticated(&self, failure: Option<Failure>) -> Problem {
+        let realm = &self.settings.realm;
+        let basic = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+        let bearer = match failure {
+            Some(Failure::InvalidToken) => {
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+            }
+            _ => format!("Bearer realm=\"{realm}\""),
+        };
+        let detail = match failure {
+            None => "This resource needs credentials.",
+            Some(Failure::BadCredentials) => "The credentials are wrong or malformed.",
+            Some(Failure::InvalidToken) => "The bearer token is unknown, expired or revoked.",
+        };
+        let mut problem = Problem::new(Slug::Unauthenticated, detail);
+        for challenge in [basic, bearer] {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                problem = problem.header(WWW_AUTHENTICATE, value);
+            }
+        }
+        problem
+    }
+
+    fn authorize(
+        &self,
+        principal: &Principal,
+        path: &ResourcePath,
+        action: Action,
+    ) -> Result<(), Problem> {
+        match self
+            .settings
+            .rules
+            .decide(principal, path.segments(), action)
+        {
+            Decision::Allow => Ok(()),
+            Decision::Unauthenticated => Err(self.unauthenticated(None)),
+            Decision::Forbidden => Err(Problem::new(
+                Slug::Forbidden,
+                "This account may not do this here.",
+            )),
+            Decision::Hidden => Err(Problem::not_found()),
+        }
+    }
+
+    fn allowed(&self, entry: &Entry) -> Vec<Verb> {
+        let mut allow = vec![Verb::Get, Verb::Head, Verb::Put];
+        if entry.is_collection() {
+            allow.push(Verb::Post);
+        }
+        if !entry.path.is_root() {
+            allow.push(Verb::Delete);
+        }
+        allow.push(Verb::Options);
+        if self.settings.trace {
+            allow.push(Verb::Trace);
+        }
+        allow
+    }
+
+    async fn resource(
+        &self,
+        verb: Verb,
+        path: ResourcePath,
+        principal: Principal,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let opened = self.store.open(&path).await?;
+        let entry = opened.as_ref().map(|(entry, _)| entry);
+
+        // Rules. A collection's listing is `list`; writes are create or update by existence.
+        let collection = entry
+            .map(Entry::is_collection)
+            .unwrap_or(path.is_collection());
+        let action = match verb {
+            Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
+            Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
+            Verb::Put if entry.is_some() => Action::Update,
+            Verb::Put | Verb::Post => Action::Create,
+            Verb::Delete => Action::Delete,
+        };
+        self.authorize(&principal, &path, action)?;
+
+        let Some((entry, handle)) = opened else {
+            return match verb {
+                Verb::Put => self.put(path, None, principal, request).await,
+                _ => Err(Problem::not_found()),
+            };
+        };
+        // The path's form must match what is there: /docs for a folder redirects (or
+        // conflicts, for writes); /a.txt/ for a file does not exist.
+        if entry.is_collection() && !path.is_collection() {
+            return match verb {
+                Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Ok(redirect(&entry.path)),
+                _ => Err(Problem::new(
+                    Slug::Conflict,
+                    format!("This is a collection; its path is {}.", entry.path.to_url()),
+                )),
+            };
+        }
+        if !entry.is_collection() && path.is_collection() {
+            return match verb {
+                Verb::Put | Verb::Post => Err(Problem::new(
+                    Slug::Conflict,
+                    format!(
+                        "This is a resource, not a collection: {}.",
+                        entry.path.to_url()
+                    ),
+                )),
+                _ => Err(Problem::not_found()),
+            };
+        }
+
+        // Method allowed here.
+        let allow = self.allowed(&entry);
+        if !allow.contains(&verb) {
+            return Err(method_not_allowed(verb, &allow));
+        }
+
+        match verb {
+            Verb::Options => Ok(no_content_with(ALLOW, allow_value(&allow))),
+            Verb::Trace => Ok(trace(&request)),
+            Verb::Get | Verb::Head if entry.is_collection() => {
+                self.listing(verb, &entry, &principal, &request).await
+            }
+            Verb::Get | Verb::Head => self.get(verb, &entry, handle, &request).await,
+            Verb::Put => self.put(path, Some(entry), principal, request).await,
+            Verb::Post => self.post(&entry, principal, request).await,
+            Verb::Delete => self.delete(&entry, &request).await,
+        }
+    }
+
+    async fn get(
+        &self,
+        verb: Verb,
+        entry: &Entry,
+        handle: Option<S::Handle>,
+        request: &Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let validators = validators(entry);
+        let pre = Preconditions::parse(request.headers());
+        let mut headers = representation_headers(entry);
+        match pre.evaluate(true, Some(validators)) {
+            Outcome::Proceed => {}
+            Outcome::NotModified => return Ok(not_modified(entry)),
+            Outcome::Failed => return Err(precondition_failed()),
+        }
+        let len = entry.size;
+        let ranges = match request.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
+            Some(field) if verb == Verb::Get && pre.range_applies(validators) => {
+                range::resolve(field, len)
+            }
+            _ => range::Ranges::Whole,
+        };
+        let handle = handle.ok_or_else(Problem::internal)?;
+        let (status, body_len, body) = match ranges {
+            range::Ranges::Whole => {
+                let body = match verb {
+                    Verb::Head => empty(),
+                    _ => body::stream(self.store.read(&handle, 0, len).await?),
+                };
+                (StatusCode::OK, len, body)
+            }
+            range::Ranges::Unsatisfiable => {
+                let value = HeaderValue::from_str(&format!("bytes */{len}"))
+                    .map_err(|_| Problem::internal())?;
+                return Err(Problem::new(
+                    Slug::RangeNotSatisfiable,
+                    format!("No requested range overlaps the {len} bytes of this resource."),
+                )
+                .header(CONTENT_RANGE, value));
+            }
+            range::Ranges::Parts(parts) if parts.len() == 1 => {
+                let (first, last) = parts[0];
+                let range = format!("bytes {first}-{last}/{len}");
+                headers.push((
+                    CONTENT_RANGE,
+                    HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
+                ));
+                let body = body::stream(self.store.read(&handle, first, last - first + 1).await?);
+                (StatusCode::PARTIAL_CONTENT, last - first + 1, body)
+            }
+            range::Ranges::Parts(parts) => {
+                let content_type = entry.content_type.clone().unwrap_or_default();
+                let boundary = format!(
+                    "{:016x}{:016x}",
+                    rand::random::<u64>(),
+                    rand::random::<u64>()
+                );
+                let mut pieces: Vec<ByteStream> = Vec::new();
+                let mut total = 0u64;
+                for (first, last) in parts {
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {first}-{last}/{len}\r\n\r\n"
+                    );
+                    total += head.len() as u64 + (last - first + 1);
+                    pieces.push(once(head.into_bytes()));
+                    pieces.push(self.store.read(&handle, first, last - first + 1).await?);
+                }
+                let tail = format!("\r\n--{boundary}--\r\n");
+                total += tail.len() as u64;
+                pieces.push(once(tail.into_bytes()));
+                let multipart = format!("multipart/byteranges; boundary={boundary}");
+                headers.retain(|(name, _)| name != CONTENT_TYPE);
+                headers.push((
+                    CONTENT_TYPE,
+                    HeaderValue::from_str(&multipart).map_err(|_| Problem::internal())?,
+                ));
+                let stream: ByteStream = Box::pin(futures_util::stream::iter(pieces).flatten());
+                (StatusCode::PARTIAL_CONTENT, total, body::stream(stream))
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let out = response.headers_mut();
+        for (name, value) in headers {
+            out.insert(name, value);
+        }
+        out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+        out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        Ok(response)
+    }
+
+    async fn listing(
+        &self,
+        verb: Verb,
+        entry: &Entry,
+        principal: &Principal,
+        request: &Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let members: Vec<Entry> = self
+            .store
+            .list(&entry.path)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                self.settings
+                    .rules
+                    .listed(principal, m.path.segments(), m.is_collection())
+            })
+            .collect();
+        let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let (bytes, content_type) = match listing::negotiate(accept) {
+            listing::Format::Json => (listing::json(entry, &members), "application/json"),
+            listing::Format::Html => (listing::html(entry, &members), "text/html; charset=utf-8"),
+        };
+        let mut response = Response::new(if verb == Verb::Head {
+            empty()
+        } else {
+            full(bytes.clone())
+        });
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.insert(VARY, HeaderValue::from_static("Accept"));
+        if content_type.starts_with("text/html") {
+            headers.insert(
+                HeaderName::from_static("content-security-policy"),
+                HeaderValue::from_static("default-src 'none'"),
+            );
+        }
+        Ok(response)
+    }
+
+    /// Body limits (413) and preconditions (412), the checks a write makes before reading
+    /// its body; the store repeats the precondition check atomically with the write.
+    fn admit_write(
+        &self,
+        request: &Request<Incoming>,
+        current: Option<&Entry>,
+    ) -> Result<Preconditions, Problem> {
+        let length = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(length) = length
+            && length > self.settings.max_upload
+        {
+            return Err(Problem::new(
+                Slug::ContentTooLarge,
+                format!(
+                    "The body is {length} bytes; at most {} are accepted.",
+                    self.settings.max_upload
+                ),
+            ));
+        }
+        let pre = Preconditions::parse(request.headers());
+        match pre.evaluate(false, current.map(validators)) {
+            Outcome::Proceed => Ok(pre),
+            _ => Err(precondition_failed()),
+        }
+    }
+
+    async fn put(
+        &self,
+        path: ResourcePath,
+        current: Option<Entry>,
+        principal: Principal,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let pre = self.admit_write(&request, current.as_ref())?;
+        let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
+            Outcome::Proceed => Ok(()),
+            _ => Err(precondition_failed()),
+        };
+        let put = if path.is_collection() {
+            if !body_is_empty(&request) {
+                return Err(Problem::new(
+                    Slug::BadRequest,
+                    "A collection is made with an empty body.",
+                ));
+            }
+            self.store.create_collection(&path, check).await??
+        } else {
+            let upload = Upload {
+                content_type: content_type(request.headers()),
+                owner: principal.account,
+            };
+            let body = upload::limited(request.into_body(), self.settings.max_upload);
+            self.store.put(&path, upload, body, check).await??
+        };
+        Ok(stored(put))
+    }
+
+    async fn post(
+        &self,
+        collection: &Entry,
+        principal: Principal,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        self.admit_write(&request, Some(collection))?;
+        let content_type = content_type(request.headers());
+        let multipart = content_type
+            .as_deref()
+            .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
+        if let Some(ct) = multipart {
+            let boundary = multer::parse_boundary(ct).map_err(|_| {
+                Problem::new(
+                    Slug::BadRequest,
+                    "The multipart body has no valid boundary.",
+                )
+            })?;
+            let body = upload::limited(request.into_body(), self.settings.max_upload);
+            return self
+                .post_multipart(collection, principal, body, boundary)
+                .await;
+        }
+        let extension = content_type
+            .as_deref()
+            .and_then(|ct| mime_guess::get_mime_extensions_str(ct.split(';').next().unwrap_or("")))
+            .and_then(|exts| exts.first())
+            .map(|ext| format!(".{ext}"))
+            .unwrap_or_default();
+        let name = format!("{:016x}{extension}", rand::random::<u64>());
+        let path = collection.path.child(&name, false)?;
+        let upload = Upload {
+            content_type,
+            owner: principal.account,
+        };
+        let body = upload::limited(request.into_body(), self.settings.max_upload);
+        let put = self.store.put(&path, upload, body, must_be_new).await??;
+        Ok(stored(put))
+    }
+
+    async fn post_multipart(
+        &self,
+        collection: &Entry,
+        principal: Principal,
+        body: ByteStream,
+        boundary: String,
+    ) -> Result<Response<Body>, Problem> {
+        let mut form = multer::Multipart::new(body, boundary);
+        let mut created = Vec::new();
+        while let Some(field) = form.next_field().await.map_err(multipart_problem)? {
+            let Some(file_name) = field.file_name().map(str::to_owned) else {
+                continue;
+            };
+            // Browsers may send a path; keep its last component.
+            let base = file_name
+                .rsplit(['/', '\\'])
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let path = self.free_name(&collection.path, &base).await?;
+            let upload = Upload {
+                content_type: field.content_type().map(|m| m.to_string()),
+                owner: principal.account.clone(),
+            };
+            let stream: ByteStream =
+                Box::pin(field.map(|chunk| chunk.map_err(std::io::Error::other)));
+            created.push(self.store.put(&path, upload, stream, must_be_new).await??);
+        }
+        let Some(first) = created.first() else {
+            return Err(Problem::new(
+                Slug::BadRequest,
+                "The form has no file parts.",
+            ));
+        };
+        let document = json!({ "created": created.iter().map(|p| listing::describe(&p.entry)).collect::<Vec<_>>() });
+        let mut response = json_response(StatusCode::CREATED, &document);
+        insert_location(response.headers_mut(), &first.entry.path);
+        Ok(response)
+    }
+
+    /// `name` in `collection`, or `name-1`, `name-2`… (before the extension) if taken.
+    async fn free_name(
+        &self,
+        collection: &ResourcePath,
+        name: &str,
+    ) -> Result<ResourcePath, Problem> {
+        let (stem, ext) = match name.rfind('.') {
+            Some(dot) if dot > 0 => name.split_at(dot),
+            _ => (name, ""),
+        };
+        for n in 0..100 {
+            let candidate = if n == 0 {
+                name.to_owned()
+            } else {
+                format!("{stem}-{n}{ext}")
+            };
+            let path = collection.child(&candidate, false)?;
+            if self.store.open(&path).await?.is_none() {
+                return Ok(path);
+            }
+        }
+        Err(Problem::new(
+            Slug::Conflict,
+            format!("Too many resources are named like {name}."),
+        ))
+    }
+
+    async fn delete(
+        &self,
+        entry: &Entry,
+        request: &Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let pre = self.admit_write(request, Some(entry))?;
+        let recursive = request
+            .headers()
+            .get(HeaderName::from_static("depth"))
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"infinity"));
+        let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
+            Outcome::Proceed => Ok(()),
+            _ => Err(precondition_failed()),
+        };
+        self.store.delete(&entry.path, recursive, check).await??;
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+}
+
+fn must_be_new(current: Option<&Entry>) -> Result<(), Problem> {
+    match current {
+        None => Ok(()),
+        Some(_) => Err(Problem::new(
+            Slug::Conflict,
+            "A resource with this name appeared meanwhile.",
+        )),
+    }
+}
+
+fn multipart_problem(error: multer::Error) -> Problem {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && upload::body_error(io).is_some()
+        {
+            return crate::store::Error::Body(std::io::Error::new(io.kind(), io.to_string()))
+                .into();
+        }
+        source = e.source();
+    }
+    Problem::new(
+        Slug::BadRequest,
+        format!("The multipart body is malformed: {error}."),
+    )
+}
+
+fn once(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::once(
+        async move { Ok(Bytes::from(bytes)) },
+    ))
+}
+
+fn validators(entry: &Entry) -> Validators<'_> {
+    Validators {
+        etag: entry.etag.as_deref(),
+        modified: Some(entry.modified),
+    }
+}
+
+fn precondition_failed() -> Problem {
+    Problem::new(
+        Slug::PreconditionFailed,
+        "A precondition of the request is false; nothing was changed.",
+    )
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|ct| !ct.is_empty())
+}
+
+fn body_is_empty(request: &Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    request.body().size_hint().exact() == Some(0)
+}
+
+/// Last-Modified may not be later than Date (RFC 9110 §8.8.2.1).
+fn last_modified(entry: &Entry) -> HeaderValue {
+    let time = entry.modified.min(SystemTime::now());
+    HeaderValue::from_str(&httpdate::fmt_http_date(time)).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn etag_value(entry: &Entry) -> Option<HeaderValue> {
+    entry
+        .etag
+        .as_ref()
+        .and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok())
+}
+
+fn representation_headers(entry: &Entry) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    if let Some(ct) = entry
+        .content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+    {
+        headers.push((CONTENT_TYPE, ct));
+    }
+    if let Some(etag) = etag_value(entry) {
+        headers.push((ETAG, etag));
+    }
+    headers.push((LAST_MODIFIED, last_modified(entry)));
+    headers
+}
+
+fn not_modified(entry: &Entry) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    if let Some(etag) = etag_value(entry) {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    response
+}
+
+fn stored(put: Put) -> Response<Body> {
+    let status = if put.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = json_response(status, &listing::describe(&put.entry));
+    let headers = response.headers_mut();
+    if put.created {
+        insert_location(headers, &put.entry.path);
+    }
+    if let Some(etag) = etag_value(&put.entry) {
+        headers.insert(ETAG, etag);
+    }
+    response
+}
+
+fn insert_location(headers: &mut HeaderMap, path: &ResourcePath) {
+    if let Ok(value) = HeaderValue::from_str(&path.to_url()) {
+        headers.insert(LOCATION, value);
+    }
+}
+
+/// A JSON answer.
+pub fn json_response(status: StatusCode, document: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(document).unwrap_or_default();
+    let mut response = Response::new(full(bytes.clone()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    response
+}
+
+/// A 204 with one header field.
+pub fn no_content_with(name: HeaderName, value: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(name, value);
+    response
+}
+
+fn redirect(to: &ResourcePath) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    insert_location(response.headers_mut(), to);
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(0));
+    response
+}
+
+fn options_star(trace: bool) -> Response<Body> {
+    let mut methods = vec![
+        Verb::Get,
+        Verb::Head,
+        Verb::Put,
+        Verb::Post,
+        Verb::Delete,
+        Verb::Options,
+    ];
+    if trace {
+        methods.push(Verb::Trace);
+    }
+    let document = json!({
+        "server": "larder",
+        "version": env!("CARGO_PKG_VERSION"),
+        "methods": methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "authentication": ["Basic", "Bearer"],
+        "ranges": ["bytes"],
+    });
+    let mut response = json_response(StatusCode::OK, &document);
+    response.headers_mut().insert(ALLOW, allow_value(&methods));
+    response
+}
+
+/// The request as received, minus credentials, as `message/http`.
+fn trace(request: &Request<Incoming>) -> Response<Body> {
+    let version = match request.version() {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    let mut echo = format!("{} {} {version}\r\n", request.method(), request.uri()).into_bytes();
+    for (name, value) in request.headers() {
+        if SECRET_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        echo.extend_from_slice(name.as_str().as_bytes());
+        echo.extend_from_slice(b": ");
+        echo.extend_from_slice(value.as_bytes());
+        echo.extend_from_slice(b"\r\n");
+    }
+    echo.extend_from_slice(b"\r\n");
+    let len = echo.len();
+    let mut response = Response::new(full(echo));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("message/http"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What hyper lets through but larder refuses: a missing or repeated Host (HTTP/1.1), and a
+/// TRACE with a body.
+fn check_framing(request: &Request<Incoming>) -> Result<(), Problem> {
+    if request.version() == Version::HTTP_11 {
+        let hosts = request.headers().get_all(HOST).iter().count();
+        if hosts != 1 {
+            return Err(Problem::new(
+                Slug::BadRequest,
+                "An HTTP/1.1 request needs exactly one Host field.",
+            ));
+        }
+    }
+    if request.method() == Method::TRACE
+        && (request.headers().contains_key(TRANSFER_ENCODING) || !body_is_empty(request))
+    {
+        return Err(Problem::new(
+            Slug::BadRequest,
+            "A TRACE request must not have a body.",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_target(verb: Verb, uri: &http::Uri) -> Result<Target, Problem> {
+    if uri.path() == "*" {
+        return match verb {
+            Verb::Options => Ok(Target::Star),
+            _ => Err(Problem::new(Slug::BadRequest, "Only OPTIONS may target *.")),
+        };
+    }
+    let path = ResourcePath::parse(uri.path())?;
+    match path.segments().first() {
+        Some(first) if first == ".larder" => Ok(Target::Larder(path.segments()[1..].to_vec())),
+        _ => Ok(Target::Resource(path)),
+    }
+}

@@ -1,0 +1,340 @@
+//! The one place where errors become status codes: every failure is a [`Problem`], rendered
+//! as an RFC 9457 `application/problem+json` document whose `type` is
+//! `/.larder/problems/<slug>` and whose `instance` is the request id.
+
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::body::{Body, full};
+use crate::store;
+
+/// Every problem type larder answers with. The slug, status and title live here and only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slug {
+    /// 400: the request makes no sense.
+    BadRequest,
+    /// 400: the path is not a valid resource path.
+    InvalidPath,
+    /// 401: credentials missing or wrong.
+    Unauthenticated,
+    /// 402: the owner's storage quota would be exceeded.
+    QuotaExceeded,
+    /// 402: the resource must be bought.
+    PaymentRequired,
+    /// 402: not enough credits to buy.
+    InsufficientCredits,
+    /// 403: known and not allowed.
+    Forbidden,
+    /// 404: nothing here, or nothing this client may know of.
+    NotFound,
+    /// 405: the method is known but not allowed here.
+    MethodNotAllowed,
+    /// 409: the request conflicts with what is stored.
+    Conflict,
+    /// 412: a precondition was false.
+    PreconditionFailed,
+    /// 413: the body is larger than `max_upload`.
+    ContentTooLarge,
+    /// 414: the request target is too long.
+    UriTooLong,
+    /// 415: the body's media type is not accepted here.
+    UnsupportedMediaType,
+    /// 416: no requested range overlaps the resource.
+    RangeNotSatisfiable,
+    /// 429: too many attempts.
+    TooManyRequests,
+    /// 500: the server failed.
+    Internal,
+    /// 501: the method is not implemented.
+    NotImplemented,
+    /// 507: the disk is full.
+    InsufficientStorage,
+}
+
+/// Every slug, for the problem pages.
+pub const ALL: [Slug; 19] = [
+    Slug::BadRequest,
+    Slug::InvalidPath,
+    Slug::Unauthenticated,
+    Slug::QuotaExceeded,
+    Slug::PaymentRequired,
+    Slug::InsufficientCredits,
+    Slug::Forbidden,
+    Slug::NotFound,
+    Slug::MethodNotAllowed,
+    Slug::Conflict,
+    Slug::PreconditionFailed,
+    Slug::ContentTooLarge,
+    Slug::UriTooLong,
+    Slug::UnsupportedMediaType,
+    Slug::RangeNotSatisfiable,
+    Slug::TooManyRequests,
+    Slug::Internal,
+    Slug::NotImplemented,
+    Slug::InsufficientStorage,
+];
+
+impl Slug {
+    /// (slug, status, title, explanation)
+    fn row(self) -> (&'static str, StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Slug::BadRequest => (
+                "bad-request",
+                S::BAD_REQUEST,
+                "Bad Request",
+                "The request is malformed or makes no sense for this resource.",
+            ),
+            Slug::InvalidPath => (
+                "invalid-path",
+                S::BAD_REQUEST,
+                "Invalid Path",
+                "The path has a .. or . segment, an encoded /, NUL or another control character, invalid percent-encoding or UTF-8, an empty segment, a name that is too long, or a name reserved for larder.",
+            ),
+            Slug::Unauthenticated => (
+                "unauthenticated",
+                S::UNAUTHORIZED,
+                "Unauthorized",
+                "Credentials are needed here, or the ones given are wrong, expired or malformed. Sign in with Basic or Bearer as the WWW-Authenticate challenges say.",
+            ),
+            Slug::QuotaExceeded => (
+                "quota-exceeded",
+                S::PAYMENT_REQUIRED,
+                "Storage Quota Exceeded",
+                "Storing this would take the owner past its plan's storage quota. Nothing was changed.",
+            ),
+            Slug::PaymentRequired => (
+                "payment-required",
+                S::PAYMENT_REQUIRED,
+                "Payment Required",
+                "This resource has a price in credits. Buy it with POST /.larder/purchases, or send Larder-Max-Price.",
+            ),
+            Slug::InsufficientCredits => (
+                "insufficient-credits",
+                S::PAYMENT_REQUIRED,
+                "Insufficient Credits",
+                "The account's balance does not cover the price. Nothing was charged.",
+            ),
+            Slug::Forbidden => (
+                "forbidden",
+                S::FORBIDDEN,
+                "Forbidden",
+                "The account is known and not allowed to do this here.",
+            ),
+            Slug::NotFound => (
+                "not-found",
+                S::NOT_FOUND,
+                "Not Found",
+                "There is nothing at this path, or nothing this client may know of.",
+            ),
+            Slug::MethodNotAllowed => (
+                "method-not-allowed",
+                S::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                "This resource does not support the method; the Allow header lists the ones it does.",
+            ),
+            Slug::Conflict => (
+                "conflict",
+                S::CONFLICT,
+                "Conflict",
+                "The request conflicts with what is stored: a resource where a collection is needed or the reverse, or a collection that is not empty.",
+            ),
+            Slug::PreconditionFailed => (
+                "precondition-failed",
+                S::PRECONDITION_FAILED,
+                "Precondition Failed",
+                "A condition of the request (If-Match, If-None-Match, If-Unmodified-Since) is false. Nothing was changed.",
+            ),
+            Slug::ContentTooLarge => (
+                "content-too-large",
+                S::PAYLOAD_TOO_LARGE,
+                "Content Too Large",
+                "The request body is larger than the server accepts (max_upload).",
+            ),
+            Slug::UriTooLong => (
+                "uri-too-long",
+                S::URI_TOO_LONG,
+                "URI Too Long",
+                "The request target is longer than the server accepts.",
+            ),
+            Slug::UnsupportedMediaType => (
+                "unsupported-media-type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                "The body's media type is not accepted here.",
+            ),
+            Slug::RangeNotSatisfiable => (
+                "range-not-satisfiable",
+                S::RANGE_NOT_SATISFIABLE,
+                "Range Not Satisfiable",
+                "No requested range overlaps the resource; Content-Range gives its length.",
+            ),
+            Slug::TooManyRequests => (
+                "too-many-requests",
+                S::TOO_MANY_REQUESTS,
+                "Too Many Requests",
+                "Too many attempts; wait as long as Retry-After says.",
+            ),
+            Slug::Internal => (
+                "internal",
+                S::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                "The server failed. Nothing was stored half-way; the log has the cause under this request id.",
+            ),
+            Slug::NotImplemented => (
+                "not-implemented",
+                S::NOT_IMPLEMENTED,
+                "Not Implemented",
+                "larder does not implement this method.",
+            ),
+            Slug::InsufficientStorage => (
+                "insufficient-storage",
+                S::INSUFFICIENT_STORAGE,
+                "Insufficient Storage",
+                "The server's disk is full. Nothing was stored.",
+            ),
+        }
+    }
+
+    /// The slug in URLs.
+    pub fn name(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The status code answered with this problem.
+    pub fn status(self) -> StatusCode {
+        self.row().1
+    }
+
+    /// The fixed title.
+    pub fn title(self) -> &'static str {
+        self.row().2
+    }
+
+    /// A paragraph for the problem page.
+    pub fn explanation(self) -> &'static str {
+        self.row().3
+    }
+
+    /// The slug with this name.
+    pub fn from_name(name: &str) -> Option<Slug> {
+        ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug)]
+pub struct Problem {
+    /// The problem type.
+    pub slug: Slug,
+    /// What happened, for the client.
+    pub detail: String,
+    /// Extra header fields (Allow, WWW-Authenticate, Content-Range…).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Extension members of the document.
+    pub members: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem of type `slug`.
+    pub fn new(slug: Slug, detail: impl Into<String>) -> Self {
+        Problem {
+            slug,
+            detail: detail.into(),
+            headers: Vec::new(),
+            members: Map::new(),
+        }
+    }
+
+    /// The 404 of a missing path; a hidden one answers exactly this too.
+    pub fn not_found() -> Self {
+        Problem::new(Slug::NotFound, "There is no resource at this path.")
+    }
+
+    /// A 500 that says nothing about internals.
+    pub fn internal() -> Self {
+        Problem::new(Slug::Internal, "The server failed to handle this request.")
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Renders the problem; `id` is the request id.
+    pub fn into_response(self, id: &str) -> Response<Body> {
+        let status = self.slug.status();
+        let mut document = json!({
+            "type": format!("/.larder/problems/{}", self.slug.name()),
+            "title": self.slug.title(),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "instance": id,
+        });
+        if let Value::Object(map) = &mut document {
+            map.extend(self.members);
+        }
+        let bytes = serde_json::to_vec(&document).unwrap_or_default();
+        let mut response = Response::new(full(bytes.clone()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        if matches!(status.as_u16(), 401..=403) {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        response
+    }
+}
+
+impl From<store::Error> for Problem {
+    fn from(error: store::Error) -> Self {
+        match error {
+            store::Error::NotFound => Problem::not_found(),
+            store::Error::Conflict(why) => Problem::new(Slug::Conflict, why),
+            store::Error::NotEmpty => Problem::new(
+                Slug::Conflict,
+                "The collection is not empty; send Depth: infinity to delete it with its members.",
+            ),
+            store::Error::Invalid(why) => Problem::new(Slug::InvalidPath, why),
+            store::Error::NoSpace => {
+                tracing::error!("no space left on the device");
+                Problem::new(
+                    Slug::InsufficientStorage,
+                    "The server's disk is full; nothing was stored.",
+                )
+            }
+            store::Error::Body(e) => match super::upload::body_error(&e) {
+                Some(super::upload::BodyError::TooLarge(limit)) => Problem::new(
+                    Slug::ContentTooLarge,
+                    format!("The body is larger than {limit} bytes; nothing was stored."),
+                ),
+                _ => {
+                    tracing::info!("client went away mid-upload: {e}");
+                    Problem::new(
+                        Slug::BadRequest,
+                        "The request body was cut off; nothing was stored.",
+                    )
+                }
+            },
+            store::Error::Io(e) => {
+                tracing::error!("storage failure: {e}");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl From<crate::path::Invalid> for Problem {
+    fn from(invalid: crate::path::Invalid) -> Self {
+        Problem::new(Slug::InvalidPath, invalid.to_string())
+    }
+}

@@ -1,0 +1,51 @@
+//! Request bodies on their way into the store: framed data only, with `max_upload` enforced
+//! while streaming, and errors that tell a body too large from a client that went away.
+
+use std::fmt;
+use std::io;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
+
+use crate::store::ByteStream;
+
+/// Why reading a request body stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than this many bytes arrived.
+    TooLarge(u64),
+    /// The connection failed or the client went away.
+    Aborted(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge(limit) => write!(f, "body larger than {limit} bytes"),
+            BodyError::Aborted(e) => write!(f, "body cut off: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// The [`BodyError`] inside an I/O error from [`limited`], if that is where it came from.
+pub fn body_error(error: &io::Error) -> Option<&BodyError> {
+    error.get_ref().and_then(|e| e.downcast_ref::<BodyError>())
+}
+
+/// The request body as a stream of data that fails once more than `limit` bytes arrive.
+pub fn limited(body: Incoming, limit: u64) -> ByteStream {
+    let mut seen: u64 = 0;
+    let stream = BodyDataStream::new(body).map(move |chunk| -> io::Result<Bytes> {
+        let chunk = chunk.map_err(|e| io::Error::other(BodyError::Aborted(e)))?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > limit {
+            return Err(io::Error::other(BodyError::TooLarge(limit)));
+        }
+        Ok(chunk)
+    });
+    Box::pin(stream)
+}

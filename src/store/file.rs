@@ -1,0 +1,553 @@
+//! [`FileStore`]: resources as files under ROOT, metadata in the state database.
+//!
+//! Writes go to a temporary file in the target's own folder, are synced, recorded in the
+//! state database, renamed over the target, and the folder is synced; only then does `put`
+//! return. Temporary files are named with [`TEMP_PREFIX`], which no request path may use,
+//! and are swept when the store opens. Every path is resolved to its canonical form and must
+//! stay inside ROOT (and outside the state folder), symlinks included.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::lock::Locks;
+use super::{ByteStream, Entry, Error, Kind, Put, Store, Upload};
+use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
+use crate::state::{Fingerprint, ObjectMeta, State};
+
+/// Bytes read from disk per chunk when streaming a resource.
+const CHUNK: u64 = 256 * 1024;
+
+/// A folder of resources.
+pub struct FileStore {
+    inner: Arc<Inner>,
+    locks: Locks,
+}
+
+struct Inner {
+    root: PathBuf,
+    /// The state folder, when it lies inside ROOT: never served, listed or written.
+    reserved: Option<PathBuf>,
+    state: Arc<State>,
+}
+
+/// An opened version of a resource.
+pub struct Handle(Arc<File>);
+
+/// Runs blocking file-system work off the async workers; a panic in it stays a panic.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Io(io::Error::other(e))),
+    }
+}
+
+impl FileStore {
+    /// Opens the store on `root` (created if missing), sweeping temporary files left by a
+    /// crash and forgetting metadata of versions no longer on disk.
+    pub fn open(root: &Path, state: Arc<State>, state_dir: &Path) -> io::Result<FileStore> {
+        fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        let reserved = state_dir
+            .canonicalize()
+            .ok()
+            .filter(|s| s.starts_with(&root));
+        let inner = Inner {
+            root,
+            reserved,
+            state,
+        };
+        inner.sweep(&inner.root.clone())?;
+        inner.reconcile()?;
+        Ok(FileStore {
+            inner: Arc::new(inner),
+            locks: Locks::new(),
+        })
+    }
+
+    /// The canonical ROOT.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+fn fingerprint(meta: &fs::Metadata) -> Fingerprint {
+    Fingerprint {
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+    }
+}
+
+fn derived_etag(fp: Fingerprint) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(fp.ino.to_le_bytes());
+    hasher.update(fp.size.to_le_bytes());
+    hasher.update(fp.mtime_ns.to_le_bytes());
+    hex(&hasher.finalize()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn guess_type(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
+    File::open(dir)?.sync_all()
+}
+
+impl Inner {
+    fn is_reserved(&self, path: &Path) -> bool {
+        self.reserved.as_ref().is_some_and(|r| path.starts_with(r))
+    }
+
+    /// The canonical file-system path of `path`, which must exist inside ROOT.
+    fn resolve(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
+        let full = self.root.join(path.relative());
+        let real = full.canonicalize().map_err(|e| match Error::from_io(e) {
+            Error::Conflict(_) => Error::NotFound,
+            other => other,
+        })?;
+        if !real.starts_with(&self.root) || self.is_reserved(&real) {
+            return Err(Error::NotFound);
+        }
+        Ok(real)
+    }
+
+    /// The entry for the file-system object at `real`, which `path` names.
+    fn entry(&self, path: &ResourcePath, meta: &fs::Metadata) -> Result<Entry, Error> {
+        let modified = meta.modified()?;
+        if meta.is_dir() {
+            return Ok(Entry {
+                path: path.with_collection(true),
+                kind: Kind::Collection,
+                size: 0,
+                modified,
+                etag: None,
+                content_type: None,
+                owner: None,
+            });
+        }
+        let fp = fingerprint(meta);
+        let key = path.with_collection(false).as_key();
+        let recorded = self.state.object(&key, fp)?;
+        let (etag, content_type, owner) = match recorded {
+            Some(ObjectMeta {
+                etag,
+                content_type,
+                owner,
+            }) => (etag, content_type, owner),
+            None => (derived_etag(fp), None, None),
+        };
+        Ok(Entry {
+            path: path.with_collection(false),
+            kind: Kind::Resource,
+            size: meta.len(),
+            modified,
+            etag: Some(etag),
+            content_type: Some(content_type.unwrap_or_else(|| guess_type(path.name()))),
+            owner,
+        })
+    }
+
+    /// The current entry at `path`, if any (for writers, under the path's lock).
+    fn current(&self, path: &ResourcePath) -> Result<Option<Entry>, Error> {
+        let real = match self.resolve(path) {
+            Ok(real) => real,
+            Err(Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = fs::metadata(&real)?;
+        self.entry(path, &meta).map(Some)
+    }
+
+    /// Makes sure the parent collection of `path` exists (creating and syncing missing
+    /// levels) and returns its canonical path.
+    fn prepare_parent(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
+        let segments = path.segments();
+        let parents = &segments[..segments.len().saturating_sub(1)];
+        // Find the deepest existing ancestor.
+        let mut existing = parents.len();
+        let mut base = loop {
+            let candidate: PathBuf = self
+                .root
+                .join(parents[..existing].iter().collect::<PathBuf>());
+            match candidate.canonicalize() {
+                Ok(real) => break real,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && existing > 0 => existing -= 1,
+                Err(e) => return Err(Error::from_io(e)),
+            }
+        };
+        if !base.starts_with(&self.root) || self.is_reserved(&base) {
+            return Err(Error::NotFound);
+        }
+        if !base.is_dir() {
+            return Err(Error::Conflict(format!(
+                "/{} is a resource, not a collection",
+                parents[..existing].join("/")
+            )));
+        }
+        for segment in &parents[existing..] {
+            let next = base.join(segment);
+            fs::create_dir(&next).or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+            sync_dir(&base)?;
+            base = next;
+        }
+        Ok(base)
+    }
+
+    /// Removes temporary files anywhere under `dir`, without following symlinks.
+    fn sweep(&self, dir: &Path) -> io::Result<()> {
+        for item in fs::read_dir(dir)? {
+            let item = item?;
+            let kind = item.file_type()?;
+            let path = item.path();
+            if self.is_reserved(&path) {
+                continue;
+            }
+            if item.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                if kind.is_dir() {
+                    fs::remove_dir_all(&path)?
+                } else {
+                    fs::remove_file(&path)?
+                }
+            } else if kind.is_dir() {
+                self.sweep(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets recorded versions whose file is gone or has changed.
+    fn reconcile(&self) -> io::Result<()> {
+        for (key, fp) in self.state.all_objects()? {
+            let file = self.root.join(key.trim_start_matches('/'));
+            let current = fs::symlink_metadata(&file).ok().map(|m| fingerprint(&m));
+            if current != Some(fp) {
+                self.state.forget(&key, fp)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A temporary file that removes itself unless committed: a failed, cut-off or panicking
+/// upload leaves nothing behind.
+struct Temp {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Store for FileStore {
+    type Handle = Handle;
+
+    async fn open(&self, path: &ResourcePath) -> Result<Option<(Entry, Option<Handle>)>, Error> {
+        fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            let real = match inner.resolve(&path) {
+                Ok(real) => real,
+                Err(Error::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            // Open first, then describe the open file: the bytes and the metadata are of
+            // the same version even if a write renames a new one into place meanwhile.
+            let file = match File::open(&real) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let meta = file.metadata()?;
+            let entry = inner.entry(&path, &meta)?;
+            let handle = (!meta.is_dir()).then(|| Handle(Arc::new(file)));
+            Ok(Some((entry, handle)))
+        })
+        .await
+    }
+
+    async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
+        fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+        let file = handle.0.clone();
+        let end = start.saturating_add(len);
+        let stream = futures_util::stream::try_unfold(start, move |offset| {
+            let file = file.clone();
+            async move {
+                if offset >= end {
+                    return Ok(None);
+                }
+                let want = (end - offset).min(CHUNK) as usize;
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0; want];
+                    let mut filled = 0;
+                    while filled < want {
+                        match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                            n => filled += n,
+                        }
+                    }
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                Ok(Some((chunk, offset + want as u64)))
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn list(&self, path: &ResourcePath) -> Result<Vec<Entry>, Error> {
+        let inner = self.inner.clone();
+        let path = path.with_collection(true);
+        blocking(move || {
+            let real = inner.resolve(&path)?;
+            let mut entries = Vec::new();
+            for item in fs::read_dir(&real)? {
+                let item = item?;
+                let Ok(name) = item.file_name().into_string() else {
+                    continue;
+                };
+                if !is_servable_name(&name) {
+                    continue;
+                }
+                let full = item.path();
+                // Follow symlinks only to targets inside ROOT.
+                let Ok(target) = full.canonicalize() else {
+                    continue;
+                };
+                if !target.starts_with(&inner.root) || inner.is_reserved(&target) {
+                    continue;
+                }
+                let Ok(meta) = fs::metadata(&target) else {
+                    continue;
+                };
+                let Ok(child) = path.child(&name, meta.is_dir()) else {
+                    continue;
+                };
+                entries.push(inner.entry(&child, &meta)?);
+            }
+            entries.sort_by(|a, b| a.path.name().cmp(b.path.name()));
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn put<R: Send>(
+        &self,
+        path: &ResourcePath,
+        upload: Upload,
+        mut body: ByteStream,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> Result<Result<Put, R>, Error> {
+        let inner = self.inner.clone();
+        let target_path = path.with_collection(false);
+        let parent = {
+            let path = target_path.clone();
+            let inner = inner.clone();
+            blocking(move || inner.prepare_parent(&path)).await?
+        };
+        let target = parent.join(target_path.name());
+        let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .await?;
+        let mut temp = Temp {
+            path: temp_path,
+            armed: true,
+        };
+        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(
+                arg
+            ))));
+            hasher.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        let file = file.into_inner().into_std().await;
+        let etag = hex(&hasher.finalize()[..16]);
+        let fp = blocking(move || {
+            fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(
+                arg
+            ))));
+            let mut file = file;
+            file.flush()?;
+            file.sync_all()?;
+            Ok(fingerprint(&file.metadata()?))
+        })
+        .await?;
+
+        let _guard = self.locks.lock(&target_path.as_key()).await;
+        let current = {
+            let (inner, path) = (inner.clone(), target_path.clone());
+            blocking(move || inner.current(&path)).await?
+        };
+        if current.as_ref().is_some_and(Entry::is_collection) {
+            return Err(Error::Conflict(format!(
+                "{} is a collection",
+                target_path.with_collection(true)
+            )));
+        }
+        if let Err(refusal) = check(current.as_ref()) {
+            return Ok(Err(refusal));
+        }
+        let current_fp = match &current {
+            Some(_) => fs::metadata(&target).ok().map(|m| fingerprint(&m)),
+            None => None,
+        };
+        let meta = ObjectMeta {
+            etag: etag.clone(),
+            content_type: upload.content_type.clone(),
+            owner: current
+                .as_ref()
+                .and_then(|c| c.owner.clone())
+                .or(upload.owner),
+        };
+        let key = target_path.as_key();
+        let temp_file = temp.path.clone();
+        let (state, dir, dest) = (inner.state.clone(), parent.clone(), target.clone());
+        let meta_copy = meta.clone();
+        blocking(move || {
+            state.put_object(&key, fp, &meta_copy, current_fp)?;
+            fs::rename(&temp_file, &dest)?;
+            sync_dir(&dir)?;
+            Ok(())
+        })
+        .await?;
+        temp.armed = false;
+        let entry = Entry {
+            path: target_path.clone(),
+            kind: Kind::Resource,
+            size: fp.size,
+            modified: std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
+            etag: Some(etag),
+            content_type: Some(
+                meta.content_type
+                    .unwrap_or_else(|| guess_type(target_path.name())),
+            ),
+            owner: meta.owner,
+        };
+        Ok(Ok(Put {
+            entry,
+            created: current.is_none(),
+        }))
+    }
+
+    async fn create_collection<R: Send>(
+        &self,
+        path: &ResourcePath,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> Result<Result<Put, R>, Error> {
+        let path = path.with_collection(true);
+        let _guard = self.locks.lock(&path.as_key()).await;
+        let inner = self.inner.clone();
+        let current = {
+            let (inner, path) = (inner.clone(), path.clone());
+            blocking(move || inner.current(&path)).await?
+        };
+        if let Some(entry) = &current
+            && !entry.is_collection()
+        {
+            return Err(Error::Conflict(format!("{} is a resource", entry.path)));
+        }
+        if let Err(refusal) = check(current.as_ref()) {
+            return Ok(Err(refusal));
+        }
+        if let Some(entry) = current {
+            return Ok(Ok(Put {
+                entry,
+                created: false,
+            }));
+        }
+        let entry = blocking(move || {
+            let parent = inner.prepare_parent(&path)?;
+            let dir = parent.join(path.name());
+            fs::create_dir(&dir)?;
+            sync_dir(&parent)?;
+            inner.entry(&path, &fs::metadata(&dir)?)
+        })
+        .await?;
+        Ok(Ok(Put {
+            entry,
+            created: true,
+        }))
+    }
+
+    async fn delete<R: Send>(
+        &self,
+        path: &ResourcePath,
+        recursive: bool,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> Result<Result<(), R>, Error> {
+        let _guard = self.locks.lock(&path.as_key()).await;
+        let inner = self.inner.clone();
+        let current = {
+            let (inner, path) = (inner.clone(), path.clone());
+            blocking(move || inner.current(&path)).await?
+        };
+        let Some(entry) = current else {
+            return Err(Error::NotFound);
+        };
+        if let Err(refusal) = check(Some(&entry)) {
+            return Ok(Err(refusal));
+        }
+        blocking(move || -> Result<(), Error> {
+            // Remove the link itself, not what a symlink points to.
+            let parent = inner.resolve(&entry.path.parent())?;
+            let real = parent.join(entry.path.name());
+            if fs::symlink_metadata(&real)?.is_dir() {
+                if recursive {
+                    fs::remove_dir_all(&real)?
+                } else {
+                    fs::remove_dir(&real)?
+                }
+            } else {
+                fs::remove_file(&real)?;
+            }
+            sync_dir(&parent)?;
+            Ok(inner
+                .state
+                .delete_objects(&entry.path.as_key(), entry.is_collection())?)
+        })
+        .await?;
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,33 @@
+//! Per-path write locks: writers of one path take turns; readers never wait.
+//!
+//! A fixed table of async mutexes indexed by a hash of the path: two paths may share a slot
+//! and then merely take turns, which is harmless, and the table never grows.
+
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+
+use tokio::sync::{Mutex, MutexGuard};
+
+const SLOTS: usize = 256;
+
+/// The lock table.
+pub struct Locks {
+    slots: Vec<Mutex<()>>,
+    hasher: RandomState,
+}
+
+impl Locks {
+    /// An empty table.
+    pub fn new() -> Self {
+        Locks {
+            slots: (0..SLOTS).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Waits for the lock of `key` (a path without its trailing slash).
+    pub async fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = self.hasher.build_hasher();
+        key.trim_end_matches('/').hash(&mut hasher);
+        self.slots[hasher.finish() as usize % SLOTS].lock().await
+    }
+}

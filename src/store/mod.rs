@@ -1,0 +1,198 @@
+//! Resources: bytes and their metadata, behind the [`Store`] trait. [`FileStore`] keeps them
+//! in a folder (with metadata in the [`crate::state`] database); an object-store backend
+//! implements the same trait.
+//!
+//! Contract every backend keeps:
+//! - `open` returns one version: its metadata and a handle whose bytes are exactly that
+//!   version's, however many writes happen meanwhile.
+//! - `put` answers only once the bytes and metadata are durable; readers see the old version
+//!   or the new one, never a mix; a failed or cut-off upload leaves the old version as it was.
+//! - The `check` given to a write runs under the path's lock with the current entry, just
+//!   before the write is made visible, so a check-then-write is atomic.
+
+mod file;
+mod lock;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::path::ResourcePath;
+
+pub use file::FileStore;
+
+/// A stream of bytes: a resource's content, or a request body on its way in.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A resource or a collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A file.
+    Resource,
+    /// A folder.
+    Collection,
+}
+
+/// What a store knows about one version of a resource or collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The path, in the form its kind asks for (`/docs/` for a collection).
+    pub path: ResourcePath,
+    /// Resource or collection.
+    pub kind: Kind,
+    /// Length in bytes (0 for collections).
+    pub size: u64,
+    /// Last modification.
+    pub modified: SystemTime,
+    /// The strong entity tag's opaque value, without quotes (resources only).
+    pub etag: Option<String>,
+    /// The media type: as stored by PUT, else guessed from the name (resources only).
+    pub content_type: Option<String>,
+    /// The account that created it, if larder knows.
+    pub owner: Option<String>,
+}
+
+impl Entry {
+    /// True for collections.
+    pub fn is_collection(&self) -> bool {
+        self.kind == Kind::Collection
+    }
+}
+
+/// What a write records besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Upload {
+    /// The Content-Type the client sent.
+    pub content_type: Option<String>,
+    /// The account writing; it becomes the owner of a new resource.
+    pub owner: Option<String>,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Put {
+    /// The entry as now stored.
+    pub entry: Entry,
+    /// True if nothing was at the path before.
+    pub created: bool,
+}
+
+/// Why a store operation failed. Domain terms only: the HTTP layer picks the status.
+#[derive(Debug)]
+pub enum Error {
+    /// Nothing there (or nothing inside the served tree).
+    NotFound,
+    /// A resource where a collection is needed, or the reverse.
+    Conflict(String),
+    /// A collection that still has members.
+    NotEmpty,
+    /// The disk is full.
+    NoSpace,
+    /// A name the file system refuses.
+    Invalid(String),
+    /// The request body failed while being read (client gone, or too large).
+    Body(io::Error),
+    /// Anything else: the server failed.
+    Io(io::Error),
+}
+
+impl Error {
+    /// Classifies an I/O error from the file system.
+    pub fn from_io(error: io::Error) -> Error {
+        use io::ErrorKind::*;
+        match error.kind() {
+            NotFound => Error::NotFound,
+            NotADirectory => {
+                Error::Conflict("a resource stands where a collection is needed".into())
+            }
+            IsADirectory => {
+                Error::Conflict("a collection stands where a resource is needed".into())
+            }
+            DirectoryNotEmpty => Error::NotEmpty,
+            StorageFull | QuotaExceeded => Error::NoSpace,
+            InvalidFilename => Error::Invalid("the file system refuses this name".into()),
+            _ => Error::Io(error),
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        Error::from_io(error)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("not found"),
+            Error::Conflict(why) | Error::Invalid(why) => f.write_str(why),
+            Error::NotEmpty => f.write_str("the collection is not empty"),
+            Error::NoSpace => f.write_str("no space left on the device"),
+            Error::Body(e) => write!(f, "request body: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// An error a fail point injects: `return(enospc)` simulates a full disk.
+pub fn injected(arg: Option<String>) -> io::Error {
+    match arg.as_deref() {
+        Some("enospc") => io::Error::new(io::ErrorKind::StorageFull, "fail point: no space"),
+        _ => io::Error::other("fail point: injected I/O error"),
+    }
+}
+
+/// A storage backend.
+pub trait Store: Send + Sync + 'static {
+    /// An opened version of a resource.
+    type Handle: Send + Sync + 'static;
+
+    /// The entry at `path` (whatever its kind, whatever the form of `path`), with a handle
+    /// to its bytes for resources; `None` if nothing is there.
+    fn open(
+        &self,
+        path: &ResourcePath,
+    ) -> impl Future<Output = Result<Option<(Entry, Option<Self::Handle>)>, Error>> + Send;
+
+    /// `len` bytes of the opened version from `start`.
+    fn read(
+        &self,
+        handle: &Self::Handle,
+        start: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<ByteStream, Error>> + Send;
+
+    /// The members of the collection at `path`.
+    fn list(&self, path: &ResourcePath) -> impl Future<Output = Result<Vec<Entry>, Error>> + Send;
+
+    /// Stores `body` at `path`, creating missing parent collections. `check` sees the current
+    /// entry under the path's lock; if it refuses, nothing changes and its refusal is returned.
+    fn put<R: Send>(
+        &self,
+        path: &ResourcePath,
+        upload: Upload,
+        body: ByteStream,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
+
+    /// Makes the collection at `path` (and missing parents); an existing one is kept.
+    fn create_collection<R: Send>(
+        &self,
+        path: &ResourcePath,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
+
+    /// Removes the resource or collection at `path`; a collection with members only when
+    /// `recursive`.
+    fn delete<R: Send>(
+        &self,
+        path: &ResourcePath,
+        recursive: bool,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+    ) -> impl Future<Output = Result<Result<(), R>, Error>> + Send;
+}

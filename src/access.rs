@@ -421,7 +421,8 @@ mod tests {
             vec![rule("/home/{account}", &["{account}"], &[]), literal],
             ["alice".to_owned()],
         );
-        let found = rules.matching(&segments("/home/alice/x")).unwrap();
+        let path = segments("/home/alice/x");
+        let found = rules.matching(&path).unwrap();
         assert_eq!(found.rule.read, vec![Who::Anyone]);
     }
 

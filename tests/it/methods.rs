@@ -1,0 +1,651 @@
+//! Every row of SPEC section 3's method table, over TCP.
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_delete_cycle() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let created = server.put_as("alice", "/a.txt", "hello\n").await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("location"), "/a.txt");
+    let etag = created.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    let doc = created.json();
+    assert_eq!(doc["path"], "/a.txt");
+    assert_eq!(doc["size"], 6);
+    assert_eq!(doc["etag"], etag.as_str());
+    assert_eq!(doc["content_type"], "text/plain");
+    assert_eq!(doc["owner"], "alice");
+    assert!(doc["modified"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(std::fs::read(server.file("a.txt")).unwrap(), b"hello\n");
+
+    let replaced = server.put_as("bob", "/a.txt", "hello again\n").await;
+    assert_eq!(replaced.status, 200);
+    assert_eq!(replaced.header("location"), "");
+    assert_ne!(replaced.header("etag"), etag, "new bytes, new ETag");
+    assert_eq!(
+        replaced.json()["owner"],
+        "alice",
+        "the creator stays the owner"
+    );
+
+    let got = server.get("/a.txt", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"hello again\n");
+    assert_eq!(got.header("content-type"), "text/plain");
+    assert_eq!(got.header("content-length"), "12");
+    assert_eq!(got.header("etag"), replaced.header("etag"));
+    assert_eq!(got.header("accept-ranges"), "bytes");
+    assert!(httpdate::parse_http_date(got.header("last-modified")).is_ok());
+
+    let auth = basic("alice");
+    let deleted = server
+        .send("DELETE", "/a.txt", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert!(deleted.body.is_empty());
+    assert!(!server.file("a.txt").exists());
+    server
+        .get("/a.txt", &[])
+        .await
+        .assert_problem(404, "not-found");
+    let again = server
+        .send("DELETE", "/a.txt", &[("authorization", &auth)], "")
+        .await;
+    again.assert_problem(404, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_has_get_headers_and_no_body() {
+    let server = TestServer::open().await;
+    server.place("docs/report.pdf", &[7u8; 3000]);
+    for target in [
+        "/docs/report.pdf",
+        "/docs/",
+        "/missing",
+        "/docs/report.pdf/",
+    ] {
+        let get = server.get(target, &[]).await;
+        let head = server.send("HEAD", target, &[], "").await;
+        assert_eq!(head.status, get.status, "{target}");
+        assert!(head.body.is_empty(), "{target}");
+        let names = |r: &Reply| {
+            let mut v: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| *n != "date" && *n != "x-request-id")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&head), names(&get), "{target}");
+        assert_eq!(
+            head.header("content-length"),
+            get.body.len().to_string(),
+            "{target}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_keeps_content_type_and_guesses_otherwise() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let auth = basic("alice");
+    let put = server
+        .send(
+            "PUT",
+            "/data.bin",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/x-larder-test"),
+            ],
+            "x",
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(
+        server.get("/data.bin", &[]).await.header("content-type"),
+        "application/x-larder-test"
+    );
+    server.place("page.html", b"<p>hi</p>");
+    assert_eq!(
+        server.get("/page.html", &[]).await.header("content-type"),
+        "text/html"
+    );
+    server.place("noext", b"?");
+    assert_eq!(
+        server.get("/noext", &[]).await.header("content-type"),
+        "application/octet-stream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_in_json_and_escaped_html() {
+    let server = TestServer::open().await;
+    server.place("docs/a.txt", b"aaa");
+    server.place("docs/<script>alert(1)<\\script>", b"x");
+    server.place("docs/sub/b.txt", b"b");
+    let listing = server.get("/docs/", &[]).await;
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.header("content-type"), "application/json");
+    assert_eq!(listing.header("vary"), "Accept");
+    let doc = listing.json();
+    assert_eq!(doc["path"], "/docs/");
+    let entries = doc["entries"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["<script>alert(1)<\\script>", "a.txt", "sub"]);
+    let a = &entries[1];
+    assert_eq!(a["size"], 3);
+    assert_eq!(a["type"], "resource");
+    assert_eq!(a["path"], "/docs/a.txt");
+    assert_eq!(entries[2]["type"], "collection");
+    assert_eq!(entries[2]["path"], "/docs/sub/");
+
+    let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let html = server.get("/docs/", &[("accept", browser)]).await;
+    assert_eq!(html.status, 200);
+    assert!(html.header("content-type").starts_with("text/html"));
+    assert!(
+        html.header("content-security-policy")
+            .contains("default-src 'none'")
+    );
+    let page = html.text();
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;\\script&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("href=\"/docs/%3Cscript%3Ealert(1)%3C%5Cscript%3E\""),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/docs/sub/\""), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_without_slash_redirects() {
+    let server = TestServer::open().await;
+    server.place("docs/a.txt", b"a");
+    let reply = server.get("/docs", &[]).await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), "/docs/");
+    // A file named with a trailing slash is not a collection.
+    server
+        .get("/docs/a.txt/", &[])
+        .await
+        .assert_problem(404, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_makes_collections_and_parents() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let made = server.put_as("alice", "/docs/new/", "").await;
+    assert_eq!(made.status, 201);
+    assert_eq!(made.header("location"), "/docs/new/");
+    assert_eq!(made.json()["type"], "collection");
+    assert!(server.file("docs/new").is_dir());
+    assert_eq!(server.put_as("alice", "/docs/new/", "").await.status, 200);
+    server
+        .put_as("alice", "/docs/other/", "body")
+        .await
+        .assert_problem(400, "bad-request");
+
+    let deep = server.put_as("alice", "/a/b/c.txt", "deep").await;
+    assert_eq!(deep.status, 201);
+    assert_eq!(std::fs::read(server.file("a/b/c.txt")).unwrap(), b"deep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_raw_body_gets_a_server_chosen_name() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/inbox/", "").await;
+    let auth = basic("alice");
+    let posted = server
+        .send(
+            "POST",
+            "/inbox/",
+            &[("authorization", &auth), ("content-type", "text/plain")],
+            "note",
+        )
+        .await;
+    assert_eq!(posted.status, 201);
+    let location = posted.header("location").to_owned();
+    assert!(
+        location.starts_with("/inbox/") && location.len() > "/inbox/".len(),
+        "{location}"
+    );
+    assert_eq!(posted.json()["path"], location.as_str());
+    let got = server.get(&location, &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"note");
+    assert_eq!(got.header("content-type"), "text/plain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_multipart_stores_each_file_part() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/up/", "").await;
+    server.put_as("alice", "/up/one.txt", "already here").await;
+    let body = "--XyZ\r\n\
+        Content-Disposition: form-data; name=\"comment\"\r\n\r\nnot a file\r\n\
+        --XyZ\r\n\
+        Content-Disposition: form-data; name=\"f\"; filename=\"one.txt\"\r\n\
+        Content-Type: text/plain\r\n\r\nfirst file\r\n\
+        --XyZ\r\n\
+        Content-Disposition: form-data; name=\"f\"; filename=\"C:\\\\Users\\\\me\\\\two.csv\"\r\n\
+        Content-Type: text/csv\r\n\r\na,b\n1,2\r\n\
+        --XyZ--\r\n";
+    let auth = basic("alice");
+    let posted = server
+        .send(
+            "POST",
+            "/up/",
+            &[
+                ("authorization", &auth),
+                ("content-type", "multipart/form-data; boundary=XyZ"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    let created = posted.json()["created"].as_array().unwrap().clone();
+    let paths: Vec<&str> = created
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    // An existing name is never overwritten by POST: the part gets a fresh name.
+    assert_eq!(paths, ["/up/one-1.txt", "/up/two.csv"]);
+    assert_eq!(posted.header("location"), "/up/one-1.txt");
+    assert_eq!(
+        std::fs::read(server.file("up/one.txt")).unwrap(),
+        b"already here"
+    );
+    assert_eq!(
+        std::fs::read(server.file("up/one-1.txt")).unwrap(),
+        b"first file"
+    );
+    assert_eq!(
+        std::fs::read(server.file("up/two.csv")).unwrap(),
+        b"a,b\n1,2"
+    );
+    assert_eq!(
+        server.get("/up/two.csv", &[]).await.header("content-type"),
+        "text/csv"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_to_a_resource_is_405_with_allow() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/a.txt", "a").await;
+    let auth = basic("alice");
+    let reply = server
+        .send("POST", "/a.txt", &[("authorization", &auth)], "x")
+        .await;
+    reply.assert_problem(405, "method-not-allowed");
+    assert_eq!(
+        reply.header("allow"),
+        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_collections() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let auth = basic("alice");
+    let auth = [("authorization", auth.as_str())];
+    server.put_as("alice", "/full/a/b.txt", "b").await;
+    server.put_as("alice", "/empty/", "").await;
+    server
+        .send("DELETE", "/full/", &auth, "")
+        .await
+        .assert_problem(409, "conflict");
+    assert!(server.file("full/a/b.txt").exists());
+    assert_eq!(
+        server.send("DELETE", "/empty/", &auth, "").await.status,
+        204
+    );
+    let depth = [auth[0], ("depth", "infinity")];
+    assert_eq!(
+        server.send("DELETE", "/full/", &depth, "").await.status,
+        204
+    );
+    assert!(!server.file("full").exists());
+    // The root cannot go.
+    let root = server
+        .send("DELETE", "/", &[("authorization", &basic("root"))], "")
+        .await;
+    root.assert_problem(405, "method-not-allowed");
+    assert!(!root.header("allow").contains("DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_lists_methods() {
+    let server = TestServer::open().await;
+    server.place("a.txt", b"a");
+    let file = server.send("OPTIONS", "/a.txt", &[], "").await;
+    assert_eq!(file.status, 204);
+    assert_eq!(
+        file.header("allow"),
+        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE"
+    );
+    let dir = server.send("OPTIONS", "/", &[], "").await;
+    assert_eq!(dir.header("allow"), "GET, HEAD, PUT, POST, OPTIONS, TRACE");
+    server
+        .send("OPTIONS", "/missing", &[], "")
+        .await
+        .assert_problem(404, "not-found");
+    let star = server
+        .raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(star.starts_with("HTTP/1.1 200"), "{star}");
+    assert!(
+        star.contains("allow: GET, HEAD, PUT, POST, DELETE, OPTIONS, TRACE"),
+        "{star}"
+    );
+    let bad = server
+        .raw(b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_echoes_without_credentials() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/a.txt", "a").await;
+    let auth = basic("alice");
+    let reply = server
+        .send(
+            "TRACE",
+            "/a.txt",
+            &[
+                ("authorization", &auth),
+                ("cookie", "session=s3cr3t"),
+                ("proxy-authorization", "Basic eHg6eXk="),
+                ("x-custom", "kept"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), "message/http");
+    let echo = reply.text();
+    assert!(echo.starts_with("TRACE /a.txt HTTP/1.1\r\n"), "{echo}");
+    assert!(echo.contains("x-custom: kept\r\n"), "{echo}");
+    for secret in ["authorization", "cookie", "s3cr3t", &auth[6..]] {
+        assert!(
+            !echo
+                .to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{secret} in {echo}"
+        );
+    }
+    let with_body = server.send("TRACE", "/a.txt", &[], "body").await;
+    with_body.assert_problem(400, "bad-request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_can_be_turned_off() {
+    let server = TestServer::with_config("trace = false").await;
+    server.place("a.txt", b"a");
+    let reply = server.send("TRACE", "/a.txt", &[], "").await;
+    reply.assert_problem(405, "method-not-allowed");
+    assert!(!reply.header("allow").contains("TRACE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_are_501() {
+    let server = TestServer::open().await;
+    for method in ["FOO", "PATCH", "PROPFIND", "CONNECT"] {
+        let reply = if method == "CONNECT" {
+            let raw = server
+                .raw(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nConnection: close\r\n\r\n")
+                .await;
+            assert!(
+                raw.starts_with("HTTP/1.1 501") || raw.starts_with("HTTP/1.1 400"),
+                "{raw}"
+            );
+            continue;
+        } else {
+            server.send(method, "/a.txt", &[], "").await
+        };
+        reply.assert_problem(501, "not-implemented");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_and_folder_clashes_are_409() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/a.txt", "a").await;
+    server.put_as("alice", "/docs/x", "x").await;
+    server
+        .put_as("alice", "/a.txt/b", "b")
+        .await
+        .assert_problem(409, "conflict");
+    server
+        .put_as("alice", "/a.txt/b/c", "c")
+        .await
+        .assert_problem(409, "conflict");
+    server
+        .put_as("alice", "/docs", "d")
+        .await
+        .assert_problem(409, "conflict");
+    server
+        .put_as("alice", "/a.txt/", "")
+        .await
+        .assert_problem(409, "conflict");
+    assert_eq!(std::fs::read(server.file("a.txt")).unwrap(), b"a");
+    assert!(server.file("docs/x").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn larder_namespace() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let health = server.get("/.larder/health", &[]).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    let page = server.get("/.larder/problems/quota-exceeded", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("402"));
+    server
+        .get("/.larder/problems/nonsense", &[])
+        .await
+        .assert_problem(404, "not-found");
+    server
+        .put_as("alice", "/.larder/health", "x")
+        .await
+        .assert_problem(405, "method-not-allowed");
+    server
+        .put_as("alice", "/.larder/mine.txt", "x")
+        .await
+        .assert_problem(404, "not-found");
+    server
+        .put_as("root", "/%2Elarder/x", "x")
+        .await
+        .assert_problem(404, "not-found");
+    // The state database lives in ROOT/.larder and is never listed or served.
+    let listing = server.get("/", &[]).await.json();
+    assert!(
+        listing["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["name"] != ".larder")
+    );
+    server
+        .get("/.larder/larder.db", &[])
+        .await
+        .assert_problem(404, "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_larger_than_max_upload_are_413_and_store_nothing() {
+    let server = TestServer::with_config(&team_config("max_upload = \"1 KiB\"")).await;
+    let big = vec![b'x'; 2048];
+    server
+        .put_as("alice", "/big.bin", big.clone())
+        .await
+        .assert_problem(413, "content-too-large");
+    // Chunked: no Content-Length, so the limit is enforced while streaming.
+    let auth = basic("alice");
+    let mut raw = format!(
+        "PUT /big2.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        raw.extend_from_slice(b"200\r\n");
+        raw.extend_from_slice(&[b'y'; 512]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let reply = server.raw(&raw).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(!server.file("big.bin").exists() && !server.file("big2.bin").exists());
+    assert!(temp_files(&server.root).is_empty());
+    assert_eq!(
+        server
+            .put_as("alice", "/small.bin", vec![b'z'; 1024])
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_files_are_never_served_or_listed() {
+    let server = TestServer::open().await;
+    server.place("docs/.larder-tmp.0123", b"half an upload");
+    server.place("docs/real.txt", b"real");
+    let listing = server.get("/docs/", &[]).await.json();
+    let names: Vec<&str> = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["real.txt"]);
+    server
+        .get("/docs/.larder-tmp.0123", &[])
+        .await
+        .assert_problem(400, "invalid-path");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditionals() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let body: Vec<u8> = (0..100u8).collect();
+    let put = server.put_as("alice", "/r.bin", body.clone()).await;
+    let etag = put.header("etag").to_owned();
+
+    let one = server.get("/r.bin", &[("range", "bytes=10-19")]).await;
+    assert_eq!(one.status, 206);
+    assert_eq!(one.header("content-range"), "bytes 10-19/100");
+    assert_eq!(&one.body[..], &body[10..20]);
+
+    let many = server.get("/r.bin", &[("range", "bytes=0-1,-2")]).await;
+    assert_eq!(many.status, 206);
+    let ct = many.header("content-type").to_owned();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
+    let text = many.body.clone();
+    let parts: Vec<&[u8]> = split_multipart(&text, boundary.as_bytes());
+    assert_eq!(parts.len(), 2);
+    assert!(contains(
+        parts[0],
+        b"Content-Range: bytes 0-1/100\r\n\r\n\x00\x01"
+    ));
+    assert!(contains(
+        parts[1],
+        b"Content-Range: bytes 98-99/100\r\n\r\n\x62\x63"
+    ));
+    assert_eq!(many.header("content-length"), many.body.len().to_string());
+
+    let unsatisfiable = server.get("/r.bin", &[("range", "bytes=100-")]).await;
+    unsatisfiable.assert_problem(416, "range-not-satisfiable");
+    assert_eq!(unsatisfiable.header("content-range"), "bytes */100");
+    assert_eq!(
+        server.get("/r.bin", &[("range", "bytes=5-1")]).await.status,
+        200
+    );
+
+    let stale = server
+        .get(
+            "/r.bin",
+            &[("range", "bytes=0-0"), ("if-range", "\"other\"")],
+        )
+        .await;
+    assert_eq!((stale.status, stale.body.len()), (200, 100));
+
+    let cached = server.get("/r.bin", &[("if-none-match", &etag)]).await;
+    assert_eq!(cached.status, 304);
+    assert_eq!(cached.header("etag"), etag);
+    assert!(cached.body.is_empty());
+
+    let auth = basic("alice");
+    let lost = server
+        .send(
+            "PUT",
+            "/r.bin",
+            &[("authorization", &auth), ("if-match", "\"stale\"")],
+            "lost",
+        )
+        .await;
+    lost.assert_problem(412, "precondition-failed");
+    assert_eq!(std::fs::read(server.file("r.bin")).unwrap(), body);
+    let guarded = server
+        .send(
+            "PUT",
+            "/r.bin",
+            &[("authorization", &auth), ("if-match", &etag)],
+            "new",
+        )
+        .await;
+    assert_eq!(guarded.status, 200);
+    let create_only = [("authorization", auth.as_str()), ("if-none-match", "*")];
+    server
+        .send("PUT", "/r.bin", &create_only, "again")
+        .await
+        .assert_problem(412, "precondition-failed");
+    assert_eq!(
+        server
+            .send("PUT", "/fresh.bin", &create_only, "fresh")
+            .await
+            .status,
+        201
+    );
+    let gone = [
+        ("authorization", auth.as_str()),
+        ("if-match", etag.as_str()),
+    ];
+    server
+        .send("DELETE", "/r.bin", &gone, "")
+        .await
+        .assert_problem(412, "precondition-failed");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
+    let mut delimiter = b"\r\n--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest
+        .windows(delimiter.len())
+        .position(|w| w == delimiter.as_slice())
+    {
+        if at > 0 {
+            parts.push(&rest[..at]);
+        }
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+    }
+    parts
+}

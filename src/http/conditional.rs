@@ -229,7 +229,13 @@ mod tests {
         });
         let before = httpdate::fmt_http_date(t - Duration::from_secs(10));
         let at = httpdate::fmt_http_date(t);
-        let table: &[(&[(&str, &str)], bool, Option<Validators>, Outcome)] = &[
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            bool,
+            Option<Validators<'a>>,
+            Outcome,
+        );
+        let table: &[Case] = &[
             (&[], true, current, Proceed),
             (&[("if-match", "\"abc\"")], false, current, Proceed),
             (&[("if-match", "\"x\", \"abc\"")], false, current, Proceed),

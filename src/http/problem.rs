@@ -223,9 +223,13 @@ impl Slug {
     }
 }
 
-/// An error on its way to becoming a response.
+/// An error on its way to becoming a response (boxed: it travels in every `Result`).
 #[derive(Debug)]
-pub struct Problem {
+pub struct Problem(Box<Details>);
+
+/// What a [`Problem`] carries.
+#[derive(Debug)]
+pub struct Details {
     /// The problem type.
     pub slug: Slug,
     /// What happened, for the client.
@@ -239,12 +243,13 @@ pub struct Problem {
 impl Problem {
     /// A problem of type `slug`.
     pub fn new(slug: Slug, detail: impl Into<String>) -> Self {
-        Problem {
+        let details = Details {
             slug,
             detail: detail.into(),
             headers: Vec::new(),
             members: Map::new(),
-        }
+        };
+        Problem(Box::new(details))
     }
 
     /// The 404 of a missing path; a hidden one answers exactly this too.
@@ -259,22 +264,33 @@ impl Problem {
 
     /// Adds a header field.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
+    }
+
+    /// The problem type.
+    pub fn slug(&self) -> Slug {
+        self.0.slug
     }
 
     /// Renders the problem; `id` is the request id.
     pub fn into_response(self, id: &str) -> Response<Body> {
-        let status = self.slug.status();
+        let Details {
+            slug,
+            detail,
+            headers: extra,
+            members,
+        } = *self.0;
+        let status = slug.status();
         let mut document = json!({
-            "type": format!("/.larder/problems/{}", self.slug.name()),
-            "title": self.slug.title(),
+            "type": format!("/.larder/problems/{}", slug.name()),
+            "title": slug.title(),
             "status": status.as_u16(),
-            "detail": self.detail,
+            "detail": detail,
             "instance": id,
         });
         if let Value::Object(map) = &mut document {
-            map.extend(self.members);
+            map.extend(members);
         }
         let bytes = serde_json::to_vec(&document).unwrap_or_default();
         let mut response = Response::new(full(bytes.clone()));
@@ -288,7 +304,7 @@ impl Problem {
         if matches!(status.as_u16(), 401..=403) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
-        for (name, value) in self.headers {
+        for (name, value) in extra {
             headers.append(name, value);
         }
         response

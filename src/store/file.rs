@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::lock::Locks;
-use super::{ByteStream, Entry, Error, Kind, Put, Store, Upload};
+use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::{Fingerprint, ObjectMeta, State};
 
@@ -274,7 +274,7 @@ impl Drop for Temp {
 impl Store for FileStore {
     type Handle = Handle;
 
-    async fn open(&self, path: &ResourcePath) -> Result<Option<(Entry, Option<Handle>)>, Error> {
+    async fn open(&self, path: &ResourcePath) -> Result<Opened<Handle>, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
         let inner = self.inner.clone();
         let path = path.clone();
@@ -533,7 +533,16 @@ impl Store for FileStore {
             // Remove the link itself, not what a symlink points to.
             let parent = inner.resolve(&entry.path.parent())?;
             let real = parent.join(entry.path.name());
-            if fs::symlink_metadata(&real)?.is_dir() {
+            let is_dir = fs::symlink_metadata(&real)?.is_dir();
+            if is_dir && !recursive && fs::read_dir(&real)?.next().is_some() {
+                return Err(Error::NotEmpty);
+            }
+            // Forget the metadata first: if that fails nothing has changed, and if the
+            // removal then fails the file is still served, with metadata derived from it.
+            inner
+                .state
+                .delete_objects(&entry.path.as_key(), entry.is_collection())?;
+            if is_dir {
                 if recursive {
                     fs::remove_dir_all(&real)?
                 } else {
@@ -543,9 +552,7 @@ impl Store for FileStore {
                 fs::remove_file(&real)?;
             }
             sync_dir(&parent)?;
-            Ok(inner
-                .state
-                .delete_objects(&entry.path.as_key(), entry.is_collection())?)
+            Ok(())
         })
         .await?;
         Ok(Ok(()))

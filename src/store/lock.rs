@@ -3,7 +3,7 @@
 //! A fixed table of async mutexes indexed by a hash of the path: two paths may share a slot
 //! and then merely take turns, which is harmless, and the table never grows.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -26,8 +26,7 @@ impl Locks {
 
     /// Waits for the lock of `key` (a path without its trailing slash).
     pub async fn lock(&self, key: &str) -> MutexGuard<'_, ()> {
-        let mut hasher = self.hasher.build_hasher();
-        key.trim_end_matches('/').hash(&mut hasher);
-        self.slots[hasher.finish() as usize % SLOTS].lock().await
+        let slot = self.hasher.hash_one(key.trim_end_matches('/')) as usize % SLOTS;
+        self.slots[slot].lock().await
     }
 }

@@ -147,6 +147,9 @@ pub fn injected(arg: Option<String>) -> io::Error {
     }
 }
 
+/// What [`Store::open`] finds: the entry and, for a resource, a handle to its bytes.
+pub type Opened<H> = Option<(Entry, Option<H>)>;
+
 /// A storage backend.
 pub trait Store: Send + Sync + 'static {
     /// An opened version of a resource.
@@ -157,7 +160,7 @@ pub trait Store: Send + Sync + 'static {
     fn open(
         &self,
         path: &ResourcePath,
-    ) -> impl Future<Output = Result<Option<(Entry, Option<Self::Handle>)>, Error>> + Send;
+    ) -> impl Future<Output = Result<Opened<Self::Handle>, Error>> + Send;
 
     /// `len` bytes of the opened version from `start`.
     fn read(

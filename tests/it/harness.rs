@@ -140,7 +140,6 @@ pub struct TestServer {
     pub root: PathBuf,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -172,7 +171,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let app = Arc::new(App::new(Arc::new(settings), store));
         let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(async move {
+        tokio::spawn(async move {
             larder::server::run(listener, app, async {
                 let _ = stopped.await;
             })
@@ -184,17 +183,6 @@ impl TestServer {
             root,
             _dir: dir,
             stop: Some(stop),
-            done: Some(done),
-        }
-    }
-
-    /// Stops accepting and waits for requests in flight.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            done.await.unwrap();
         }
     }
 
@@ -274,16 +262,6 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
-}
-
-/// Names of the files directly in `dir`.
-pub fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Every file anywhere under `dir` whose name starts with larder's temporary prefix.

@@ -1,5 +1,8 @@
 //! Integration tests: the real server on 127.0.0.1:0, spoken to over TCP.
 
+// A failed unwrap in a test is a test failure with a backtrace, which is what we want.
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod harness;
 mod methods;

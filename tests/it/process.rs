@@ -1,1 +1,371 @@
+//! Tests that run the real `larder` binary: the command line, exit codes, SIGKILL in the
+//! middle of uploads, and (with the `failpoints` feature) every fail point.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Mutex;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_larder");
+
+fn larder(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LARDER_") || key == "FAILPOINTS" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// A running `larder serve`, killed when dropped.
+struct Process {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    fn start(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut command = larder(&args);
+        command.stdout(Stdio::piped()).stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Process { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "larder.test");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(body)).unwrap())
+        .await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+#[test]
+fn configuration_errors_exit_64_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[[account]]\nname = \"alice\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    for command in ["check", "serve"] {
+        let out = larder(&[command, "--config", config.to_str().unwrap(), "--port", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("bad.toml") && stderr.contains("account[0].password"),
+            "{stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{command} served or printed: {:?}",
+            out.stdout
+        );
+    }
+    let out = larder(&["serve", "--port", "not-a-port"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = larder(&["serve", "--auth", "alice@nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn hash_password_and_check_print_what_they_should() {
+    let mut child = larder(&["hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(
+        &config,
+        format!("port = 9999\n[[account]]\nname = \"alice\"\npassword = \"{hash}\"\n[[rule]]\npath = \"/\"\nread = [\"*\"]\n"),
+    )
+    .unwrap();
+    let out = larder(&["check", "--config", config.to_str().unwrap()])
+        .env("LARDER_PORT", "7000")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("port = 7000"),
+        "the environment overrides the file: {text}"
+    );
+    assert!(
+        text.contains("<redacted>") && !text.contains("$argon2"),
+        "{text}"
+    );
+    let out = larder(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "--port",
+        "7001",
+    ])
+    .env("LARDER_PORT", "7000")
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("port = 7001"),
+        "flags override the environment"
+    );
+}
+
+/// The bytes of version `version` of writer `writer`'s file: distinct, checkable, and large
+/// enough that a kill often lands mid-upload.
+fn version_bytes(writer: usize, version: usize) -> Bytes {
+    let len = 64 * 1024 + (writer * 7919 + version * 104_729) % (512 * 1024);
+    let seed = format!("writer {writer} version {version};");
+    Bytes::from(
+        seed.as_bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_loses_nothing_acknowledged() {
+    const WRITERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("root");
+    let auth = ["--auth", "w:pw@/:rw"];
+    let header = basic_raw("w:pw");
+    // acked[w] = the last version of writer w's file that was answered 2xx.
+    let acked: Arc<Mutex<Vec<Option<usize>>>> = Arc::new(Mutex::new(vec![None; WRITERS]));
+    let mut next_version = [0usize; WRITERS];
+    let mut total_acked = 0;
+    for round in 0..3 {
+        let mut server = Process::start(&root, &auth, &[]);
+        let addr = server.addr;
+        let mut tasks = Vec::new();
+        for (w, next) in next_version.iter_mut().enumerate() {
+            let acked = acked.clone();
+            let header = header.clone();
+            let start = *next;
+            *next += 1000; // versions of a round never collide with the next round's
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                for version in start.. {
+                    let body = version_bytes(w, version);
+                    let target = format!("/w{w}/file.bin");
+                    match request(addr, "PUT", &target, &[("authorization", &header)], body).await {
+                        Ok((status, _)) if status == 200 || status == 201 => {
+                            acked.lock().await[w] = Some(version);
+                            done += 1;
+                        }
+                        Ok((status, body)) => panic!("PUT answered {status}: {body:?}"),
+                        Err(_) => return done, // the server was killed: refused or cut off
+                    }
+                }
+                done
+            }));
+        }
+        // Let uploads run, then kill at a moment that depends on the round.
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        server.kill();
+        for task in tasks {
+            total_acked += task.await.unwrap();
+        }
+        let server = Process::start(&root, &auth, &[]);
+        assert!(
+            temp_files(&root).is_empty(),
+            "temporary files survived the restart sweep"
+        );
+        let acked = acked.lock().await.clone();
+        let signed = [("authorization", header.as_str())];
+        for (w, last) in acked.iter().enumerate() {
+            let (status, body) = request(
+                server.addr,
+                "GET",
+                &format!("/w{w}/file.bin"),
+                &signed,
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+            let Some(last) = *last else {
+                // Never acknowledged: absent, or a whole first version.
+                assert!(
+                    status == 404 || body == version_bytes(w, next_version[w] - 1000),
+                    "writer {w}"
+                );
+                continue;
+            };
+            assert_eq!(status, 200, "writer {w} lost its acknowledged file");
+            // The last acknowledged version, or the one in flight at the kill, whole.
+            let in_flight = version_bytes(w, last + 1);
+            assert!(
+                body == version_bytes(w, last) || body == in_flight,
+                "writer {w}: {} bytes that are neither version {last} nor {}",
+                body.len(),
+                last + 1
+            );
+        }
+        let (_, listing) = request(server.addr, "GET", "/w0/", &signed, Bytes::new())
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&listing).contains(".larder-tmp"));
+    }
+    assert!(
+        total_acked >= WRITERS,
+        "too few uploads were acknowledged ({total_acked}) to test anything"
+    );
+    eprintln!("sigkill: 3 kills, {total_acked} acknowledged uploads verified");
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fail_point_answers_500_and_keeps_the_old_bytes() {
+    let cases = [
+        ("store-read", "panic", 500),
+        ("store-read", "return", 500),
+        ("store-write", "panic", 500),
+        ("store-write", "return", 500),
+        ("store-write", "return(enospc)", 507),
+        ("store-sync", "panic", 500),
+        ("store-sync", "return", 500),
+        ("state-write", "panic", 500),
+        ("state-write", "return", 500),
+    ];
+    let header = basic_raw("w:pw");
+    let auth = [("authorization", header.as_str())];
+    for (point, action, status) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.txt"), b"old bytes").unwrap();
+        let scenario = format!("{point}={action}");
+        let server = Process::start(
+            &root,
+            &["--auth", "w:pw@/:rw"],
+            &[("FAILPOINTS", &scenario)],
+        );
+        let (got, body) = if point == "store-read" {
+            request(server.addr, "GET", "/a.txt", &auth, Bytes::new())
+                .await
+                .unwrap()
+        } else {
+            request(
+                server.addr,
+                "PUT",
+                "/a.txt",
+                &auth,
+                Bytes::from_static(b"new bytes"),
+            )
+            .await
+            .unwrap()
+        };
+        assert_eq!(got, status, "{scenario}: {body:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let slug = if status == 507 {
+            "insufficient-storage"
+        } else {
+            "internal"
+        };
+        assert_eq!(
+            doc["type"],
+            format!("/.larder/problems/{slug}"),
+            "{scenario}"
+        );
+        assert!(
+            !doc.to_string().contains("fail point"),
+            "a 500 says nothing about internals"
+        );
+        // The server goes on serving, and the old bytes are untouched.
+        let (health, _) = request(server.addr, "GET", "/.larder/health", &[], Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(health, 200, "{scenario}");
+        if point != "store-read" {
+            let (get, old) = request(server.addr, "GET", "/a.txt", &auth, Bytes::new())
+                .await
+                .unwrap();
+            assert_eq!((get, &old[..]), (200, &b"old bytes"[..]), "{scenario}");
+        }
+        assert_eq!(
+            std::fs::read(root.join("a.txt")).unwrap(),
+            b"old bytes",
+            "{scenario}"
+        );
+        assert!(
+            temp_files(&root).is_empty(),
+            "{scenario} left a temporary file"
+        );
+    }
+}

@@ -649,3 +649,30 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
     }
     parts
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_upload_leaves_the_old_version() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::with_config(&team_config("")).await;
+    server.put_as("alice", "/doc.txt", "the old version").await;
+    let auth = basic("alice");
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT /doc.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'n'; 5000]).await.unwrap();
+    drop(stream); // the client goes away mid-body
+
+    let got = server.get("/doc.txt", &[]).await;
+    assert_eq!(&got.body[..], b"the old version");
+    // The server notices the cut on its own time: poll (bounded) until its temp file is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !temp_files(&server.root).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the temporary file was never removed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(std::fs::read(server.file("doc.txt")).unwrap(), b"the old version");
+    let listing = server.get("/", &[]).await.json();
+    assert_eq!(listing["entries"].as_array().unwrap().len(), 1);
+}

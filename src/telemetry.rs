@@ -2,6 +2,7 @@
 //! set with `RUST_LOG` (default `info`). Credentials are never logged: the access log names
 //! the account, never the Authorization value.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;

@@ -197,9 +197,9 @@ impl<S: Store> App<S> {
             method = %method,
             path = %escape(&target),
             status = response.status().as_u16(),
-            bytes = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            account = trail.account.as_deref().unwrap_or("-"),
+            bytes = %response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            account = %trail.account.as_deref().unwrap_or("-"),
         );
         response
     }

@@ -669,10 +669,16 @@ async fn a_cut_off_upload_leaves_the_old_version() {
     // The server notices the cut on its own time: poll (bounded) until its temp file is gone.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !temp_files(&server.root).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the temporary file was never removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the temporary file was never removed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    assert_eq!(std::fs::read(server.file("doc.txt")).unwrap(), b"the old version");
+    assert_eq!(
+        std::fs::read(server.file("doc.txt")).unwrap(),
+        b"the old version"
+    );
     let listing = server.get("/", &[]).await.json();
     assert_eq!(listing["entries"].as_array().unwrap().len(), 1);
 }

@@ -33,15 +33,36 @@ pub enum Decision {
     Forbidden,
     /// Not allowed, and not even told the path exists: 404.
     Hidden,
+    /// The account may, but the token it signed in with does not reach here (outside its
+    /// scope, or a write with a read-only token): 403 with `insufficient_scope`.
+    OutOfScope,
 }
 
-/// Who is asking: nobody, or a signed-in account.
+impl Action {
+    /// True for create, update and delete.
+    pub fn is_write(self) -> bool {
+        matches!(self, Action::Create | Action::Update | Action::Delete)
+    }
+}
+
+/// What a bearer token narrows its account's rights to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limit {
+    /// Only paths at or beneath these segments (empty: everywhere).
+    pub scope: Vec<String>,
+    /// Only reads and listings.
+    pub read_only: bool,
+}
+
+/// Who is asking: nobody, or a signed-in account, possibly through a limited token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principal {
     /// The account's name; `None` for anonymous clients.
     pub account: Option<String>,
-    /// Admins may do everything, everywhere.
+    /// Admins may do everything, everywhere (within their token's limit).
     pub admin: bool,
+    /// Set when the account signed in with a bearer token.
+    pub limit: Option<Limit>,
 }
 
 impl Principal {
@@ -52,10 +73,12 @@ impl Principal {
 
     /// A signed-in account.
     pub fn account(name: &str, admin: bool) -> Self {
-        Principal {
-            account: Some(name.to_owned()),
-            admin,
-        }
+        Principal { account: Some(name.to_owned()), admin, limit: None }
+    }
+
+    /// The same account, signed in with a token limited to `limit`.
+    pub fn with_limit(self, limit: Limit) -> Self {
+        Principal { limit: Some(limit), ..self }
     }
 }
 
@@ -102,9 +125,7 @@ pub fn valid_account_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// One segment of a rule's path.
@@ -142,9 +163,7 @@ pub struct Rule {
 impl Rule {
     /// Parses a rule path (`/home/{account}`) into patterns.
     pub fn parse_path(path: &str) -> Result<Vec<Pattern>, String> {
-        let rest = path
-            .strip_prefix('/')
-            .ok_or("a rule path must start with /")?;
+        let rest = path.strip_prefix('/').ok_or("a rule path must start with /")?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.is_empty() {
             return Ok(Vec::new());
@@ -190,10 +209,7 @@ impl Rule {
     }
 
     fn literal_count(&self) -> usize {
-        self.path
-            .iter()
-            .filter(|p| matches!(p, Pattern::Literal(_)))
-            .count()
+        self.path.iter().filter(|p| matches!(p, Pattern::Literal(_))).count()
     }
 }
 
@@ -216,10 +232,7 @@ pub struct Match<'a> {
 impl Rules {
     /// Builds a rule set. `accounts` are the names `{account}` may stand for.
     pub fn new(rules: Vec<Rule>, accounts: impl IntoIterator<Item = String>) -> Self {
-        Rules {
-            rules,
-            accounts: accounts.into_iter().collect(),
-        }
+        Rules { rules, accounts: accounts.into_iter().collect() }
     }
 
     /// The rules, in configuration order.
@@ -248,21 +261,36 @@ impl Rules {
         best
     }
 
-    /// Decides whether `principal` may do `action` on the path with these segments.
+    /// Decides whether `principal` may do `action` on the path with these segments: the
+    /// account's rights by the rules, then the token's limit.
     pub fn decide(&self, principal: &Principal, segments: &[String], action: Action) -> Decision {
+        let decision = self.decide_account(principal, segments, action);
+        match &principal.limit {
+            Some(limit)
+                if decision == Decision::Allow
+                    && (!segments.starts_with(&limit.scope)
+                        || (limit.read_only && action.is_write())) =>
+            {
+                Decision::OutOfScope
+            }
+            _ => decision,
+        }
+    }
+
+    fn decide_account(
+        &self,
+        principal: &Principal,
+        segments: &[String],
+        action: Action,
+    ) -> Decision {
         if principal.admin {
             return Decision::Allow;
         }
         let Some(found) = self.matching(segments) else {
             return refuse(principal, false);
         };
-        let admits = |action| {
-            found
-                .rule
-                .who(action)
-                .iter()
-                .any(|w| w.admits(principal, found.bound))
-        };
+        let admits =
+            |action| found.rule.who(action).iter().any(|w| w.admits(principal, found.bound));
         if admits(action) {
             return Decision::Allow;
         }
@@ -334,10 +362,7 @@ mod tests {
     }
 
     fn segments(path: &str) -> Vec<String> {
-        path.split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
 
     #[test]
@@ -387,18 +412,9 @@ mod tests {
     fn unmatched_paths_are_for_admins_only() {
         let rules = Rules::new(vec![rule("/team", &["*"], &[])], []);
         let path = segments("/other");
-        assert_eq!(
-            rules.decide(&Principal::anonymous(), &path, Read),
-            Unauthenticated
-        );
-        assert_eq!(
-            rules.decide(&Principal::account("bob", false), &path, Read),
-            Forbidden
-        );
-        assert_eq!(
-            rules.decide(&Principal::account("root", true), &path, Read),
-            Allow
-        );
+        assert_eq!(rules.decide(&Principal::anonymous(), &path, Read), Unauthenticated);
+        assert_eq!(rules.decide(&Principal::account("bob", false), &path, Read), Forbidden);
+        assert_eq!(rules.decide(&Principal::account("root", true), &path, Read), Allow);
     }
 
     #[test]

@@ -1,29 +1,40 @@
-//! Credentials → [`Principal`]. Basic credentials are verified with argon2id in constant time;
+//! Credentials → [`Identity`]. Basic credentials are verified with argon2id in constant time;
 //! an unknown account pays for a verification against a dummy hash, so both cost the same.
-//! Verified credentials are remembered for a while, keyed by a keyed hash of the header, so
-//! repeated requests do not pay the argon2 cost again.
+//! Verified Basic credentials are remembered for a while, keyed by a keyed hash of the
+//! header, so repeated requests do not pay the argon2 cost again. Bearer tokens are looked up
+//! by their SHA-256 in the state database on every request, so a revocation takes effect at
+//! once. Repeated failures are throttled ([`Throttle`]).
 //!
 //! Invariant: a failed or malformed credential never yields a principal; it is a [`Failure`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::access::Principal;
+use crate::access::{Limit, Principal};
 use crate::config::Settings;
+use crate::path::ResourcePath;
+use crate::state::{State, TokenRecord};
+
+mod throttle;
+
+pub use throttle::Throttle;
 
 /// How long a verified credential is trusted without verifying it again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// The most credentials remembered at once; the cache is emptied when full.
 const CACHE_MAX: usize = 10_000;
+/// Every token starts with this, so a leaked one is easy to recognise (and to scan for).
+pub const TOKEN_PREFIX: &str = "lt_";
 
 /// Why credentials did not yield a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,24 @@ pub enum Failure {
     BadCredentials,
     /// A bearer token that is unknown, expired, revoked or malformed.
     InvalidToken,
+    /// Too many failures lately from this address or for this account: retry after this.
+    Throttled(Duration),
+}
+
+/// Who signed in, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The principal the rules see.
+    pub principal: Principal,
+    /// The token used, for bearer sign-ins.
+    pub token: Option<TokenRecord>,
+}
+
+impl Identity {
+    /// Nobody.
+    pub fn anonymous() -> Self {
+        Identity { principal: Principal::anonymous(), token: None }
+    }
 }
 
 /// Hashes a password into an argon2id PHC string with the default parameters.
@@ -44,12 +73,53 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
+/// Seconds since the epoch.
+pub fn now_seconds() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// The path prefix it is limited to (`None`: everywhere).
+    pub scope: Option<ResourcePath>,
+    /// Reads only.
+    pub read_only: bool,
+    /// Lifetime (`None`: no expiry).
+    pub expires_in: Option<Duration>,
+}
+
+/// Makes a token for `account`: returns the record to store and the secret, shown once.
+pub fn new_token(account: &str, request: &TokenRequest) -> (TokenRecord, String) {
+    let secret = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let created = now_seconds();
+    let scope = request.scope.as_ref().map(|s| s.with_collection(false).as_key());
+    let record = TokenRecord {
+        id: format!("{:016x}", rand::random::<u64>()),
+        account: account.to_owned(),
+        hash: Sha256::digest(secret.as_bytes()).to_vec(),
+        scope: scope.filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_owned()),
+        read_only: request.read_only,
+        created,
+        expires: request
+            .expires_in
+            .map(|d| created.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+    };
+    (record, secret)
+}
+
+/// The limit a token record puts on its account.
+pub fn limit_of(token: &TokenRecord) -> Limit {
+    let scope = token.scope.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    Limit { scope, read_only: token.read_only }
+}
+
 struct Known {
     password: String,
     admin: bool,
 }
 
-/// Verifies credentials against the configured accounts.
+/// Verifies credentials against the configured accounts and the stored tokens.
 pub struct Authenticator {
     accounts: HashMap<String, Known>,
     /// Verified against when the account is unknown, so that costs what a known one costs.
@@ -57,23 +127,17 @@ pub struct Authenticator {
     /// Key for hashing Authorization values into cache keys; random per process.
     key: [u8; 32],
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    state: Arc<State>,
+    throttle: Throttle,
 }
 
 impl Authenticator {
-    /// Builds the verifier for the settings' accounts.
-    pub fn new(settings: &Settings) -> Self {
+    /// Builds the verifier for the settings' accounts and the tokens in `state`.
+    pub fn new(settings: &Settings, state: Arc<State>) -> Self {
         let accounts = settings
             .accounts
             .values()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    Known {
-                        password: a.password.clone(),
-                        admin: a.admin,
-                    },
-                )
-            })
+            .map(|a| (a.name.clone(), Known { password: a.password.clone(), admin: a.admin }))
             .collect();
         let dummy = hash_password("larder dummy password").unwrap_or_default();
         Authenticator {
@@ -81,39 +145,82 @@ impl Authenticator {
             dummy,
             key: rand::random(),
             cache: Mutex::new(HashMap::new()),
+            state,
+            throttle: Throttle::new(settings.sign_in_limit),
         }
     }
 
-    /// The principal for a request's `Authorization` value (`None`: anonymous).
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, Failure> {
-        let Some(value) = authorization else {
-            return Ok(Principal::anonymous());
-        };
+    /// The identity for a request's `Authorization` value (`None`: anonymous) from `peer`.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        peer: IpAddr,
+    ) -> Result<Identity, Failure> {
+        let Some(value) = authorization else { return Ok(Identity::anonymous()) };
         let (scheme, rest) = split_scheme(value);
         if scheme.eq_ignore_ascii_case(b"bearer") {
-            return Err(Failure::InvalidToken);
+            self.throttle.check(peer, None).map_err(Failure::Throttled)?;
+            let found = self.bearer(rest).await;
+            if found.is_err() {
+                self.throttle.failed(peer, None);
+            }
+            return found;
         }
         if !scheme.eq_ignore_ascii_case(b"basic") {
+            self.throttle.failed(peer, None);
             return Err(Failure::BadCredentials);
         }
+        let Some((name, password)) = parse_basic(rest) else {
+            self.throttle.failed(peer, None);
+            return Err(Failure::BadCredentials);
+        };
+        // Throttle before the cache: a correct guess must not be told apart while blocked.
+        self.throttle.check(peer, Some(&name)).map_err(Failure::Throttled)?;
         let cache_key = self.cache_key(value);
         if let Some(principal) = self.cached(&cache_key) {
-            return Ok(principal);
+            self.throttle.succeeded(peer, &name);
+            return Ok(Identity { principal, token: None });
         }
-        let (name, password) = parse_basic(rest).ok_or(Failure::BadCredentials)?;
         let (stored, admin, known) = match self.accounts.get(&name) {
             Some(k) => (k.password.clone(), k.admin, true),
             None => (self.dummy.clone(), false, false),
         };
-        let verified = tokio::task::spawn_blocking(move || verify(&stored, &password))
-            .await
-            .unwrap_or(false);
+        let verified =
+            tokio::task::spawn_blocking(move || verify(&stored, &password)).await.unwrap_or(false);
         if !(verified && known) {
+            self.throttle.failed(peer, Some(&name));
             return Err(Failure::BadCredentials);
         }
+        self.throttle.succeeded(peer, &name);
         let principal = Principal::account(&name, admin);
         self.remember(cache_key, principal.clone());
-        Ok(principal)
+        Ok(Identity { principal, token: None })
+    }
+
+    async fn bearer(&self, token: &[u8]) -> Result<Identity, Failure> {
+        let valid_chars = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
+        if !token.starts_with(TOKEN_PREFIX.as_bytes()) || !token.iter().all(valid_chars) {
+            return Err(Failure::InvalidToken);
+        }
+        let hash = Sha256::digest(token).to_vec();
+        let state = self.state.clone();
+        let record = tokio::task::spawn_blocking(move || state.token_by_hash(&hash))
+            .await
+            .map_err(|_| Failure::InvalidToken)?
+            .map_err(|e| {
+                tracing::error!("token lookup failed: {e}");
+                Failure::InvalidToken
+            })?
+            .ok_or(Failure::InvalidToken)?;
+        if record.expires.is_some_and(|at| at <= now_seconds()) {
+            return Err(Failure::InvalidToken);
+        }
+        // A token outlives nothing: an account removed from the configuration takes its
+        // tokens with it.
+        let known = self.accounts.get(&record.account).ok_or(Failure::InvalidToken)?;
+        let principal =
+            Principal::account(&record.account, known.admin).with_limit(limit_of(&record));
+        Ok(Identity { principal, token: Some(record) })
     }
 
     fn cache_key(&self, value: &[u8]) -> [u8; 32] {
@@ -125,10 +232,7 @@ impl Authenticator {
 
     fn cached(&self, key: &[u8; 32]) -> Option<Principal> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(p, _)| p.clone())
+        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(p, _)| p.clone())
     }
 
     fn remember(&self, key: [u8; 32], principal: Principal) {
@@ -142,19 +246,9 @@ impl Authenticator {
 
 fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
     match value.iter().position(|&b| b == b' ') {
-        Some(i) => (&value[..i], trim_spaces(&value[i + 1..])),
+        Some(i) => (&value[..i], value[i + 1..].trim_ascii()),
         None => (value, &[]),
     }
-}
-
-fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' '] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 /// Decodes `base64(name ":" password)` (RFC 7617); `None` for anything malformed.
@@ -170,32 +264,30 @@ fn parse_basic(encoded: &[u8]) -> Option<(String, String)> {
 
 fn verify(stored: &str, password: &str) -> bool {
     match PasswordHash::new(stored) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
+        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
         Err(_) => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     #[test]
     fn basic_parsing() {
         let enc = |s: &str| STANDARD.encode(s);
-        assert_eq!(
-            parse_basic(enc("a:b:c").as_bytes()),
-            Some(("a".into(), "b:c".into()))
-        );
+        assert_eq!(parse_basic(enc("a:b:c").as_bytes()), Some(("a".into(), "b:c".into())));
         assert_eq!(parse_basic(enc("nocolon").as_bytes()), None);
         assert_eq!(parse_basic(enc(":pw").as_bytes()), None);
         assert_eq!(parse_basic(enc("a:b\u{1}").as_bytes()), None);
         assert_eq!(parse_basic(b"!!!not base64"), None);
     }
 
-    #[tokio::test]
-    async fn verifies_and_caches() {
+    fn authenticator(dir: &std::path::Path) -> (Authenticator, Arc<State>) {
         let hash = hash_password("secret").unwrap();
         let settings = crate::config::Settings::load(
             crate::config::Overrides {
@@ -206,28 +298,56 @@ mod tests {
             &crate::config::env_none,
         )
         .unwrap();
-        let auth = Authenticator::new(&settings);
+        let state = Arc::new(State::open(dir).unwrap());
+        (Authenticator::new(&settings, state.clone()), state)
+    }
+
+    #[tokio::test]
+    async fn verifies_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = authenticator(dir.path());
         let header = |s: &str| format!("Basic {}", STANDARD.encode(s));
-        let ok = auth
-            .authenticate(Some(header("alice:secret").as_bytes()))
-            .await;
-        assert_eq!(ok, Ok(Principal::account("alice", false)));
-        let again = auth
-            .authenticate(Some(header("alice:secret").as_bytes()))
-            .await;
-        assert_eq!(again, Ok(Principal::account("alice", false)));
+        let alice = Principal::account("alice", false);
+        for _ in 0..2 {
+            let ok = auth.authenticate(Some(header("alice:secret").as_bytes()), PEER).await;
+            assert_eq!(ok.map(|i| i.principal), Ok(alice.clone()));
+        }
         for bad in ["alice:wrong", "nobody:secret"] {
-            let got = auth.authenticate(Some(header(bad).as_bytes())).await;
+            let got = auth.authenticate(Some(header(bad).as_bytes()), PEER).await;
             assert_eq!(got, Err(Failure::BadCredentials), "{bad}");
         }
-        assert_eq!(
-            auth.authenticate(Some(b"Bearer x")).await,
-            Err(Failure::InvalidToken)
-        );
-        assert_eq!(
-            auth.authenticate(Some(b"Digest x")).await,
-            Err(Failure::BadCredentials)
-        );
-        assert_eq!(auth.authenticate(None).await, Ok(Principal::anonymous()));
+        let bearer = auth.authenticate(Some(b"Bearer lt_unknown"), PEER).await;
+        assert_eq!(bearer, Err(Failure::InvalidToken));
+        let digest = auth.authenticate(Some(b"Digest x"), PEER).await;
+        assert_eq!(digest, Err(Failure::BadCredentials));
+        assert_eq!(auth.authenticate(None, PEER).await, Ok(Identity::anonymous()));
+    }
+
+    #[tokio::test]
+    async fn tokens_sign_in_until_revoked_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, state) = authenticator(dir.path());
+        let request = TokenRequest {
+            scope: Some(ResourcePath::parse("/docs/").unwrap()),
+            read_only: true,
+            expires_in: None,
+        };
+        let (record, secret) = new_token("alice", &request);
+        assert!(secret.starts_with(TOKEN_PREFIX));
+        assert_ne!(record.hash, secret.as_bytes(), "only the hash is kept");
+        state.insert_token(&record).unwrap();
+        let header = format!("Bearer {secret}");
+        let identity = auth.authenticate(Some(header.as_bytes()), PEER).await.unwrap();
+        let limit = Limit { scope: vec!["docs".into()], read_only: true };
+        assert_eq!(identity.principal, Principal::account("alice", false).with_limit(limit));
+        state.delete_token("alice", &record.id).unwrap();
+        let revoked = auth.authenticate(Some(header.as_bytes()), PEER).await;
+        assert_eq!(revoked, Err(Failure::InvalidToken));
+
+        let (mut old, secret) = new_token("alice", &TokenRequest::default());
+        old.expires = Some(now_seconds() - 1);
+        state.insert_token(&old).unwrap();
+        let expired = auth.authenticate(Some(format!("Bearer {secret}").as_bytes()), PEER).await;
+        assert_eq!(expired, Err(Failure::InvalidToken));
     }
 }

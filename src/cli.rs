@@ -31,6 +31,38 @@ enum Command {
     HashPassword,
     /// Validate the configuration and print the effective one, secrets redacted.
     Check(ServeArgs),
+    /// Manage bearer tokens (works while the server runs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for account NAME and print it, once.
+    Create(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The account the token signs in as.
+    name: String,
+    /// The configuration file (gives the state folder and the accounts).
+    #[arg(long, env = "LARDER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The state folder, when there is no configuration file.
+    #[arg(long, env = "LARDER_STATE")]
+    state: Option<PathBuf>,
+    /// Limit the token to this path and what lies beneath it.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Allow reads only.
+    #[arg(long)]
+    read_only: bool,
+    /// Lifetime, like 30d or 12h (default: no expiry).
+    #[arg(long)]
+    expires: Option<String>,
 }
 
 #[derive(Args)]
@@ -75,17 +107,14 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
         }
     };
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
         Command::Check(args) => check(args),
+        Command::Token { command: TokenCommand::Create(args) } => create_token(args),
     }
 }
 
@@ -100,10 +129,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("larder: cannot start the runtime: {e}");
@@ -121,16 +147,13 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn run(settings: Settings) -> std::io::Result<()> {
     let state = Arc::new(State::open(&settings.state)?);
-    let store = FileStore::open(&settings.root, state, &settings.state)?;
+    let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
     let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     if settings.open_read_only {
-        println!(
-            "no accounts or rules: serving {} read-only to everyone",
-            store.root().display()
-        );
+        println!("no accounts or rules: serving {} read-only to everyone", store.root().display());
     }
-    let app = Arc::new(App::new(Arc::new(settings), store));
+    let app = Arc::new(App::new(Arc::new(settings), store, state));
     crate::server::run(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -139,10 +162,9 @@ async fn run(settings: Settings) -> std::io::Result<()> {
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -188,4 +210,49 @@ fn check(args: ServeArgs) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn create_token(args: TokenArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("larder: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let has_config = args.config.is_some();
+    let overrides = Overrides { config: args.config, state: args.state, ..Overrides::default() };
+    let settings = match Settings::load(overrides, &|key| std::env::var(key).ok()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(e.to_string()),
+    };
+    if (has_config || !settings.accounts.is_empty()) && !settings.accounts.contains_key(&args.name)
+    {
+        return fail(format!("no account named `{}` in the configuration", args.name));
+    }
+    let scope = match args.scope.as_deref().map(crate::path::ResourcePath::parse).transpose() {
+        Ok(scope) => scope,
+        Err(e) => return fail(format!("--scope: {e}")),
+    };
+    let expires_in = match args.expires.as_deref().map(crate::config::parse_duration).transpose() {
+        Ok(expires) => expires,
+        Err(e) => return fail(format!("--expires: {e}")),
+    };
+    let request = crate::auth::TokenRequest { scope, read_only: args.read_only, expires_in };
+    let (record, secret) = crate::auth::new_token(&args.name, &request);
+    let stored = State::open(&settings.state).and_then(|state| state.insert_token(&record));
+    if let Err(e) = stored {
+        eprintln!("larder: cannot store the token in {}: {e}", settings.state.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{secret}");
+    eprintln!(
+        "token {} for {}: scope {}{}{}; shown once, stored only as a hash",
+        record.id,
+        record.account,
+        record.scope,
+        if record.read_only { ", read-only" } else { "" },
+        match record.expires {
+            Some(at) => format!(", expires at {at} (unix time)"),
+            None => ", no expiry".to_owned(),
+        }
+    );
+    ExitCode::SUCCESS
 }

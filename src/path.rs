@@ -62,10 +62,7 @@ pub struct ResourcePath {
 impl ResourcePath {
     /// The root collection, `/`.
     pub fn root() -> Self {
-        ResourcePath {
-            segments: Vec::new(),
-            collection: true,
-        }
+        ResourcePath { segments: Vec::new(), collection: true }
     }
 
     /// Decodes and validates the path part of a request target (no query).
@@ -88,10 +85,7 @@ impl ResourcePath {
         if total > MAX_PATH {
             return Err(Invalid::TooLong);
         }
-        Ok(ResourcePath {
-            segments,
-            collection,
-        })
+        Ok(ResourcePath { segments, collection })
     }
 
     /// Builds a child of this collection from an already-decoded name (an upload's file name).
@@ -99,10 +93,7 @@ impl ResourcePath {
         validate_segment(name)?;
         let mut segments = self.segments.clone();
         segments.push(name.to_owned());
-        Ok(ResourcePath {
-            segments,
-            collection,
-        })
+        Ok(ResourcePath { segments, collection })
     }
 
     /// The decoded segments.
@@ -129,18 +120,12 @@ impl ResourcePath {
     pub fn parent(&self) -> ResourcePath {
         let mut segments = self.segments.clone();
         segments.pop();
-        ResourcePath {
-            segments,
-            collection: true,
-        }
+        ResourcePath { segments, collection: true }
     }
 
     /// The same path in the other form: `/docs` ↔ `/docs/`.
     pub fn with_collection(&self, collection: bool) -> ResourcePath {
-        ResourcePath {
-            segments: self.segments.clone(),
-            collection: collection || self.is_root(),
-        }
+        ResourcePath { segments: self.segments.clone(), collection: collection || self.is_root() }
     }
 
     /// True if `self` is `other` or lies beneath it, segment-aligned.
@@ -232,9 +217,7 @@ fn decode_segment(raw: &str) -> Result<String, Invalid> {
             i += 1;
         }
     }
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| Invalid::NotUtf8)?;
+    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| Invalid::NotUtf8)?;
     validate_segment(&decoded)?;
     Ok(decoded.into_owned())
 }
@@ -309,10 +292,7 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(ResourcePath::parse(raw), Err(want), "{raw}");
         }
-        assert_eq!(
-            ResourcePath::parse("/.larder-tmp.x"),
-            Err(Invalid::Reserved)
-        );
+        assert_eq!(ResourcePath::parse("/.larder-tmp.x"), Err(Invalid::Reserved));
         assert_eq!(ResourcePath::parse("/a%4"), Err(Invalid::BadEscape));
     }
 

@@ -52,7 +52,52 @@ CREATE TABLE IF NOT EXISTS object (
     owner TEXT,
     PRIMARY KEY (path, ino, size, mtime_ns)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS token (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER
+);
+CREATE INDEX IF NOT EXISTS token_account ON token (account);
 ";
+
+/// A bearer token as stored: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The public id (for listing and revoking).
+    pub id: String,
+    /// The account the token signs in as.
+    pub account: String,
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// The path prefix it is limited to (`/` for everywhere).
+    pub scope: String,
+    /// Reads only.
+    pub read_only: bool,
+    /// Creation, seconds since the epoch.
+    pub created: i64,
+    /// Expiry, seconds since the epoch; `None` never expires.
+    pub expires: Option<i64>,
+}
+
+impl TokenRecord {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+        Ok(TokenRecord {
+            id: row.get(0)?,
+            account: row.get(1)?,
+            hash: row.get(2)?,
+            scope: row.get(3)?,
+            read_only: row.get(4)?,
+            created: row.get(5)?,
+            expires: row.get(6)?,
+        })
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, account, hash, scope, read_only, created, expires";
 
 fn to_io(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
@@ -63,10 +108,8 @@ impl State {
     pub fn open(dir: &Path) -> io::Result<State> {
         std::fs::create_dir_all(dir)?;
         let db = Connection::open(dir.join("larder.db")).map_err(to_io)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(to_io)?;
-        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .map_err(to_io)?;
+        db.busy_timeout(std::time::Duration::from_secs(10)).map_err(to_io)?;
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
         Ok(State { db: Mutex::new(db) })
     }
@@ -87,16 +130,9 @@ impl State {
             )
             .map_err(to_io)?;
         statement
-            .query_row(
-                params![path, fp.ino as i64, fp.size as i64, fp.mtime_ns],
-                |row| {
-                    Ok(ObjectMeta {
-                        etag: row.get(0)?,
-                        content_type: row.get(1)?,
-                        owner: row.get(2)?,
-                    })
-                },
-            )
+            .query_row(params![path, fp.ino as i64, fp.size as i64, fp.mtime_ns], |row| {
+                Ok(ObjectMeta { etag: row.get(0)?, content_type: row.get(1)?, owner: row.get(2)? })
+            })
             .optional()
             .map_err(to_io)
     }
@@ -110,9 +146,7 @@ impl State {
         meta: &ObjectMeta,
         current: Option<Fingerprint>,
     ) -> io::Result<()> {
-        fail::fail_point!("state-write", |_| Err(io::Error::other(
-            "fail point state-write"
-        )));
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         let mut db = self.db();
         let tx = db.transaction().map_err(to_io)?;
         match current {
@@ -142,16 +176,11 @@ impl State {
 
     /// Forgets `path`, and with `beneath` everything under the collection `path` (ending `/`).
     pub fn delete_objects(&self, path: &str, beneath: bool) -> io::Result<()> {
-        fail::fail_point!("state-write", |_| Err(io::Error::other(
-            "fail point state-write"
-        )));
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         let db = self.db();
         if beneath {
             // `path` ends with '/', so this is a segment-aligned prefix match.
-            db.execute(
-                "DELETE FROM object WHERE substr(path, 1, length(?1)) = ?1",
-                params![path],
-            )
+            db.execute("DELETE FROM object WHERE substr(path, 1, length(?1)) = ?1", params![path])
         } else {
             db.execute("DELETE FROM object WHERE path = ?1", params![path])
         }
@@ -162,9 +191,8 @@ impl State {
     /// Every recorded (path, fingerprint), for reconciling with the folder at start.
     pub fn all_objects(&self) -> io::Result<Vec<(String, Fingerprint)>> {
         let db = self.db();
-        let mut statement = db
-            .prepare("SELECT path, ino, size, mtime_ns FROM object")
-            .map_err(to_io)?;
+        let mut statement =
+            db.prepare("SELECT path, ino, size, mtime_ns FROM object").map_err(to_io)?;
         let rows = statement
             .query_map([], |row| {
                 let fp = Fingerprint {
@@ -176,6 +204,56 @@ impl State {
             })
             .map_err(to_io)?;
         rows.collect::<Result<_, _>>().map_err(to_io)
+    }
+
+    /// Stores a new token.
+    pub fn insert_token(&self, token: &TokenRecord) -> io::Result<()> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.db()
+            .execute(
+                &format!("INSERT INTO token ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    token.id,
+                    token.account,
+                    token.hash,
+                    token.scope,
+                    token.read_only,
+                    token.created,
+                    token.expires
+                ],
+            )
+            .map(drop)
+            .map_err(to_io)
+    }
+
+    /// The token whose SHA-256 is `hash`, if it exists (expired or not).
+    pub fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = ?1"))
+            .map_err(to_io)?;
+        statement.query_row(params![hash], TokenRecord::from_row).optional().map_err(to_io)
+    }
+
+    /// An account's tokens, oldest first.
+    pub fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM token WHERE account = ?1 ORDER BY created, id"
+            ))
+            .map_err(to_io)?;
+        let rows = statement.query_map(params![account], TokenRecord::from_row).map_err(to_io)?;
+        rows.collect::<Result<_, _>>().map_err(to_io)
+    }
+
+    /// Revokes an account's token; false if it has none with this id.
+    pub fn delete_token(&self, account: &str, id: &str) -> io::Result<bool> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.db()
+            .execute("DELETE FROM token WHERE account = ?1 AND id = ?2", params![account, id])
+            .map(|n| n > 0)
+            .map_err(to_io)
     }
 
     /// Removes one stale row.
@@ -198,16 +276,8 @@ mod tests {
     fn rows_follow_versions() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();
-        let v1 = Fingerprint {
-            ino: 1,
-            size: 3,
-            mtime_ns: 10,
-        };
-        let v2 = Fingerprint {
-            ino: 2,
-            size: 4,
-            mtime_ns: 20,
-        };
+        let v1 = Fingerprint { ino: 1, size: 3, mtime_ns: 10 };
+        let v2 = Fingerprint { ino: 2, size: 4, mtime_ns: 20 };
         let meta = |etag: &str| ObjectMeta {
             etag: etag.into(),
             content_type: Some("text/plain".into()),
@@ -218,13 +288,33 @@ mod tests {
         // Before the rename both versions are known; each keeps its own metadata.
         assert_eq!(state.object("/a", v1).unwrap().unwrap().etag, "one");
         assert_eq!(state.object("/a", v2).unwrap().unwrap().etag, "two");
-        state
-            .put_object("/a", v1, &meta("three"), Some(v2))
-            .unwrap();
+        state.put_object("/a", v1, &meta("three"), Some(v2)).unwrap();
         assert_eq!(state.all_objects().unwrap().len(), 2);
         state.put_object("/d/x", v1, &meta("x"), None).unwrap();
         state.delete_objects("/d/", true).unwrap();
         assert!(state.object("/d/x", v1).unwrap().is_none());
         assert!(state.object("/a", v1).unwrap().is_some());
+    }
+
+    #[test]
+    fn tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let token = |id: &str, account: &str, hash: u8| TokenRecord {
+            id: id.into(),
+            account: account.into(),
+            hash: vec![hash; 32],
+            scope: "/".into(),
+            read_only: false,
+            created: 1,
+            expires: None,
+        };
+        state.insert_token(&token("t1", "alice", 1)).unwrap();
+        state.insert_token(&token("t2", "bob", 2)).unwrap();
+        assert_eq!(state.token_by_hash(&[1; 32]).unwrap().unwrap().id, "t1");
+        assert_eq!(state.tokens_of("alice").unwrap().len(), 1);
+        assert!(!state.delete_token("bob", "t1").unwrap(), "only the owner revokes");
+        assert!(state.delete_token("alice", "t1").unwrap());
+        assert!(state.token_by_hash(&[1; 32]).unwrap().is_none());
     }
 }

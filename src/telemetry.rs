@@ -26,10 +26,7 @@ pub struct RequestIds {
 impl RequestIds {
     /// A new generator.
     pub fn new() -> Self {
-        RequestIds {
-            prefix: rand::random::<u64>() << 32,
-            next: AtomicU64::new(0),
-        }
+        RequestIds { prefix: rand::random::<u64>() << 32, next: AtomicU64::new(0) }
     }
 
     /// The next id.

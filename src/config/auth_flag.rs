@@ -15,9 +15,7 @@ pub struct Grant {
 /// Parses `NAME:SECRET@/p:rw,/q` or `@/p:ro`.
 pub fn parse(text: &str) -> Result<Grant, String> {
     // The paths start at the first "@/": a PHC string never holds "@", a password may.
-    let at = text
-        .find("@/")
-        .ok_or("expected NAME:SECRET@/path[:ro|:rw] or @/path[:ro|:rw]")?;
+    let at = text.find("@/").ok_or("expected NAME:SECRET@/path[:ro|:rw] or @/path[:ro|:rw]")?;
     let (who, paths) = (&text[..at], &text[at + 1..]);
     let account = if who.is_empty() {
         None
@@ -42,10 +40,7 @@ pub fn parse(text: &str) -> Result<Grant, String> {
         Rule::parse_path(path)?;
         parsed.push((path.to_owned(), write));
     }
-    Ok(Grant {
-        account,
-        paths: parsed,
-    })
+    Ok(Grant { account, paths: parsed })
 }
 
 /// Adds a grant to the rules: to the rule with the same path if there is one, else a new rule.
@@ -61,10 +56,7 @@ pub fn merge(rules: &mut Vec<Rule>, grant: &Grant) {
         let index = match rules.iter().position(|r| r.path == pattern) {
             Some(index) => index,
             None => {
-                rules.push(Rule {
-                    path: pattern,
-                    ..Rule::default()
-                });
+                rules.push(Rule { path: pattern, ..Rule::default() });
                 rules.len() - 1
             }
         };
@@ -103,10 +95,7 @@ mod tests {
         merge(&mut rules, &parse("alice:pw@/:rw").unwrap());
         merge(&mut rules, &parse("@/:ro").unwrap());
         assert_eq!(rules.len(), 1);
-        assert_eq!(
-            rules[0].read,
-            vec![Who::Account("alice".into()), Who::Anyone]
-        );
+        assert_eq!(rules[0].read, vec![Who::Account("alice".into()), Who::Anyone]);
         assert_eq!(rules[0].delete, vec![Who::Account("alice".into())]);
     }
 }

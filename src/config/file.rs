@@ -19,6 +19,7 @@ pub struct Config {
     pub state: Option<PathBuf>,
     pub realm: Option<String>,
     pub max_upload: Option<Size>,
+    pub sign_in_limit: Option<u32>,
     pub trace: Option<bool>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
@@ -71,11 +72,7 @@ impl RuleConfig {
                      list: &Option<Vec<String>>|
          -> Result<Option<Vec<Who>>, (&'static str, String)> {
             list.as_ref()
-                .map(|l| {
-                    l.iter()
-                        .map(|w| Who::parse(w).map_err(|p| (field, p)))
-                        .collect()
-                })
+                .map(|l| l.iter().map(|w| Who::parse(w).map_err(|p| (field, p))).collect())
                 .transpose()
         };
         let read = parse("read", &self.read)?.unwrap_or_default();
@@ -112,9 +109,7 @@ impl<'de> Deserialize<'de> for Size {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Number(n) => Ok(Size(n)),
-            Raw::Text(text) => parse_size(&text)
-                .map(Size)
-                .map_err(serde::de::Error::custom),
+            Raw::Text(text) => parse_size(&text).map(Size).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -135,6 +130,7 @@ struct Effective<'a> {
     state: String,
     realm: &'a str,
     max_upload: u64,
+    sign_in_limit: u32,
     trace: bool,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
@@ -189,6 +185,7 @@ pub fn render(settings: &Settings) -> String {
         state: settings.state.display().to_string(),
         realm: &settings.realm,
         max_upload: settings.max_upload,
+        sign_in_limit: settings.sign_in_limit,
         trace: settings.trace,
         account: settings
             .accounts
@@ -204,13 +201,7 @@ pub fn render(settings: &Settings) -> String {
             .plans
             .iter()
             .map(|(name, p)| {
-                (
-                    name.as_str(),
-                    EffectivePlan {
-                        storage: p.storage,
-                        credits: p.credits,
-                    },
-                )
+                (name.as_str(), EffectivePlan { storage: p.storage, credits: p.credits })
             })
             .collect(),
         rule: settings

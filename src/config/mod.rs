@@ -23,6 +23,9 @@ pub use units::{parse_duration, parse_size};
 /// The default `max_upload`: 1 GiB, Apache's default.
 pub const DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
 
+/// The default `sign_in_limit`.
+pub const DEFAULT_SIGN_IN_LIMIT: u32 = 10;
+
 /// A configuration problem: where, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -36,11 +39,7 @@ pub struct Error {
 
 impl Error {
     fn new(source: &str, key: impl Into<String>, problem: impl Into<String>) -> Self {
-        Error {
-            source: source.to_owned(),
-            key: key.into(),
-            problem: problem.into(),
-        }
+        Error { source: source.to_owned(), key: key.into(), problem: problem.into() }
     }
 }
 
@@ -110,6 +109,8 @@ pub struct Settings {
     pub realm: String,
     /// The largest request body accepted, in bytes.
     pub max_upload: u64,
+    /// Failed sign-ins per account per minute before 429 (twice that per address); 0: off.
+    pub sign_in_limit: u32,
     /// Whether TRACE is answered (otherwise 405).
     pub trace: bool,
     /// Accounts by name.
@@ -127,13 +128,7 @@ pub struct Settings {
 impl Settings {
     /// Settings for `root` with every default: read-only to everyone.
     pub fn for_root(root: impl Into<PathBuf>) -> Result<Settings, Error> {
-        Settings::load(
-            Overrides {
-                root: Some(root.into()),
-                ..Overrides::default()
-            },
-            &env_none,
-        )
+        Settings::load(Overrides { root: Some(root.into()), ..Overrides::default() }, &env_none)
     }
 
     /// Reads the configuration file (if any), applies the environment given by `env` (for
@@ -146,31 +141,15 @@ impl Settings {
             Some(path) => (file::read(path)?, path.display().to_string()),
             None => (file::Config::default(), "configuration".to_owned()),
         };
-        let base = overrides
-            .config
-            .as_deref()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new(""));
+        let base = overrides.config.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
         let relative_to_file = |p: &Path| {
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
+            if p.is_absolute() { p.to_owned() } else { base.join(p) }
         };
 
         let env_value = |key: &str| env(&format!("LARDER_{key}"));
-        let bind_text = overrides
-            .bind
-            .clone()
-            .or(file.bind.clone())
-            .unwrap_or("127.0.0.1".into());
+        let bind_text = overrides.bind.clone().or(file.bind.clone()).unwrap_or("127.0.0.1".into());
         let bind = bind_text.parse().map_err(|_| {
-            Error::new(
-                &source,
-                "bind",
-                format!("`{bind_text}` is not an IP address"),
-            )
+            Error::new(&source, "bind", format!("`{bind_text}` is not an IP address"))
         })?;
         let root = match (&overrides.root, &file.root) {
             (Some(root), _) => root.clone(),
@@ -182,19 +161,9 @@ impl Settings {
             (None, Some(state)) => relative_to_file(state),
             (None, None) => root.join(".larder"),
         };
-        let realm = env_value("REALM")
-            .or(file.realm.clone())
-            .unwrap_or("larder".into());
-        if realm.is_empty()
-            || realm
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(Error::new(
-                &source,
-                "realm",
-                "must be non-empty, without \" or \\",
-            ));
+        let realm = env_value("REALM").or(file.realm.clone()).unwrap_or("larder".into());
+        if realm.is_empty() || realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            return Err(Error::new(&source, "realm", "must be non-empty, without \" or \\"));
         }
         let max_upload = match env_value("MAX_UPLOAD") {
             Some(text) => {
@@ -203,18 +172,15 @@ impl Settings {
             None => file.max_upload.map(|s| s.0).unwrap_or(DEFAULT_MAX_UPLOAD),
         };
         let trace = match env_value("TRACE") {
-            Some(text) => text
-                .parse()
-                .map_err(|_| Error::new("LARDER_TRACE", "", "must be true or false"))?,
+            Some(text) => {
+                text.parse().map_err(|_| Error::new("LARDER_TRACE", "", "must be true or false"))?
+            }
             None => file.trace.unwrap_or(true),
         };
 
         let mut plans = BTreeMap::new();
         for (name, plan) in &file.plan {
-            let plan = Plan {
-                storage: plan.storage.0,
-                credits: plan.credits,
-            };
+            let plan = Plan { storage: plan.storage.0, credits: plan.credits };
             plans.insert(name.clone(), plan);
         }
 
@@ -256,12 +222,7 @@ impl Settings {
             rules.push(parsed);
         }
 
-        for text in overrides
-            .auth
-            .iter()
-            .flat_map(|a| a.split('|'))
-            .filter(|a| !a.is_empty())
-        {
+        for text in overrides.auth.iter().flat_map(|a| a.split('|')).filter(|a| !a.is_empty()) {
             let grant = auth_flag::parse(text)
                 .map_err(|p| Error::new("--auth", "", format!("`{text}`: {p}")))?;
             if let Some((name, secret)) = &grant.account {
@@ -272,27 +233,16 @@ impl Settings {
                     crate::auth::hash_password(secret)
                         .map_err(|p| Error::new("--auth", name.clone(), p))?
                 };
-                let account = Account {
-                    name: name.clone(),
-                    password,
-                    plan: None,
-                    admin: false,
-                };
+                let account = Account { name: name.clone(), password, plan: None, admin: false };
                 accounts.entry(name.clone()).or_insert(account);
             }
             auth_flag::merge(&mut rules, &grant);
         }
 
         for (i, rule) in rules.iter().enumerate() {
-            for who in [
-                &rule.read,
-                &rule.list,
-                &rule.create,
-                &rule.update,
-                &rule.delete,
-            ]
-            .into_iter()
-            .flatten()
+            for who in [&rule.read, &rule.list, &rule.create, &rule.update, &rule.delete]
+                .into_iter()
+                .flatten()
             {
                 if let Who::Account(name) = who
                     && !accounts.contains_key(name)
@@ -320,6 +270,7 @@ impl Settings {
             state,
             realm,
             max_upload,
+            sign_in_limit: file.sign_in_limit.unwrap_or(DEFAULT_SIGN_IN_LIMIT),
             trace,
             accounts,
             plans,
@@ -346,10 +297,7 @@ fn check_phc(password: &str) -> Result<(), String> {
             .to_owned()
     })?;
     if hash.algorithm.as_str() != "argon2id" {
-        return Err(format!(
-            "uses {}; only argon2id is accepted",
-            hash.algorithm
-        ));
+        return Err(format!("uses {}; only argon2id is accepted", hash.algorithm));
     }
     Ok(())
 }
@@ -362,13 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("larder.toml");
         std::fs::write(&path, text).unwrap();
-        Settings::load(
-            Overrides {
-                config: Some(path),
-                ..Overrides::default()
-            },
-            &env_none,
-        )
+        Settings::load(Overrides { config: Some(path), ..Overrides::default() }, &env_none)
     }
 
     const HASH: &str =
@@ -407,13 +349,7 @@ write = ["alice"]
         assert_eq!(settings.port, 9000);
         assert_eq!(settings.max_upload, 10 << 20);
         assert!(!settings.trace);
-        assert_eq!(
-            settings.plans["free"],
-            Plan {
-                storage: 100 << 20,
-                credits: 20
-            }
-        );
+        assert_eq!(settings.plans["free"], Plan { storage: 100 << 20, credits: 20 });
         assert!(!settings.open_read_only);
     }
 
@@ -422,10 +358,7 @@ write = ["alice"]
         let cases = [
             ("prot = 1", "prot"),
             ("port = \"x\"", "port"),
-            (
-                "[[account]]\nname = \"a\"\npassword = \"hunter2\"",
-                "account[0].password",
-            ),
+            ("[[account]]\nname = \"a\"\npassword = \"hunter2\"", "account[0].password"),
             (
                 &format!("[[account]]\nname = \"a\"\npassword = \"{HASH}\"\nplan = \"gold\""),
                 "account[0].plan",
@@ -460,14 +393,8 @@ write = ["alice"]
         let path = dir.path().join("larder.toml");
         std::fs::write(&path, "realm = \"file\"\nmax_upload = 5").unwrap();
         let env = |key: &str| (key == "LARDER_REALM").then(|| "env".to_owned());
-        let settings = Settings::load(
-            Overrides {
-                config: Some(path),
-                ..Overrides::default()
-            },
-            &env,
-        )
-        .unwrap();
+        let settings =
+            Settings::load(Overrides { config: Some(path), ..Overrides::default() }, &env).unwrap();
         assert_eq!(settings.realm, "env");
         assert_eq!(settings.max_upload, 5);
     }

@@ -6,13 +6,10 @@ use std::time::Duration;
 /// (`B`, `KiB`, `MiB`, `GiB`, `TiB`, `KB`, `MB`, `GB`, `TB`), with or without a space.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like \"100 MiB\""))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a size like \"100 MiB\""))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -24,26 +21,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
         other => {
-            return Err(format!(
-                "`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
+            return Err(format!("`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)"));
         }
     };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    number.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses a duration: a whole number followed by `s`, `m`, `h` or `d` (`30d`, `12h`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like \"30d\""))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a duration like \"30d\""))?;
     let seconds = match unit.trim() {
         "s" => 1,
         "m" => 60,

@@ -101,10 +101,7 @@ fn parse_tag(text: &str) -> Option<Tag> {
     };
     let opaque = quoted.strip_prefix('"')?.strip_suffix('"')?;
     let valid = |b: u8| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80;
-    opaque.bytes().all(valid).then(|| Tag {
-        weak,
-        opaque: opaque.to_owned(),
-    })
+    opaque.bytes().all(valid).then(|| Tag { weak, opaque: opaque.to_owned() })
 }
 
 /// HTTP dates have whole seconds: compare at that resolution.
@@ -119,13 +116,9 @@ impl Preconditions {
         let if_range = headers.get(IF_RANGE).map(|value| {
             let text = value.to_str().unwrap_or("").trim();
             if text.get(..3).is_some_and(|start| start.contains('"')) {
-                parse_tag(text)
-                    .map(IfRange::Tag)
-                    .unwrap_or(IfRange::Invalid)
+                parse_tag(text).map(IfRange::Tag).unwrap_or(IfRange::Invalid)
             } else {
-                httpdate::parse_http_date(text)
-                    .map(IfRange::Date)
-                    .unwrap_or(IfRange::Invalid)
+                httpdate::parse_http_date(text).map(IfRange::Date).unwrap_or(IfRange::Invalid)
             }
         });
         Preconditions {
@@ -145,29 +138,21 @@ impl Preconditions {
             let pass = match (tags, current) {
                 (_, None) => false,
                 (Tags::Any, Some(_)) => true,
-                (Tags::List(list), Some(v)) => list
-                    .iter()
-                    .any(|t| !t.weak && Some(t.opaque.as_str()) == v.etag),
+                (Tags::List(list), Some(v)) => {
+                    list.iter().any(|t| !t.weak && Some(t.opaque.as_str()) == v.etag)
+                }
             };
             if !pass {
                 return Outcome::Failed;
             }
-        } else if let (
-            Some(date),
-            Some(Validators {
-                modified: Some(m), ..
-            }),
-        ) = (self.if_unmodified_since, current)
+        } else if let (Some(date), Some(Validators { modified: Some(m), .. })) =
+            (self.if_unmodified_since, current)
             && seconds(m) > date
         {
             return Outcome::Failed;
         }
         // Step 3, else step 4.
-        let refused = if read {
-            Outcome::NotModified
-        } else {
-            Outcome::Failed
-        };
+        let refused = if read { Outcome::NotModified } else { Outcome::Failed };
         if let Some(tags) = &self.if_none_match {
             let matched = match (tags, current) {
                 (_, None) => false,
@@ -180,12 +165,8 @@ impl Preconditions {
                 return refused;
             }
         } else if read
-            && let (
-                Some(date),
-                Some(Validators {
-                    modified: Some(m), ..
-                }),
-            ) = (self.if_modified_since, current)
+            && let (Some(date), Some(Validators { modified: Some(m), .. })) =
+                (self.if_modified_since, current)
             && seconds(m) <= date
         {
             return Outcome::NotModified;
@@ -223,18 +204,10 @@ mod tests {
     #[test]
     fn section_13_2_2() {
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let current = Some(Validators {
-            etag: Some("abc"),
-            modified: Some(t),
-        });
+        let current = Some(Validators { etag: Some("abc"), modified: Some(t) });
         let before = httpdate::fmt_http_date(t - Duration::from_secs(10));
         let at = httpdate::fmt_http_date(t);
-        type Case<'a> = (
-            &'a [(&'a str, &'a str)],
-            bool,
-            Option<Validators<'a>>,
-            Outcome,
-        );
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, Option<Validators<'a>>, Outcome);
         let table: &[Case] = &[
             (&[], true, current, Proceed),
             (&[("if-match", "\"abc\"")], false, current, Proceed),
@@ -247,55 +220,28 @@ mod tests {
             (&[("if-unmodified-since", &before)], false, current, Failed),
             (&[("if-unmodified-since", &at)], false, current, Proceed),
             // If-Match wins over If-Unmodified-Since.
-            (
-                &[("if-match", "\"abc\""), ("if-unmodified-since", &before)],
-                false,
-                current,
-                Proceed,
-            ),
+            (&[("if-match", "\"abc\""), ("if-unmodified-since", &before)], false, current, Proceed),
             (&[("if-none-match", "*")], false, None, Proceed),
             (&[("if-none-match", "*")], false, current, Failed),
-            (
-                &[("if-none-match", "W/\"abc\"")],
-                true,
-                current,
-                NotModified,
-            ),
+            (&[("if-none-match", "W/\"abc\"")], true, current, NotModified),
             (&[("if-none-match", "\"abc\"")], false, current, Failed),
             (&[("if-none-match", "\"x\"")], true, current, Proceed),
             (&[("if-modified-since", &at)], true, current, NotModified),
             (&[("if-modified-since", &before)], true, current, Proceed),
             (&[("if-modified-since", &at)], false, current, Proceed),
             // If-None-Match wins over If-Modified-Since.
-            (
-                &[("if-none-match", "\"x\""), ("if-modified-since", &at)],
-                true,
-                current,
-                Proceed,
-            ),
-            (
-                &[("if-modified-since", "yesterday")],
-                true,
-                current,
-                Proceed,
-            ),
+            (&[("if-none-match", "\"x\""), ("if-modified-since", &at)], true, current, Proceed),
+            (&[("if-modified-since", "yesterday")], true, current, Proceed),
         ];
         for (fields, read, current, want) in table {
-            assert_eq!(
-                pre(fields).evaluate(*read, *current),
-                *want,
-                "{fields:?} read={read}"
-            );
+            assert_eq!(pre(fields).evaluate(*read, *current), *want, "{fields:?} read={read}");
         }
     }
 
     #[test]
     fn if_range() {
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let v = Validators {
-            etag: Some("abc"),
-            modified: Some(t),
-        };
+        let v = Validators { etag: Some("abc"), modified: Some(t) };
         assert!(pre(&[]).range_applies(v));
         assert!(pre(&[("if-range", "\"abc\"")]).range_applies(v));
         assert!(!pre(&[("if-range", "W/\"abc\"")]).range_applies(v));

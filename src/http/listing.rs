@@ -108,11 +108,7 @@ pub fn html(collection: &Entry, members: &[Entry]) -> Vec<u8> {
         if member.is_collection() {
             name.push('/');
         }
-        let size = if member.is_collection() {
-            String::new()
-        } else {
-            member.size.to_string()
-        };
+        let size = if member.is_collection() { String::new() } else { member.size.to_string() };
         page.push_str(&format!(
             "<tr><td><a href=\"{}\">{name}</a></td><td>{size}</td><td>{}</td></tr>\n",
             escape(&member.path.to_url()),
@@ -134,10 +130,7 @@ mod tests {
         assert_eq!(negotiate(None), Format::Json);
         assert_eq!(negotiate(Some("*/*")), Format::Json);
         assert_eq!(negotiate(Some("application/json")), Format::Json);
-        assert_eq!(
-            negotiate(Some("text/html;q=0.5, application/json")),
-            Format::Json
-        );
+        assert_eq!(negotiate(Some("text/html;q=0.5, application/json")), Format::Json);
         assert_eq!(negotiate(Some("text/*")), Format::Html);
     }
 

@@ -13,6 +13,7 @@ pub mod problem;
 pub mod range;
 mod upload;
 
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -22,7 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use http::header::{
     ACCEPT, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, HOST, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RANGE,
-    TRANSFER_ENCODING, VARY, WWW_AUTHENTICATE,
+    RETRY_AFTER, TRANSFER_ENCODING, VARY, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -32,6 +33,7 @@ use crate::access::{Action, Decision, Principal};
 use crate::auth::{Authenticator, Failure};
 use crate::config::Settings;
 use crate::path::ResourcePath;
+use crate::state::State;
 use crate::store::{ByteStream, Entry, Put, Store, Upload};
 use crate::telemetry::{RequestIds, escape};
 use conditional::{Outcome, Preconditions, Validators};
@@ -91,19 +93,12 @@ impl Verb {
 
 /// An `Allow` value and the matching 405.
 pub fn method_not_allowed(verb: Verb, allow: &[Verb]) -> Problem {
-    Problem::new(
-        Slug::MethodNotAllowed,
-        format!("{} is not allowed here.", verb.as_str()),
-    )
-    .header(ALLOW, allow_value(allow))
+    Problem::new(Slug::MethodNotAllowed, format!("{} is not allowed here.", verb.as_str()))
+        .header(ALLOW, allow_value(allow))
 }
 
 fn allow_value(allow: &[Verb]) -> HeaderValue {
-    let text = allow
-        .iter()
-        .map(|v| v.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let text = allow.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("GET, HEAD"))
 }
 
@@ -129,6 +124,7 @@ struct Trail {
 pub struct App<S: Store> {
     settings: Arc<Settings>,
     store: S,
+    state: Arc<State>,
     auth: Authenticator,
     ids: RequestIds,
 }
@@ -143,14 +139,9 @@ enum Target {
 
 impl<S: Store> App<S> {
     /// Builds the application.
-    pub fn new(settings: Arc<Settings>, store: S) -> Self {
-        let auth = Authenticator::new(&settings);
-        App {
-            settings,
-            store,
-            auth,
-            ids: RequestIds::new(),
-        }
+    pub fn new(settings: Arc<Settings>, store: S, state: Arc<State>) -> Self {
+        let auth = Authenticator::new(&settings, state.clone());
+        App { settings, store, state, auth, ids: RequestIds::new() }
     }
 
     /// The settings in force.
@@ -158,17 +149,17 @@ impl<S: Store> App<S> {
         &self.settings
     }
 
-    /// Answers one request. Never fails: errors and panics become problem documents.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Answers one request from `peer`. Never fails: errors and panics become problem
+    /// documents.
+    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
         let started = Instant::now();
         let id = self.ids.next();
         let method = request.method().clone();
         let target = request.uri().to_string();
         let authenticated = request.headers().contains_key(AUTHORIZATION);
         let mut trail = Trail::default();
-        let outcome = AssertUnwindSafe(self.respond(request, &mut trail))
-            .catch_unwind()
-            .await;
+        let outcome =
+            AssertUnwindSafe(self.respond(request, peer, &mut trail)).catch_unwind().await;
         let mut response = match outcome {
             Ok(Ok(response)) => response,
             Ok(Err(problem)) => problem.into_response(&id),
@@ -207,59 +198,37 @@ impl<S: Store> App<S> {
     async fn respond(
         &self,
         request: Request<Incoming>,
+        peer: IpAddr,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Problem> {
         // Parse: what hyper accepts but RFC 9112 does not.
         check_framing(&request)?;
         // Method known.
         let verb = Verb::parse(request.method()).ok_or_else(|| {
-            Problem::new(
-                Slug::NotImplemented,
-                format!("{} is not implemented.", request.method()),
-            )
+            Problem::new(Slug::NotImplemented, format!("{} is not implemented.", request.method()))
         })?;
         // Path valid.
         let target = parse_target(verb, request.uri())?;
         // Credentials.
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let principal = self
+        let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        let identity = self
             .auth
-            .authenticate(authorization)
+            .authenticate(authorization, peer)
             .await
-            .map_err(|failure| self.unauthenticated(Some(failure)))?;
-        trail.account = principal.account.clone();
+            .map_err(|failure| unauthenticated(&self.settings.realm, Some(failure)))?;
+        trail.account = identity.principal.account.clone();
         match target {
             Target::Star => Ok(options_star(self.settings.trace)),
-            Target::Larder(rest) => crate::admin::respond(verb, &rest),
-            Target::Resource(path) => self.resource(verb, path, principal, request).await,
-        }
-    }
-
-    /// A 401 with one challenge per scheme.
-    fn unauthenticated(&self, failure: Option<Failure>) -> Problem {
-        let realm = &self.settings.realm;
-        let basic = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
-        let bearer = match failure {
-            Some(Failure::InvalidToken) => {
-                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+            Target::Larder(rest) => {
+                let context = crate::admin::Context {
+                    settings: &self.settings,
+                    state: &self.state,
+                    identity: &identity,
+                };
+                crate::admin::respond(&context, verb, &rest, request).await
             }
-            _ => format!("Bearer realm=\"{realm}\""),
-        };
-        let detail = match failure {
-            None => "This resource needs credentials.",
-            Some(Failure::BadCredentials) => "The credentials are wrong or malformed.",
-            Some(Failure::InvalidToken) => "The bearer token is unknown, expired or revoked.",
-        };
-        let mut problem = Problem::new(Slug::Unauthenticated, detail);
-        for challenge in [basic, bearer] {
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                problem = problem.header(WWW_AUTHENTICATE, value);
-            }
+            Target::Resource(path) => self.resource(verb, path, identity.principal, request).await,
         }
-        problem
     }
 
     fn authorize(
@@ -268,18 +237,12 @@ impl<S: Store> App<S> {
         path: &ResourcePath,
         action: Action,
     ) -> Result<(), Problem> {
-        match self
-            .settings
-            .rules
-            .decide(principal, path.segments(), action)
-        {
+        match self.settings.rules.decide(principal, path.segments(), action) {
             Decision::Allow => Ok(()),
-            Decision::Unauthenticated => Err(self.unauthenticated(None)),
-            Decision::Forbidden => Err(Problem::new(
-                Slug::Forbidden,
-                "This account may not do this here.",
-            )),
+            Decision::Unauthenticated => Err(unauthenticated(&self.settings.realm, None)),
+            Decision::Forbidden => Err(forbidden("This account may not do this here.")),
             Decision::Hidden => Err(Problem::not_found()),
+            Decision::OutOfScope => Err(out_of_scope(&self.settings.realm)),
         }
     }
 
@@ -309,9 +272,7 @@ impl<S: Store> App<S> {
         let entry = opened.as_ref().map(|(entry, _)| entry);
 
         // Rules. A collection's listing is `list`; writes are create or update by existence.
-        let collection = entry
-            .map(Entry::is_collection)
-            .unwrap_or(path.is_collection());
+        let collection = entry.map(Entry::is_collection).unwrap_or(path.is_collection());
         let action = match verb {
             Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
             Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
@@ -342,10 +303,7 @@ impl<S: Store> App<S> {
             return match verb {
                 Verb::Put | Verb::Post => Err(Problem::new(
                     Slug::Conflict,
-                    format!(
-                        "This is a resource, not a collection: {}.",
-                        entry.path.to_url()
-                    ),
+                    format!("This is a resource, not a collection: {}.", entry.path.to_url()),
                 )),
                 _ => Err(Problem::not_found()),
             };
@@ -422,11 +380,8 @@ impl<S: Store> App<S> {
             }
             range::Ranges::Parts(parts) => {
                 let content_type = entry.content_type.clone().unwrap_or_default();
-                let boundary = format!(
-                    "{:016x}{:016x}",
-                    rand::random::<u64>(),
-                    rand::random::<u64>()
-                );
+                let boundary =
+                    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
                 let mut pieces: Vec<ByteStream> = Vec::new();
                 let mut total = 0u64;
                 for (first, last) in parts {
@@ -473,22 +428,15 @@ impl<S: Store> App<S> {
             .list(&entry.path)
             .await?
             .into_iter()
-            .filter(|m| {
-                self.settings
-                    .rules
-                    .listed(principal, m.path.segments(), m.is_collection())
-            })
+            .filter(|m| self.settings.rules.listed(principal, m.path.segments(), m.is_collection()))
             .collect();
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
         let (bytes, content_type) = match listing::negotiate(accept) {
             listing::Format::Json => (listing::json(entry, &members), "application/json"),
             listing::Format::Html => (listing::html(entry, &members), "text/html; charset=utf-8"),
         };
-        let mut response = Response::new(if verb == Verb::Head {
-            empty()
-        } else {
-            full(bytes.clone())
-        });
+        let mut response =
+            Response::new(if verb == Verb::Head { empty() } else { full(bytes.clone()) });
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -553,10 +501,8 @@ impl<S: Store> App<S> {
             }
             self.store.create_collection(&path, check).await??
         } else {
-            let upload = Upload {
-                content_type: content_type(request.headers()),
-                owner: principal.account,
-            };
+            let upload =
+                Upload { content_type: content_type(request.headers()), owner: principal.account };
             let body = upload::limited(request.into_body(), self.settings.max_upload);
             self.store.put(&path, upload, body, check).await??
         };
@@ -576,15 +522,10 @@ impl<S: Store> App<S> {
             .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
         if let Some(ct) = multipart {
             let boundary = multer::parse_boundary(ct).map_err(|_| {
-                Problem::new(
-                    Slug::BadRequest,
-                    "The multipart body has no valid boundary.",
-                )
+                Problem::new(Slug::BadRequest, "The multipart body has no valid boundary.")
             })?;
             let body = upload::limited(request.into_body(), self.settings.max_upload);
-            return self
-                .post_multipart(collection, principal, body, boundary)
-                .await;
+            return self.post_multipart(collection, principal, body, boundary).await;
         }
         let extension = content_type
             .as_deref()
@@ -594,10 +535,7 @@ impl<S: Store> App<S> {
             .unwrap_or_default();
         let name = format!("{:016x}{extension}", rand::random::<u64>());
         let path = collection.path.child(&name, false)?;
-        let upload = Upload {
-            content_type,
-            owner: principal.account,
-        };
+        let upload = Upload { content_type, owner: principal.account };
         let body = upload::limited(request.into_body(), self.settings.max_upload);
         let put = self.store.put(&path, upload, body, must_be_new).await??;
         Ok(stored(put))
@@ -617,11 +555,7 @@ impl<S: Store> App<S> {
                 continue;
             };
             // Browsers may send a path; keep its last component.
-            let base = file_name
-                .rsplit(['/', '\\'])
-                .next()
-                .unwrap_or("")
-                .to_owned();
+            let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
             let path = self.free_name(&collection.path, &base).await?;
             let upload = Upload {
                 content_type: field.content_type().map(|m| m.to_string()),
@@ -632,10 +566,7 @@ impl<S: Store> App<S> {
             created.push(self.store.put(&path, upload, stream, must_be_new).await??);
         }
         let Some(first) = created.first() else {
-            return Err(Problem::new(
-                Slug::BadRequest,
-                "The form has no file parts.",
-            ));
+            return Err(Problem::new(Slug::BadRequest, "The form has no file parts."));
         };
         let document = json!({ "created": created.iter().map(|p| listing::describe(&p.entry)).collect::<Vec<_>>() });
         let mut response = json_response(StatusCode::CREATED, &document);
@@ -654,20 +585,13 @@ impl<S: Store> App<S> {
             _ => (name, ""),
         };
         for n in 0..100 {
-            let candidate = if n == 0 {
-                name.to_owned()
-            } else {
-                format!("{stem}-{n}{ext}")
-            };
+            let candidate = if n == 0 { name.to_owned() } else { format!("{stem}-{n}{ext}") };
             let path = collection.child(&candidate, false)?;
             if self.store.open(&path).await?.is_none() {
                 return Ok(path);
             }
         }
-        Err(Problem::new(
-            Slug::Conflict,
-            format!("Too many resources are named like {name}."),
-        ))
+        Err(Problem::new(Slug::Conflict, format!("Too many resources are named like {name}.")))
     }
 
     async fn delete(
@@ -691,13 +615,90 @@ impl<S: Store> App<S> {
     }
 }
 
+/// A 401 with one challenge per scheme; 429 with Retry-After for throttled sign-ins.
+pub fn unauthenticated(realm: &str, failure: Option<Failure>) -> Problem {
+    if let Some(Failure::Throttled(wait)) = failure {
+        return Problem::new(
+            Slug::TooManyRequests,
+            "Too many failed sign-ins from this address or for this account.",
+        )
+        .header(RETRY_AFTER, HeaderValue::from(wait.as_secs()))
+        .header(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let basic = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+    let bearer = match failure {
+        Some(Failure::InvalidToken) => format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+        _ => format!("Bearer realm=\"{realm}\""),
+    };
+    let detail = match failure {
+        Some(Failure::BadCredentials) => "The credentials are wrong or malformed.",
+        Some(Failure::InvalidToken) => "The bearer token is unknown, expired or revoked.",
+        _ => "This resource needs credentials.",
+    };
+    let mut problem = Problem::new(Slug::Unauthenticated, detail);
+    for challenge in [basic, bearer] {
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            problem = problem.header(WWW_AUTHENTICATE, value);
+        }
+    }
+    problem
+}
+
+/// A 403 for a known account.
+pub fn forbidden(detail: &str) -> Problem {
+    Problem::new(Slug::Forbidden, detail)
+}
+
+/// A 403 for a token that does not reach this far (RFC 6750 `insufficient_scope`).
+pub fn out_of_scope(realm: &str) -> Problem {
+    let challenge = format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"");
+    let problem = forbidden("The token used does not allow this here (scope or read-only).");
+    match HeaderValue::from_str(&challenge) {
+        Ok(value) => problem.header(WWW_AUTHENTICATE, value),
+        Err(_) => problem,
+    }
+}
+
+/// Reads a JSON request body of at most 64 KiB. An empty body without a Content-Type gives
+/// the default; another media type is 415; malformed JSON or unknown fields are 400 naming
+/// the field.
+pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, Problem> {
+    const LIMIT: usize = 64 * 1024;
+    let media = content_type(request.headers());
+    if media.is_none() && body_is_empty(&request) {
+        return Ok(T::default());
+    }
+    let essence =
+        media.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(Problem::new(Slug::UnsupportedMediaType, "Send the body as application/json."));
+    }
+    let body = http_body_util::Limited::new(request.into_body(), LIMIT);
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => Problem::new(
+                Slug::ContentTooLarge,
+                format!("A JSON body has at most {LIMIT} bytes."),
+            ),
+            None => Problem::new(Slug::BadRequest, "The request body was cut off."),
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::new(Slug::BadRequest, format!("The JSON body is not accepted: {e}.")))
+}
+
 fn must_be_new(current: Option<&Entry>) -> Result<(), Problem> {
     match current {
         None => Ok(()),
-        Some(_) => Err(Problem::new(
-            Slug::Conflict,
-            "A resource with this name appeared meanwhile.",
-        )),
+        Some(_) => {
+            Err(Problem::new(Slug::Conflict, "A resource with this name appeared meanwhile."))
+        }
     }
 }
 
@@ -712,23 +713,15 @@ fn multipart_problem(error: multer::Error) -> Problem {
         }
         source = e.source();
     }
-    Problem::new(
-        Slug::BadRequest,
-        format!("The multipart body is malformed: {error}."),
-    )
+    Problem::new(Slug::BadRequest, format!("The multipart body is malformed: {error}."))
 }
 
 fn once(bytes: Vec<u8>) -> ByteStream {
-    Box::pin(futures_util::stream::once(
-        async move { Ok(Bytes::from(bytes)) },
-    ))
+    Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(bytes)) }))
 }
 
 fn validators(entry: &Entry) -> Validators<'_> {
-    Validators {
-        etag: entry.etag.as_deref(),
-        modified: Some(entry.modified),
-    }
+    Validators { etag: entry.etag.as_deref(), modified: Some(entry.modified) }
 }
 
 fn precondition_failed() -> Problem {
@@ -758,19 +751,12 @@ fn last_modified(entry: &Entry) -> HeaderValue {
 }
 
 fn etag_value(entry: &Entry) -> Option<HeaderValue> {
-    entry
-        .etag
-        .as_ref()
-        .and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok())
+    entry.etag.as_ref().and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok())
 }
 
 fn representation_headers(entry: &Entry) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = Vec::new();
-    if let Some(ct) = entry
-        .content_type
-        .as_deref()
-        .and_then(|ct| HeaderValue::from_str(ct).ok())
-    {
+    if let Some(ct) = entry.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
         headers.push((CONTENT_TYPE, ct));
     }
     if let Some(etag) = etag_value(entry) {
@@ -790,11 +776,7 @@ fn not_modified(entry: &Entry) -> Response<Body> {
 }
 
 fn stored(put: Put) -> Response<Body> {
-    let status = if put.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut response = json_response(status, &listing::describe(&put.entry));
     let headers = response.headers_mut();
     if put.created {
@@ -835,21 +817,13 @@ fn redirect(to: &ResourcePath) -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
     insert_location(response.headers_mut(), to);
-    response
-        .headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(0));
+    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(0));
     response
 }
 
 fn options_star(trace: bool) -> Response<Body> {
-    let mut methods = vec![
-        Verb::Get,
-        Verb::Head,
-        Verb::Put,
-        Verb::Post,
-        Verb::Delete,
-        Verb::Options,
-    ];
+    let mut methods =
+        vec![Verb::Get, Verb::Head, Verb::Put, Verb::Post, Verb::Delete, Verb::Options];
     if trace {
         methods.push(Verb::Trace);
     }
@@ -907,10 +881,7 @@ fn check_framing(request: &Request<Incoming>) -> Result<(), Problem> {
     if request.method() == Method::TRACE
         && (request.headers().contains_key(TRANSFER_ENCODING) || !body_is_empty(request))
     {
-        return Err(Problem::new(
-            Slug::BadRequest,
-            "A TRACE request must not have a body.",
-        ));
+        return Err(Problem::new(Slug::BadRequest, "A TRACE request must not have a body."));
     }
     Ok(())
 }

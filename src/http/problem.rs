@@ -243,12 +243,8 @@ pub struct Details {
 impl Problem {
     /// A problem of type `slug`.
     pub fn new(slug: Slug, detail: impl Into<String>) -> Self {
-        let details = Details {
-            slug,
-            detail: detail.into(),
-            headers: Vec::new(),
-            members: Map::new(),
-        };
+        let details =
+            Details { slug, detail: detail.into(), headers: Vec::new(), members: Map::new() };
         Problem(Box::new(details))
     }
 
@@ -275,12 +271,7 @@ impl Problem {
 
     /// Renders the problem; `id` is the request id.
     pub fn into_response(self, id: &str) -> Response<Body> {
-        let Details {
-            slug,
-            detail,
-            headers: extra,
-            members,
-        } = *self.0;
+        let Details { slug, detail, headers: extra, members } = *self.0;
         let status = slug.status();
         let mut document = json!({
             "type": format!("/.larder/problems/{}", slug.name()),
@@ -296,10 +287,7 @@ impl Problem {
         let mut response = Response::new(full(bytes.clone()));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         if matches!(status.as_u16(), 401..=403) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

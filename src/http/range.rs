@@ -72,11 +72,7 @@ pub fn resolve(field: &str, len: u64) -> Ranges {
         return Ranges::Unsatisfiable;
     }
     let satisfiable: Vec<(u64, u64)> = parsed.into_iter().flatten().collect();
-    if satisfiable.is_empty() {
-        Ranges::Unsatisfiable
-    } else {
-        Ranges::Parts(satisfiable)
-    }
+    if satisfiable.is_empty() { Ranges::Unsatisfiable } else { Ranges::Parts(satisfiable) }
 }
 
 #[cfg(test)]

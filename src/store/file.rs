@@ -57,21 +57,11 @@ impl FileStore {
     pub fn open(root: &Path, state: Arc<State>, state_dir: &Path) -> io::Result<FileStore> {
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
-        let reserved = state_dir
-            .canonicalize()
-            .ok()
-            .filter(|s| s.starts_with(&root));
-        let inner = Inner {
-            root,
-            reserved,
-            state,
-        };
+        let reserved = state_dir.canonicalize().ok().filter(|s| s.starts_with(&root));
+        let inner = Inner { root, reserved, state };
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
-        Ok(FileStore {
-            inner: Arc::new(inner),
-            locks: Locks::new(),
-        })
+        Ok(FileStore { inner: Arc::new(inner), locks: Locks::new() })
     }
 
     /// The canonical ROOT.
@@ -84,10 +74,7 @@ fn fingerprint(meta: &fs::Metadata) -> Fingerprint {
     Fingerprint {
         ino: meta.ino(),
         size: meta.len(),
-        mtime_ns: meta
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec()),
+        mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
     }
 }
 
@@ -104,10 +91,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn guess_type(name: &str) -> String {
-    mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
-        .to_owned()
+    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -151,11 +135,7 @@ impl Inner {
         let key = path.with_collection(false).as_key();
         let recorded = self.state.object(&key, fp)?;
         let (etag, content_type, owner) = match recorded {
-            Some(ObjectMeta {
-                etag,
-                content_type,
-                owner,
-            }) => (etag, content_type, owner),
+            Some(ObjectMeta { etag, content_type, owner }) => (etag, content_type, owner),
             None => (derived_etag(fp), None, None),
         };
         Ok(Entry {
@@ -188,9 +168,8 @@ impl Inner {
         // Find the deepest existing ancestor.
         let mut existing = parents.len();
         let mut base = loop {
-            let candidate: PathBuf = self
-                .root
-                .join(parents[..existing].iter().collect::<PathBuf>());
+            let candidate: PathBuf =
+                self.root.join(parents[..existing].iter().collect::<PathBuf>());
             match candidate.canonicalize() {
                 Ok(real) => break real,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && existing > 0 => existing -= 1,
@@ -231,11 +210,7 @@ impl Inner {
                 continue;
             }
             if item.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                if kind.is_dir() {
-                    fs::remove_dir_all(&path)?
-                } else {
-                    fs::remove_file(&path)?
-                }
+                if kind.is_dir() { fs::remove_dir_all(&path)? } else { fs::remove_file(&path)? }
             } else if kind.is_dir() {
                 self.sweep(&path)?;
             }
@@ -381,22 +356,14 @@ impl Store for FileStore {
         };
         let target = parent.join(target_path.name());
         let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-            .await?;
-        let mut temp = Temp {
-            path: temp_path,
-            armed: true,
-        };
+        let file =
+            tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp_path).await?;
+        let mut temp = Temp { path: temp_path, armed: true };
         let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
         let mut hasher = Sha256::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
-            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(
-                arg
-            ))));
+            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
             hasher.update(&chunk);
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
         }
@@ -404,9 +371,7 @@ impl Store for FileStore {
         let file = file.into_inner().into_std().await;
         let etag = hex(&hasher.finalize()[..16]);
         let fp = blocking(move || {
-            fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(
-                arg
-            ))));
+            fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(arg))));
             let mut file = file;
             file.flush()?;
             file.sync_all()?;
@@ -435,10 +400,7 @@ impl Store for FileStore {
         let meta = ObjectMeta {
             etag: etag.clone(),
             content_type: upload.content_type.clone(),
-            owner: current
-                .as_ref()
-                .and_then(|c| c.owner.clone())
-                .or(upload.owner),
+            owner: current.as_ref().and_then(|c| c.owner.clone()).or(upload.owner),
         };
         let key = target_path.as_key();
         let temp_file = temp.path.clone();
@@ -459,16 +421,10 @@ impl Store for FileStore {
             modified: std::time::UNIX_EPOCH
                 + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
             etag: Some(etag),
-            content_type: Some(
-                meta.content_type
-                    .unwrap_or_else(|| guess_type(target_path.name())),
-            ),
+            content_type: Some(meta.content_type.unwrap_or_else(|| guess_type(target_path.name()))),
             owner: meta.owner,
         };
-        Ok(Ok(Put {
-            entry,
-            created: current.is_none(),
-        }))
+        Ok(Ok(Put { entry, created: current.is_none() }))
     }
 
     async fn create_collection<R: Send>(
@@ -492,10 +448,7 @@ impl Store for FileStore {
             return Ok(Err(refusal));
         }
         if let Some(entry) = current {
-            return Ok(Ok(Put {
-                entry,
-                created: false,
-            }));
+            return Ok(Ok(Put { entry, created: false }));
         }
         let entry = blocking(move || {
             let parent = inner.prepare_parent(&path)?;
@@ -505,10 +458,7 @@ impl Store for FileStore {
             inner.entry(&path, &fs::metadata(&dir)?)
         })
         .await?;
-        Ok(Ok(Put {
-            entry,
-            created: true,
-        }))
+        Ok(Ok(Put { entry, created: true }))
     }
 
     async fn delete<R: Send>(
@@ -539,15 +489,9 @@ impl Store for FileStore {
             }
             // Forget the metadata first: if that fails nothing has changed, and if the
             // removal then fails the file is still served, with metadata derived from it.
-            inner
-                .state
-                .delete_objects(&entry.path.as_key(), entry.is_collection())?;
+            inner.state.delete_objects(&entry.path.as_key(), entry.is_collection())?;
             if is_dir {
-                if recursive {
-                    fs::remove_dir_all(&real)?
-                } else {
-                    fs::remove_dir(&real)?
-                }
+                if recursive { fs::remove_dir_all(&real)? } else { fs::remove_dir(&real)? }
             } else {
                 fs::remove_file(&real)?;
             }

@@ -18,10 +18,7 @@ pub struct Locks {
 impl Locks {
     /// An empty table.
     pub fn new() -> Self {
-        Locks {
-            slots: (0..SLOTS).map(|_| Mutex::new(())).collect(),
-            hasher: RandomState::new(),
-        }
+        Locks { slots: (0..SLOTS).map(|_| Mutex::new(())).collect(), hasher: RandomState::new() }
     }
 
     /// Waits for the lock of `key` (a path without its trailing slash).

@@ -65,10 +65,7 @@ pub fn basic(name: &str) -> String {
 
 /// `Basic base64(text)`.
 pub fn basic_raw(text: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(text)
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(text))
 }
 
 /// A response, read whole.
@@ -82,19 +79,12 @@ pub struct Reply {
 impl Reply {
     /// A header's value as text ("" when absent).
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     /// Every value of a header.
     pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
     }
 
     /// The body as JSON.
@@ -116,18 +106,9 @@ impl Reply {
         let doc = self.json();
         assert_eq!(doc["type"], format!("/.larder/problems/{slug}"), "{doc}");
         assert_eq!(doc["status"], status);
-        assert!(
-            doc["title"].as_str().is_some_and(|t| !t.is_empty()),
-            "{doc}"
-        );
-        assert!(
-            doc["detail"].as_str().is_some_and(|t| !t.is_empty()),
-            "{doc}"
-        );
-        assert_eq!(
-            doc["instance"].as_str().unwrap(),
-            self.header("x-request-id")
-        );
+        assert!(doc["title"].as_str().is_some_and(|t| !t.is_empty()), "{doc}");
+        assert!(doc["detail"].as_str().is_some_and(|t| !t.is_empty()), "{doc}");
+        assert_eq!(doc["instance"].as_str().unwrap(), self.header("x-request-id"));
         if matches!(status, 401..=403) {
             assert_eq!(self.header("cache-control"), "no-store");
         }
@@ -154,22 +135,19 @@ impl TestServer {
         let root = dir.path().join("root");
         let file = dir.path().join("larder.toml");
         std::fs::write(&file, config).unwrap();
-        let overrides = Overrides {
-            root: Some(root.clone()),
-            config: Some(file),
-            ..Overrides::default()
-        };
+        let overrides =
+            Overrides { root: Some(root.clone()), config: Some(file), ..Overrides::default() };
         let settings = Settings::load(overrides, &env_none).unwrap();
         TestServer::start(settings, dir).await
     }
 
     async fn start(settings: Settings, dir: tempfile::TempDir) -> TestServer {
         let state = Arc::new(State::open(&settings.state).unwrap());
-        let store = FileStore::open(&settings.root, state, &settings.state).unwrap();
+        let store = FileStore::open(&settings.root, state.clone(), &settings.state).unwrap();
         let root = store.root().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Arc::new(App::new(Arc::new(settings), store));
+        let app = Arc::new(App::new(Arc::new(settings), store, state));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
             larder::server::run(listener, app, async {
@@ -178,12 +156,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        TestServer {
-            addr,
-            root,
-            _dir: dir,
-            stop: Some(stop),
-        }
+        TestServer { addr, root, _dir: dir, stop: Some(stop) }
     }
 
     /// A file under ROOT.
@@ -207,14 +180,11 @@ impl TestServer {
         body: impl Into<Bytes>,
     ) -> Reply {
         let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(target)
-            .header("host", "larder.test");
+        let mut request =
+            Request::builder().method(method).uri(target).header("host", "larder.test");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -222,11 +192,7 @@ impl TestServer {
         let response = sender.send_request(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        }
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
     }
 
     /// GET with optional headers.
@@ -237,11 +203,8 @@ impl TestServer {
     /// PUT as `account` (or anonymously with `""`).
     pub async fn put_as(&self, account: &str, target: &str, body: impl Into<Bytes>) -> Reply {
         let auth = basic(account);
-        let headers: &[(&str, &str)] = if account.is_empty() {
-            &[]
-        } else {
-            &[("authorization", auth.as_str())]
-        };
+        let headers: &[(&str, &str)] =
+            if account.is_empty() { &[] } else { &[("authorization", auth.as_str())] };
         self.send("PUT", target, headers, body).await
     }
 
@@ -272,11 +235,7 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(larder::path::TEMP_PREFIX)
-        {
+        if entry.file_name().to_string_lossy().starts_with(larder::path::TEMP_PREFIX) {
             found.push(path.clone());
         }
         if entry.file_type().unwrap().is_dir() {

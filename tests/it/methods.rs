@@ -23,11 +23,7 @@ async fn put_get_delete_cycle() {
     assert_eq!(replaced.status, 200);
     assert_eq!(replaced.header("location"), "");
     assert_ne!(replaced.header("etag"), etag, "new bytes, new ETag");
-    assert_eq!(
-        replaced.json()["owner"],
-        "alice",
-        "the creator stays the owner"
-    );
+    assert_eq!(replaced.json()["owner"], "alice", "the creator stays the owner");
 
     let got = server.get("/a.txt", &[]).await;
     assert_eq!(got.status, 200);
@@ -39,19 +35,12 @@ async fn put_get_delete_cycle() {
     assert!(httpdate::parse_http_date(got.header("last-modified")).is_ok());
 
     let auth = basic("alice");
-    let deleted = server
-        .send("DELETE", "/a.txt", &[("authorization", &auth)], "")
-        .await;
+    let deleted = server.send("DELETE", "/a.txt", &[("authorization", &auth)], "").await;
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_empty());
     assert!(!server.file("a.txt").exists());
-    server
-        .get("/a.txt", &[])
-        .await
-        .assert_problem(404, "not-found");
-    let again = server
-        .send("DELETE", "/a.txt", &[("authorization", &auth)], "")
-        .await;
+    server.get("/a.txt", &[]).await.assert_problem(404, "not-found");
+    let again = server.send("DELETE", "/a.txt", &[("authorization", &auth)], "").await;
     again.assert_problem(404, "not-found");
 }
 
@@ -59,12 +48,7 @@ async fn put_get_delete_cycle() {
 async fn head_has_get_headers_and_no_body() {
     let server = TestServer::open().await;
     server.place("docs/report.pdf", &[7u8; 3000]);
-    for target in [
-        "/docs/report.pdf",
-        "/docs/",
-        "/missing",
-        "/docs/report.pdf/",
-    ] {
+    for target in ["/docs/report.pdf", "/docs/", "/missing", "/docs/report.pdf/"] {
         let get = server.get(target, &[]).await;
         let head = server.send("HEAD", target, &[], "").await;
         assert_eq!(head.status, get.status, "{target}");
@@ -80,11 +64,7 @@ async fn head_has_get_headers_and_no_body() {
             v
         };
         assert_eq!(names(&head), names(&get), "{target}");
-        assert_eq!(
-            head.header("content-length"),
-            get.body.len().to_string(),
-            "{target}"
-        );
+        assert_eq!(head.header("content-length"), get.body.len().to_string(), "{target}");
     }
 }
 
@@ -96,10 +76,7 @@ async fn put_keeps_content_type_and_guesses_otherwise() {
         .send(
             "PUT",
             "/data.bin",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/x-larder-test"),
-            ],
+            &[("authorization", &auth), ("content-type", "application/x-larder-test")],
             "x",
         )
         .await;
@@ -109,15 +86,9 @@ async fn put_keeps_content_type_and_guesses_otherwise() {
         "application/x-larder-test"
     );
     server.place("page.html", b"<p>hi</p>");
-    assert_eq!(
-        server.get("/page.html", &[]).await.header("content-type"),
-        "text/html"
-    );
+    assert_eq!(server.get("/page.html", &[]).await.header("content-type"), "text/html");
     server.place("noext", b"?");
-    assert_eq!(
-        server.get("/noext", &[]).await.header("content-type"),
-        "application/octet-stream"
-    );
+    assert_eq!(server.get("/noext", &[]).await.header("content-type"), "application/octet-stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,10 +104,7 @@ async fn listings_in_json_and_escaped_html() {
     let doc = listing.json();
     assert_eq!(doc["path"], "/docs/");
     let entries = doc["entries"].as_array().unwrap();
-    let names: Vec<&str> = entries
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = entries.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["<script>alert(1)<\\script>", "a.txt", "sub"]);
     let a = &entries[1];
     assert_eq!(a["size"], 3);
@@ -149,20 +117,11 @@ async fn listings_in_json_and_escaped_html() {
     let html = server.get("/docs/", &[("accept", browser)]).await;
     assert_eq!(html.status, 200);
     assert!(html.header("content-type").starts_with("text/html"));
-    assert!(
-        html.header("content-security-policy")
-            .contains("default-src 'none'")
-    );
+    assert!(html.header("content-security-policy").contains("default-src 'none'"));
     let page = html.text();
     assert!(!page.contains("<script>"), "{page}");
-    assert!(
-        page.contains("&lt;script&gt;alert(1)&lt;\\script&gt;"),
-        "{page}"
-    );
-    assert!(
-        page.contains("href=\"/docs/%3Cscript%3Ealert(1)%3C%5Cscript%3E\""),
-        "{page}"
-    );
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;\\script&gt;"), "{page}");
+    assert!(page.contains("href=\"/docs/%3Cscript%3Ealert(1)%3C%5Cscript%3E\""), "{page}");
     assert!(page.contains("href=\"/docs/sub/\""), "{page}");
 }
 
@@ -174,10 +133,7 @@ async fn folder_without_slash_redirects() {
     assert_eq!(reply.status, 301);
     assert_eq!(reply.header("location"), "/docs/");
     // A file named with a trailing slash is not a collection.
-    server
-        .get("/docs/a.txt/", &[])
-        .await
-        .assert_problem(404, "not-found");
+    server.get("/docs/a.txt/", &[]).await.assert_problem(404, "not-found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,10 +145,7 @@ async fn put_makes_collections_and_parents() {
     assert_eq!(made.json()["type"], "collection");
     assert!(server.file("docs/new").is_dir());
     assert_eq!(server.put_as("alice", "/docs/new/", "").await.status, 200);
-    server
-        .put_as("alice", "/docs/other/", "body")
-        .await
-        .assert_problem(400, "bad-request");
+    server.put_as("alice", "/docs/other/", "body").await.assert_problem(400, "bad-request");
 
     let deep = server.put_as("alice", "/a/b/c.txt", "deep").await;
     assert_eq!(deep.status, 201);
@@ -214,10 +167,7 @@ async fn post_raw_body_gets_a_server_chosen_name() {
         .await;
     assert_eq!(posted.status, 201);
     let location = posted.header("location").to_owned();
-    assert!(
-        location.starts_with("/inbox/") && location.len() > "/inbox/".len(),
-        "{location}"
-    );
+    assert!(location.starts_with("/inbox/") && location.len() > "/inbox/".len(), "{location}");
     assert_eq!(posted.json()["path"], location.as_str());
     let got = server.get(&location, &[]).await;
     assert_eq!(got.status, 200);
@@ -244,38 +194,20 @@ async fn post_multipart_stores_each_file_part() {
         .send(
             "POST",
             "/up/",
-            &[
-                ("authorization", &auth),
-                ("content-type", "multipart/form-data; boundary=XyZ"),
-            ],
+            &[("authorization", &auth), ("content-type", "multipart/form-data; boundary=XyZ")],
             body,
         )
         .await;
     assert_eq!(posted.status, 201, "{}", posted.text());
     let created = posted.json()["created"].as_array().unwrap().clone();
-    let paths: Vec<&str> = created
-        .iter()
-        .map(|c| c["path"].as_str().unwrap())
-        .collect();
+    let paths: Vec<&str> = created.iter().map(|c| c["path"].as_str().unwrap()).collect();
     // An existing name is never overwritten by POST: the part gets a fresh name.
     assert_eq!(paths, ["/up/one-1.txt", "/up/two.csv"]);
     assert_eq!(posted.header("location"), "/up/one-1.txt");
-    assert_eq!(
-        std::fs::read(server.file("up/one.txt")).unwrap(),
-        b"already here"
-    );
-    assert_eq!(
-        std::fs::read(server.file("up/one-1.txt")).unwrap(),
-        b"first file"
-    );
-    assert_eq!(
-        std::fs::read(server.file("up/two.csv")).unwrap(),
-        b"a,b\n1,2"
-    );
-    assert_eq!(
-        server.get("/up/two.csv", &[]).await.header("content-type"),
-        "text/csv"
-    );
+    assert_eq!(std::fs::read(server.file("up/one.txt")).unwrap(), b"already here");
+    assert_eq!(std::fs::read(server.file("up/one-1.txt")).unwrap(), b"first file");
+    assert_eq!(std::fs::read(server.file("up/two.csv")).unwrap(), b"a,b\n1,2");
+    assert_eq!(server.get("/up/two.csv", &[]).await.header("content-type"), "text/csv");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,14 +215,9 @@ async fn post_to_a_resource_is_405_with_allow() {
     let server = TestServer::with_config(&team_config("")).await;
     server.put_as("alice", "/a.txt", "a").await;
     let auth = basic("alice");
-    let reply = server
-        .send("POST", "/a.txt", &[("authorization", &auth)], "x")
-        .await;
+    let reply = server.send("POST", "/a.txt", &[("authorization", &auth)], "x").await;
     reply.assert_problem(405, "method-not-allowed");
-    assert_eq!(
-        reply.header("allow"),
-        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE"
-    );
+    assert_eq!(reply.header("allow"), "GET, HEAD, PUT, DELETE, OPTIONS, TRACE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,25 +227,14 @@ async fn delete_collections() {
     let auth = [("authorization", auth.as_str())];
     server.put_as("alice", "/full/a/b.txt", "b").await;
     server.put_as("alice", "/empty/", "").await;
-    server
-        .send("DELETE", "/full/", &auth, "")
-        .await
-        .assert_problem(409, "conflict");
+    server.send("DELETE", "/full/", &auth, "").await.assert_problem(409, "conflict");
     assert!(server.file("full/a/b.txt").exists());
-    assert_eq!(
-        server.send("DELETE", "/empty/", &auth, "").await.status,
-        204
-    );
+    assert_eq!(server.send("DELETE", "/empty/", &auth, "").await.status, 204);
     let depth = [auth[0], ("depth", "infinity")];
-    assert_eq!(
-        server.send("DELETE", "/full/", &depth, "").await.status,
-        204
-    );
+    assert_eq!(server.send("DELETE", "/full/", &depth, "").await.status, 204);
     assert!(!server.file("full").exists());
     // The root cannot go.
-    let root = server
-        .send("DELETE", "/", &[("authorization", &basic("root"))], "")
-        .await;
+    let root = server.send("DELETE", "/", &[("authorization", &basic("root"))], "").await;
     root.assert_problem(405, "method-not-allowed");
     assert!(!root.header("allow").contains("DELETE"));
 }
@@ -329,27 +245,14 @@ async fn options_lists_methods() {
     server.place("a.txt", b"a");
     let file = server.send("OPTIONS", "/a.txt", &[], "").await;
     assert_eq!(file.status, 204);
-    assert_eq!(
-        file.header("allow"),
-        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE"
-    );
+    assert_eq!(file.header("allow"), "GET, HEAD, PUT, DELETE, OPTIONS, TRACE");
     let dir = server.send("OPTIONS", "/", &[], "").await;
     assert_eq!(dir.header("allow"), "GET, HEAD, PUT, POST, OPTIONS, TRACE");
-    server
-        .send("OPTIONS", "/missing", &[], "")
-        .await
-        .assert_problem(404, "not-found");
-    let star = server
-        .raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
+    server.send("OPTIONS", "/missing", &[], "").await.assert_problem(404, "not-found");
+    let star = server.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(star.starts_with("HTTP/1.1 200"), "{star}");
-    assert!(
-        star.contains("allow: GET, HEAD, PUT, POST, DELETE, OPTIONS, TRACE"),
-        "{star}"
-    );
-    let bad = server
-        .raw(b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
+    assert!(star.contains("allow: GET, HEAD, PUT, POST, DELETE, OPTIONS, TRACE"), "{star}");
+    let bad = server.raw(b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 }
 
@@ -378,9 +281,7 @@ async fn trace_echoes_without_credentials() {
     assert!(echo.contains("x-custom: kept\r\n"), "{echo}");
     for secret in ["authorization", "cookie", "s3cr3t", &auth[6..]] {
         assert!(
-            !echo
-                .to_ascii_lowercase()
-                .contains(&secret.to_ascii_lowercase()),
+            !echo.to_ascii_lowercase().contains(&secret.to_ascii_lowercase()),
             "{secret} in {echo}"
         );
     }
@@ -405,10 +306,7 @@ async fn unknown_methods_are_501() {
             let raw = server
                 .raw(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nConnection: close\r\n\r\n")
                 .await;
-            assert!(
-                raw.starts_with("HTTP/1.1 501") || raw.starts_with("HTTP/1.1 400"),
-                "{raw}"
-            );
+            assert!(raw.starts_with("HTTP/1.1 501") || raw.starts_with("HTTP/1.1 400"), "{raw}");
             continue;
         } else {
             server.send(method, "/a.txt", &[], "").await
@@ -422,22 +320,10 @@ async fn file_and_folder_clashes_are_409() {
     let server = TestServer::with_config(&team_config("")).await;
     server.put_as("alice", "/a.txt", "a").await;
     server.put_as("alice", "/docs/x", "x").await;
-    server
-        .put_as("alice", "/a.txt/b", "b")
-        .await
-        .assert_problem(409, "conflict");
-    server
-        .put_as("alice", "/a.txt/b/c", "c")
-        .await
-        .assert_problem(409, "conflict");
-    server
-        .put_as("alice", "/docs", "d")
-        .await
-        .assert_problem(409, "conflict");
-    server
-        .put_as("alice", "/a.txt/", "")
-        .await
-        .assert_problem(409, "conflict");
+    server.put_as("alice", "/a.txt/b", "b").await.assert_problem(409, "conflict");
+    server.put_as("alice", "/a.txt/b/c", "c").await.assert_problem(409, "conflict");
+    server.put_as("alice", "/docs", "d").await.assert_problem(409, "conflict");
+    server.put_as("alice", "/a.txt/", "").await.assert_problem(409, "conflict");
     assert_eq!(std::fs::read(server.file("a.txt")).unwrap(), b"a");
     assert!(server.file("docs/x").is_file());
 }
@@ -451,45 +337,21 @@ async fn larder_namespace() {
     let page = server.get("/.larder/problems/quota-exceeded", &[]).await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("402"));
-    server
-        .get("/.larder/problems/nonsense", &[])
-        .await
-        .assert_problem(404, "not-found");
-    server
-        .put_as("alice", "/.larder/health", "x")
-        .await
-        .assert_problem(405, "method-not-allowed");
-    server
-        .put_as("alice", "/.larder/mine.txt", "x")
-        .await
-        .assert_problem(404, "not-found");
-    server
-        .put_as("root", "/%2Elarder/x", "x")
-        .await
-        .assert_problem(404, "not-found");
+    server.get("/.larder/problems/nonsense", &[]).await.assert_problem(404, "not-found");
+    server.put_as("alice", "/.larder/health", "x").await.assert_problem(405, "method-not-allowed");
+    server.put_as("alice", "/.larder/mine.txt", "x").await.assert_problem(404, "not-found");
+    server.put_as("root", "/%2Elarder/x", "x").await.assert_problem(404, "not-found");
     // The state database lives in ROOT/.larder and is never listed or served.
     let listing = server.get("/", &[]).await.json();
-    assert!(
-        listing["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["name"] != ".larder")
-    );
-    server
-        .get("/.larder/larder.db", &[])
-        .await
-        .assert_problem(404, "not-found");
+    assert!(listing["entries"].as_array().unwrap().iter().all(|e| e["name"] != ".larder"));
+    server.get("/.larder/larder.db", &[]).await.assert_problem(404, "not-found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_larger_than_max_upload_are_413_and_store_nothing() {
     let server = TestServer::with_config(&team_config("max_upload = \"1 KiB\"")).await;
     let big = vec![b'x'; 2048];
-    server
-        .put_as("alice", "/big.bin", big.clone())
-        .await
-        .assert_problem(413, "content-too-large");
+    server.put_as("alice", "/big.bin", big.clone()).await.assert_problem(413, "content-too-large");
     // Chunked: no Content-Length, so the limit is enforced while streaming.
     let auth = basic("alice");
     let mut raw = format!(
@@ -506,13 +368,7 @@ async fn uploads_larger_than_max_upload_are_413_and_store_nothing() {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(!server.file("big.bin").exists() && !server.file("big2.bin").exists());
     assert!(temp_files(&server.root).is_empty());
-    assert_eq!(
-        server
-            .put_as("alice", "/small.bin", vec![b'z'; 1024])
-            .await
-            .status,
-        201
-    );
+    assert_eq!(server.put_as("alice", "/small.bin", vec![b'z'; 1024]).await.status, 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,10 +384,7 @@ async fn temporary_files_are_never_served_or_listed() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["real.txt"]);
-    server
-        .get("/docs/.larder-tmp.0123", &[])
-        .await
-        .assert_problem(400, "invalid-path");
+    server.get("/docs/.larder-tmp.0123", &[]).await.assert_problem(400, "invalid-path");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,30 +406,16 @@ async fn ranges_and_conditionals() {
     let text = many.body.clone();
     let parts: Vec<&[u8]> = split_multipart(&text, boundary.as_bytes());
     assert_eq!(parts.len(), 2);
-    assert!(contains(
-        parts[0],
-        b"Content-Range: bytes 0-1/100\r\n\r\n\x00\x01"
-    ));
-    assert!(contains(
-        parts[1],
-        b"Content-Range: bytes 98-99/100\r\n\r\n\x62\x63"
-    ));
+    assert!(contains(parts[0], b"Content-Range: bytes 0-1/100\r\n\r\n\x00\x01"));
+    assert!(contains(parts[1], b"Content-Range: bytes 98-99/100\r\n\r\n\x62\x63"));
     assert_eq!(many.header("content-length"), many.body.len().to_string());
 
     let unsatisfiable = server.get("/r.bin", &[("range", "bytes=100-")]).await;
     unsatisfiable.assert_problem(416, "range-not-satisfiable");
     assert_eq!(unsatisfiable.header("content-range"), "bytes */100");
-    assert_eq!(
-        server.get("/r.bin", &[("range", "bytes=5-1")]).await.status,
-        200
-    );
+    assert_eq!(server.get("/r.bin", &[("range", "bytes=5-1")]).await.status, 200);
 
-    let stale = server
-        .get(
-            "/r.bin",
-            &[("range", "bytes=0-0"), ("if-range", "\"other\"")],
-        )
-        .await;
+    let stale = server.get("/r.bin", &[("range", "bytes=0-0"), ("if-range", "\"other\"")]).await;
     assert_eq!((stale.status, stale.body.len()), (200, 100));
 
     let cached = server.get("/r.bin", &[("if-none-match", &etag)]).await;
@@ -586,44 +425,21 @@ async fn ranges_and_conditionals() {
 
     let auth = basic("alice");
     let lost = server
-        .send(
-            "PUT",
-            "/r.bin",
-            &[("authorization", &auth), ("if-match", "\"stale\"")],
-            "lost",
-        )
+        .send("PUT", "/r.bin", &[("authorization", &auth), ("if-match", "\"stale\"")], "lost")
         .await;
     lost.assert_problem(412, "precondition-failed");
     assert_eq!(std::fs::read(server.file("r.bin")).unwrap(), body);
-    let guarded = server
-        .send(
-            "PUT",
-            "/r.bin",
-            &[("authorization", &auth), ("if-match", &etag)],
-            "new",
-        )
-        .await;
+    let guarded =
+        server.send("PUT", "/r.bin", &[("authorization", &auth), ("if-match", &etag)], "new").await;
     assert_eq!(guarded.status, 200);
     let create_only = [("authorization", auth.as_str()), ("if-none-match", "*")];
     server
         .send("PUT", "/r.bin", &create_only, "again")
         .await
         .assert_problem(412, "precondition-failed");
-    assert_eq!(
-        server
-            .send("PUT", "/fresh.bin", &create_only, "fresh")
-            .await
-            .status,
-        201
-    );
-    let gone = [
-        ("authorization", auth.as_str()),
-        ("if-match", etag.as_str()),
-    ];
-    server
-        .send("DELETE", "/r.bin", &gone, "")
-        .await
-        .assert_problem(412, "precondition-failed");
+    assert_eq!(server.send("PUT", "/fresh.bin", &create_only, "fresh").await.status, 201);
+    let gone = [("authorization", auth.as_str()), ("if-match", etag.as_str())];
+    server.send("DELETE", "/r.bin", &gone, "").await.assert_problem(412, "precondition-failed");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -635,10 +451,7 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
     delimiter.extend_from_slice(boundary);
     let mut parts = Vec::new();
     let mut rest = body;
-    while let Some(at) = rest
-        .windows(delimiter.len())
-        .position(|w| w == delimiter.as_slice())
-    {
+    while let Some(at) = rest.windows(delimiter.len()).position(|w| w == delimiter.as_slice()) {
         if at > 0 {
             parts.push(&rest[..at]);
         }
@@ -669,16 +482,10 @@ async fn a_cut_off_upload_leaves_the_old_version() {
     // The server notices the cut on its own time: poll (bounded) until its temp file is gone.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !temp_files(&server.root).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the temporary file was never removed"
-        );
+        assert!(std::time::Instant::now() < deadline, "the temporary file was never removed");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        std::fs::read(server.file("doc.txt")).unwrap(),
-        b"the old version"
-    );
+    assert_eq!(std::fs::read(server.file("doc.txt")).unwrap(), b"the old version");
     let listing = server.get("/", &[]).await.json();
     assert_eq!(listing["entries"].as_array().unwrap().len(), 1);
 }

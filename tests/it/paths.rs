@@ -23,28 +23,20 @@ async fn hostile_paths_are_400() {
     ];
     for target in targets {
         for method in ["GET", "PUT", "DELETE"] {
-            let reply = server
-                .send(method, target, &[("authorization", &basic("alice"))], "x")
-                .await;
+            let reply =
+                server.send(method, target, &[("authorization", &basic("alice"))], "x").await;
             reply.assert_problem(400, "invalid-path");
         }
     }
     // Dot segments must be sent raw: clients normalise them away.
-    for raw in [
-        "GET /../etc/passwd HTTP/1.1",
-        "GET /a/./b HTTP/1.1",
-        "GET /a/.. HTTP/1.1",
-    ] {
-        let reply = server
-            .raw(format!("{raw}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await;
+    for raw in ["GET /../etc/passwd HTTP/1.1", "GET /a/./b HTTP/1.1", "GET /a/.. HTTP/1.1"] {
+        let reply =
+            server.raw(format!("{raw}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
         assert!(reply.starts_with("HTTP/1.1 400"), "{raw}: {reply}");
         assert!(reply.contains("invalid-path"), "{raw}: {reply}");
     }
     // Invalid UTF-8 sent as raw bytes, not percent-encoded.
-    let reply = server
-        .raw(b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await;
+    let reply = server.raw(b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
 }
 
@@ -58,11 +50,7 @@ async fn very_long_targets_are_refused_not_failed() {
     let raw = server
         .raw(format!("GET {huge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await;
-    assert!(
-        raw.starts_with("HTTP/1.1 4"),
-        "{}",
-        &raw[..raw.len().min(80)]
-    );
+    assert!(raw.starts_with("HTTP/1.1 4"), "{}", &raw[..raw.len().min(80)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,11 +62,7 @@ async fn unicode_and_odd_names_round_trip() {
         ("/%3Cb%3E.html", "<b>.html"),
         ("/q%3Fmark", "q?mark"),
     ] {
-        assert_eq!(
-            server.put_as("alice", target, "x").await.status,
-            201,
-            "{target}"
-        );
+        assert_eq!(server.put_as("alice", target, "x").await.status, 201, "{target}");
         assert!(server.file(disk).is_file(), "{disk}");
         assert_eq!(server.get(target, &[]).await.status, 200, "{target}");
     }
@@ -95,22 +79,10 @@ async fn symlinks_never_leave_root() {
     server.place("inside.txt", b"inside");
     std::os::unix::fs::symlink(server.file("inside.txt"), server.file("alias.txt")).unwrap();
 
-    server
-        .get("/escape/secret.txt", &[])
-        .await
-        .assert_problem(404, "not-found");
-    server
-        .get("/leak.txt", &[])
-        .await
-        .assert_problem(404, "not-found");
-    server
-        .get("/escape/", &[])
-        .await
-        .assert_problem(404, "not-found");
-    server
-        .put_as("alice", "/escape/planted.txt", "x")
-        .await
-        .assert_problem(404, "not-found");
+    server.get("/escape/secret.txt", &[]).await.assert_problem(404, "not-found");
+    server.get("/leak.txt", &[]).await.assert_problem(404, "not-found");
+    server.get("/escape/", &[]).await.assert_problem(404, "not-found");
+    server.put_as("alice", "/escape/planted.txt", "x").await.assert_problem(404, "not-found");
     assert!(!outside.path().join("planted.txt").exists());
     let listing = server.get("/", &[]).await.json();
     let names: Vec<&str> = listing["entries"]
@@ -125,10 +97,7 @@ async fn symlinks_never_leave_root() {
     // Deleting a link removes the link, not its target.
     let auth = basic("alice");
     assert_eq!(
-        server
-            .send("DELETE", "/alias.txt", &[("authorization", &auth)], "")
-            .await
-            .status,
+        server.send("DELETE", "/alias.txt", &[("authorization", &auth)], "").await.status,
         204
     );
     assert!(server.file("inside.txt").is_file());
@@ -137,16 +106,11 @@ async fn symlinks_never_leave_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_repeated_host_is_400() {
     let server = TestServer::open().await;
-    let none = server
-        .raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .await;
+    let none = server.raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(none.starts_with("HTTP/1.1 400"), "{none}");
-    let two = server
-        .raw(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n")
-        .await;
+    let two =
+        server.raw(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
     assert!(two.starts_with("HTTP/1.1 400"), "{two}");
-    let ok = server
-        .raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .await;
+    let ok = server.raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }

@@ -19,10 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_larder");
 
 fn larder(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+    command.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
     for (key, _) in std::env::vars() {
         if key.starts_with("LARDER_") || key == "FAILPOINTS" {
             command.env_remove(key);
@@ -84,16 +81,11 @@ async fn request(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(target)
-        .header("host", "larder.test");
+    let mut builder = Request::builder().method(method).uri(target).header("host", "larder.test");
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response = sender
-        .send_request(builder.body(Full::new(body)).unwrap())
-        .await?;
+    let response = sender.send_request(builder.body(Full::new(body)).unwrap()).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, body))
@@ -103,42 +95,26 @@ async fn request(
 fn configuration_errors_exit_64_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(
-        &config,
-        "[[account]]\nname = \"alice\"\npassword = \"hunter2\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "[[account]]\nname = \"alice\"\npassword = \"hunter2\"\n").unwrap();
     for command in ["check", "serve"] {
         let out = larder(&[command, "--config", config.to_str().unwrap(), "--port", "0"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(64), "{command}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("bad.toml") && stderr.contains("account[0].password"),
-            "{stderr}"
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{command} served or printed: {:?}",
-            out.stdout
-        );
+        assert!(stderr.contains("bad.toml") && stderr.contains("account[0].password"), "{stderr}");
+        assert!(out.stdout.is_empty(), "{command} served or printed: {:?}", out.stdout);
     }
     let out = larder(&["serve", "--port", "not-a-port"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
-    let out = larder(&["serve", "--auth", "alice@nowhere"])
-        .output()
-        .unwrap();
+    let out = larder(&["serve", "--auth", "alice@nowhere"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
 #[test]
 fn hash_password_and_check_print_what_they_should() {
-    let mut child = larder(&["hash-password"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        larder(&["hash-password"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -158,28 +134,14 @@ fn hash_password_and_check_print_what_they_should() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("port = 7000"), "the environment overrides the file: {text}");
+    assert!(text.contains("<redacted>") && !text.contains("$argon2"), "{text}");
+    let out = larder(&["check", "--config", config.to_str().unwrap(), "--port", "7001"])
+        .env("LARDER_PORT", "7000")
+        .output()
+        .unwrap();
     assert!(
-        text.contains("port = 7000"),
-        "the environment overrides the file: {text}"
-    );
-    assert!(
-        text.contains("<redacted>") && !text.contains("$argon2"),
-        "{text}"
-    );
-    let out = larder(&[
-        "check",
-        "--config",
-        config.to_str().unwrap(),
-        "--port",
-        "7001",
-    ])
-    .env("LARDER_PORT", "7000")
-    .output()
-    .unwrap();
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .contains("port = 7001"),
+        String::from_utf8(out.stdout).unwrap().contains("port = 7001"),
         "flags override the environment"
     );
 }
@@ -189,14 +151,7 @@ fn hash_password_and_check_print_what_they_should() {
 fn version_bytes(writer: usize, version: usize) -> Bytes {
     let len = 64 * 1024 + (writer * 7919 + version * 104_729) % (512 * 1024);
     let seed = format!("writer {writer} version {version};");
-    Bytes::from(
-        seed.as_bytes()
-            .iter()
-            .copied()
-            .cycle()
-            .take(len)
-            .collect::<Vec<u8>>(),
-    )
+    Bytes::from(seed.as_bytes().iter().copied().cycle().take(len).collect::<Vec<u8>>())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,22 +198,14 @@ async fn sigkill_mid_upload_loses_nothing_acknowledged() {
             total_acked += task.await.unwrap();
         }
         let server = Process::start(&root, &auth, &[]);
-        assert!(
-            temp_files(&root).is_empty(),
-            "temporary files survived the restart sweep"
-        );
+        assert!(temp_files(&root).is_empty(), "temporary files survived the restart sweep");
         let acked = acked.lock().await.clone();
         let signed = [("authorization", header.as_str())];
         for (w, last) in acked.iter().enumerate() {
-            let (status, body) = request(
-                server.addr,
-                "GET",
-                &format!("/w{w}/file.bin"),
-                &signed,
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+            let (status, body) =
+                request(server.addr, "GET", &format!("/w{w}/file.bin"), &signed, Bytes::new())
+                    .await
+                    .unwrap();
             let Some(last) = *last else {
                 // Never acknowledged: absent, or a whole first version.
                 assert!(
@@ -277,9 +224,8 @@ async fn sigkill_mid_upload_loses_nothing_acknowledged() {
                 last + 1
             );
         }
-        let (_, listing) = request(server.addr, "GET", "/w0/", &signed, Bytes::new())
-            .await
-            .unwrap();
+        let (_, listing) =
+            request(server.addr, "GET", "/w0/", &signed, Bytes::new()).await.unwrap();
         assert!(!String::from_utf8_lossy(&listing).contains(".larder-tmp"));
     }
     assert!(
@@ -311,61 +257,29 @@ async fn every_fail_point_answers_500_and_keeps_the_old_bytes() {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("a.txt"), b"old bytes").unwrap();
         let scenario = format!("{point}={action}");
-        let server = Process::start(
-            &root,
-            &["--auth", "w:pw@/:rw"],
-            &[("FAILPOINTS", &scenario)],
-        );
+        let server = Process::start(&root, &["--auth", "w:pw@/:rw"], &[("FAILPOINTS", &scenario)]);
         let (got, body) = if point == "store-read" {
-            request(server.addr, "GET", "/a.txt", &auth, Bytes::new())
+            request(server.addr, "GET", "/a.txt", &auth, Bytes::new()).await.unwrap()
+        } else {
+            request(server.addr, "PUT", "/a.txt", &auth, Bytes::from_static(b"new bytes"))
                 .await
                 .unwrap()
-        } else {
-            request(
-                server.addr,
-                "PUT",
-                "/a.txt",
-                &auth,
-                Bytes::from_static(b"new bytes"),
-            )
-            .await
-            .unwrap()
         };
         assert_eq!(got, status, "{scenario}: {body:?}");
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let slug = if status == 507 {
-            "insufficient-storage"
-        } else {
-            "internal"
-        };
-        assert_eq!(
-            doc["type"],
-            format!("/.larder/problems/{slug}"),
-            "{scenario}"
-        );
-        assert!(
-            !doc.to_string().contains("fail point"),
-            "a 500 says nothing about internals"
-        );
+        let slug = if status == 507 { "insufficient-storage" } else { "internal" };
+        assert_eq!(doc["type"], format!("/.larder/problems/{slug}"), "{scenario}");
+        assert!(!doc.to_string().contains("fail point"), "a 500 says nothing about internals");
         // The server goes on serving, and the old bytes are untouched.
-        let (health, _) = request(server.addr, "GET", "/.larder/health", &[], Bytes::new())
-            .await
-            .unwrap();
+        let (health, _) =
+            request(server.addr, "GET", "/.larder/health", &[], Bytes::new()).await.unwrap();
         assert_eq!(health, 200, "{scenario}");
         if point != "store-read" {
-            let (get, old) = request(server.addr, "GET", "/a.txt", &auth, Bytes::new())
-                .await
-                .unwrap();
+            let (get, old) =
+                request(server.addr, "GET", "/a.txt", &auth, Bytes::new()).await.unwrap();
             assert_eq!((get, &old[..]), (200, &b"old bytes"[..]), "{scenario}");
         }
-        assert_eq!(
-            std::fs::read(root.join("a.txt")).unwrap(),
-            b"old bytes",
-            "{scenario}"
-        );
-        assert!(
-            temp_files(&root).is_empty(),
-            "{scenario} left a temporary file"
-        );
+        assert_eq!(std::fs::read(root.join("a.txt")).unwrap(), b"old bytes", "{scenario}");
+        assert!(temp_files(&root).is_empty(), "{scenario} left a temporary file");
     }
 }

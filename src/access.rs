@@ -408,6 +408,68 @@ mod tests {
         }
     }
 
+    /// The matrix of issue 3: principal × kind of rule × action. Each string gives the
+    /// decision for read, list, create, update, delete: A allow, U 401, F 403, H 404 (hidden),
+    /// S 403 insufficient_scope. Expired tokens never reach the rules: `auth` refuses them
+    /// (see `auth::tests::tokens_sign_in_until_revoked_or_expired`).
+    #[test]
+    fn matrix() {
+        let mut hidden = rule("/hidden", &["alice"], &["alice"]);
+        hidden.hidden = true;
+        let mut unlisted = rule("/unlisted", &["*"], &[]);
+        unlisted.unlisted = true;
+        let mut home = rule("/home/{account}", &["{account}"], &["{account}"]);
+        home.hidden = true;
+        let rules = Rules::new(
+            vec![
+                rule("/open", &["*"], &["@authenticated"]),
+                rule("/team", &["@authenticated"], &["@authenticated"]),
+                rule("/named", &["alice"], &["alice"]),
+                hidden,
+                unlisted,
+                home,
+            ],
+            ["alice".to_owned(), "bob".to_owned()],
+        );
+        let anon = Principal::anonymous();
+        let bob = Principal::account("bob", false);
+        let owner = Principal::account("alice", false);
+        let admin = Principal::account("root", true);
+        let scoped = owner.clone().with_limit(Limit { scope: segments("/team"), read_only: false });
+        let read_only = owner.clone().with_limit(Limit { scope: vec![], read_only: true });
+        let principals = [
+            ("anonymous", &anon),
+            ("signed in", &bob),
+            ("owner", &owner),
+            ("admin", &admin),
+            ("scoped token", &scoped),
+            ("read-only token", &read_only),
+        ];
+        let table: [(&str, [&str; 6]); 6] = [
+            ("/open/x", ["AAUUU", "AAAAA", "AAAAA", "AAAAA", "SSSSS", "AASSS"]),
+            ("/team/x", ["UUUUU", "AAAAA", "AAAAA", "AAAAA", "AAAAA", "AASSS"]),
+            ("/named/x", ["UUUUU", "FFFFF", "AAAAA", "AAAAA", "SSSSS", "AASSS"]),
+            ("/hidden/x", ["HHHHH", "HHHHH", "AAAAA", "AAAAA", "SSSSS", "AASSS"]),
+            ("/unlisted/x", ["AAUUU", "AAFFF", "AAFFF", "AAAAA", "SSFFF", "AAFFF"]),
+            ("/home/alice/x", ["HHHHH", "HHHHH", "AAAAA", "AAAAA", "SSSSS", "AASSS"]),
+        ];
+        for (path, expected) in table {
+            for ((name, principal), want) in principals.iter().zip(expected) {
+                let got: String = [Read, List, Create, Update, Delete]
+                    .into_iter()
+                    .map(|action| match rules.decide(principal, &segments(path), action) {
+                        Allow => 'A',
+                        Unauthenticated => 'U',
+                        Forbidden => 'F',
+                        Hidden => 'H',
+                        OutOfScope => 'S',
+                    })
+                    .collect();
+                assert_eq!(got, want, "{name} on {path} (read, list, create, update, delete)");
+            }
+        }
+    }
+
     #[test]
     fn unmatched_paths_are_for_admins_only() {
         let rules = Rules::new(vec![rule("/team", &["*"], &[])], []);

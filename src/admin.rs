@@ -201,7 +201,10 @@ async fn create_token(
     if expires_in == Some(Duration::ZERO) {
         return Err(bad("expires_in: a token must live at least a second.".into()));
     }
-    let mut wanted = TokenRequest { scope, read_only: body.read_only.unwrap_or(false), expires_in };
+    // Unless told, a token made with a read-only token is read-only too.
+    let inherited = context.identity.token.as_ref().is_some_and(|t| t.read_only);
+    let read_only = body.read_only.unwrap_or(inherited);
+    let mut wanted = TokenRequest { scope, read_only, expires_in };
     // A token may only make tokens narrower than itself.
     if let Some(parent) = &context.identity.token {
         let limit = limit_of(parent);

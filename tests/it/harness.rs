@@ -18,6 +18,7 @@ use larder::store::FileStore;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
 use tokio::sync::oneshot;
 
 /// The password of every test account.
@@ -159,6 +160,11 @@ impl TestServer {
         TestServer { addr, root, _dir: dir, stop: Some(stop) }
     }
 
+    /// The state folder (ROOT/.larder).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".larder")
+    }
+
     /// A file under ROOT.
     pub fn file(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
@@ -179,7 +185,21 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
+        self.send_from([127, 0, 0, 1], method, target, headers, body).await
+    }
+
+    /// [`TestServer::send`] from another loopback address (127.0.0.0/8 all reaches us).
+    pub async fn send_from(
+        &self,
+        source: [u8; 4],
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
         tokio::spawn(connection);

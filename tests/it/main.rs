@@ -3,8 +3,10 @@
 // A failed unwrap in a test is a test failure with a backtrace, which is what we want.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod auth;
 mod harness;
 mod methods;
 mod paths;
 mod process;
+mod tokens;

@@ -1,0 +1,131 @@
+//! Hidden resources, homes, unlisted paths and filtered listings, over TCP.
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn config() -> String {
+    format!(
+        r#"{}
+[[rule]]
+path = "/home/{{account}}"
+read = ["{{account}}"]
+write = ["{{account}}"]
+hidden = true
+[[rule]]
+path = "/vault"
+read = ["alice"]
+write = ["alice"]
+hidden = true
+[[rule]]
+path = "/drafts"
+read = ["*"]
+unlisted = true
+"#,
+        team_config("")
+    )
+}
+
+/// Status, headers (without Date and the request id) and body shape (the problem document
+/// without `instance`): what must not tell a hidden resource from a missing one.
+fn fingerprint(reply: &Reply) -> (u16, Vec<(String, String)>, Value) {
+    let mut headers: Vec<(String, String)> = reply
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != "date" && *name != "x-request-id")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    let mut body = if reply.body.is_empty() { Value::Null } else { reply.json() };
+    if let Some(doc) = body.as_object_mut() {
+        doc.remove("instance");
+    }
+    (reply.status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_is_indistinguishable_from_missing() {
+    let server = TestServer::with_config(&config()).await;
+    assert_eq!(server.put_as("alice", "/home/alice/diary.txt", "dear diary").await.status, 201);
+    assert_eq!(server.put_as("alice", "/vault/plans.txt", "plans").await.status, 201);
+    let bob = basic("bob");
+    let as_bob = [("authorization", bob.as_str())];
+    for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST"] {
+        let write = matches!(method, "PUT" | "DELETE" | "POST");
+        let body = if write { "x" } else { "" };
+        for (who, headers) in [("bob", &as_bob[..]), ("anonymous", &[][..])] {
+            let hidden = [
+                server.send(method, "/home/alice/diary.txt", headers, body).await,
+                server.send(method, "/vault/plans.txt", headers, body).await,
+                server.send(method, "/home/alice/", headers, "").await,
+            ];
+            let mut missing = vec![
+                server.send(method, "/home/alice/nothing.txt", headers, body).await,
+                server.send(method, "/vault/nothing.txt", headers, body).await,
+            ];
+            // Where the open rule lets the caller try, a path that exists nowhere.
+            if !write || (who == "bob" && method != "PUT") {
+                missing.push(server.send(method, "/no/such/thing.txt", headers, "").await);
+            }
+            let want = fingerprint(&missing[0]);
+            assert_eq!(want.0, 404, "{method} as {who}");
+            for reply in hidden.iter().chain(&missing) {
+                assert_eq!(fingerprint(reply), want, "{method} as {who}");
+            }
+        }
+    }
+    // Nothing changed, and the owner still reads it.
+    let alice = basic("alice");
+    let diary = server.get("/home/alice/diary.txt", &[("authorization", &alice)]).await;
+    assert_eq!((diary.status, &diary.body[..]), (200, &b"dear diary"[..]));
+    assert!(server.file("vault/plans.txt").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn homes_belong_to_their_account() {
+    let server = TestServer::with_config(&config()).await;
+    assert_eq!(server.put_as("bob", "/home/bob/notes.txt", "bob's").await.status, 201);
+    server.put_as("bob", "/home/alice/planted.txt", "x").await.assert_problem(404, "not-found");
+    assert!(!server.file("home/alice/planted.txt").exists());
+    let root = basic("root");
+    let seen = server.get("/home/bob/notes.txt", &[("authorization", &root)]).await;
+    assert_eq!(seen.status, 200, "admins may do everything");
+    // {account} only stands for real accounts: /home/carol falls under the open rule.
+    assert_eq!(server.put_as("bob", "/home/carol/x.txt", "x").await.status, 201);
+}
+
+fn names(reply: &Reply) -> Vec<String> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_hide_what_the_caller_may_not_read() {
+    let server = TestServer::with_config(&config()).await;
+    server.put_as("alice", "/home/alice/a.txt", "a").await;
+    server.put_as("bob", "/home/bob/b.txt", "b").await;
+    server.put_as("alice", "/vault/v.txt", "v").await;
+    server.place("drafts/d.txt", b"draft");
+    server.place("public.txt", b"p");
+    let (alice, bob, root) = (basic("alice"), basic("bob"), basic("root"));
+    let list = async |target: &str, auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> =
+            auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+        names(&server.get(target, &headers).await)
+    };
+    assert!(list("/home/", None).await.is_empty(), "outsiders see no homes");
+    assert_eq!(list("/home/", Some(&bob)).await, ["bob"]);
+    assert_eq!(list("/home/", Some(&alice)).await, ["alice"]);
+    assert_eq!(list("/home/", Some(&root)).await, ["alice", "bob"]);
+    assert_eq!(list("/home/alice/", Some(&alice)).await, ["a.txt"]);
+    assert_eq!(list("/", None).await, ["home", "public.txt"]);
+    assert_eq!(list("/", Some(&alice)).await, ["home", "public.txt", "vault"]);
+    // Unlisted: never listed, still readable by URL.
+    assert!(!list("/", Some(&root)).await.contains(&"drafts".to_owned()));
+    assert_eq!(&server.get("/drafts/d.txt", &[]).await.body[..], b"draft");
+}

@@ -36,10 +36,14 @@ struct Process {
 
 impl Process {
     fn start(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Process {
+        Process::start_logging(root, extra, env, Stdio::null())
+    }
+
+    fn start_logging(root: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -> Process {
         let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
         args.extend_from_slice(extra);
         let mut command = larder(&args);
-        command.stdout(Stdio::piped()).stderr(Stdio::null());
+        command.stdout(Stdio::piped()).stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -144,6 +148,81 @@ fn hash_password_and_check_print_what_they_should() {
         String::from_utf8(out.stdout).unwrap().contains("port = 7001"),
         "flags override the environment"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tokens_work_and_credentials_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("docs")).unwrap();
+    let password = "pw-Alice-7f3a";
+    let hash = larder::auth::hash_password(password).unwrap();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[account]]\nname = \"alice\"\npassword = \"{hash}\"\n\
+             [[rule]]\npath = \"/\"\nread = [\"@authenticated\"]\nwrite = [\"alice\"]\n"
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let state = root.join(".larder");
+    let made = larder(&["token", "create", "alice", "--config", config_arg, "--state"])
+        .arg(&state)
+        .args(["--scope", "/docs", "--read-only", "--expires", "1d"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let secret = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    assert!(secret.starts_with("lt_"), "{secret}");
+    let nobody = larder(&["token", "create", "nobody", "--config", config_arg]).output().unwrap();
+    assert_eq!(nobody.status.code(), Some(64));
+
+    let log_path = dir.path().join("larder.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Process::start_logging(
+        &root,
+        &["--config", config_arg],
+        &[("RUST_LOG", "debug")],
+        Stdio::from(log),
+    );
+    let bearer = format!("Bearer {secret}");
+    let good_basic = basic_raw(&format!("alice:{password}"));
+    let wrong_basic = basic_raw("alice:wrong-Secret-99");
+    let junk = format!("Bearer lt_{}", "Zq9".repeat(14));
+    let addr = server.addr;
+    let send = |method: &'static str, target: &'static str, auth: String| async move {
+        let headers = [("authorization", auth.as_str()), ("cookie", "session=Cookie-Secret-1")];
+        request(addr, method, target, &headers, Bytes::from_static(b"x")).await.unwrap().0
+    };
+    assert_eq!(send("GET", "/docs/", bearer.clone()).await, 200);
+    assert_eq!(send("PUT", "/docs/a.txt", bearer.clone()).await, 403, "read-only token");
+    assert_eq!(send("GET", "/", bearer.clone()).await, 403, "outside the token's scope");
+    assert_eq!(send("PUT", "/docs/b.txt", good_basic.clone()).await, 201);
+    assert_eq!(send("GET", "/", wrong_basic.clone()).await, 401);
+    assert_eq!(send("GET", "/", junk.clone()).await, 401);
+    assert_eq!(send("TRACE", "/docs/b.txt", good_basic.clone()).await, 400, "TRACE with a body");
+    server.kill();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("status=201") && log.contains("account=alice"),
+        "the log has access lines: {log}"
+    );
+    let secrets = [
+        password,
+        "wrong-Secret-99",
+        "Cookie-Secret-1",
+        &secret,
+        &secret[3..],
+        &good_basic[6..],
+        &wrong_basic[6..],
+        &junk[7..],
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
 }
 
 /// The bytes of version `version` of writer `writer`'s file: distinct, checkable, and large

@@ -1,6 +1,7 @@
 //! The `/.larder/` namespace: larder's own endpoints (health, problem pages, the signed-in
-//! account, bearer tokens). Nothing can be stored here: a path that names no endpoint is 404
-//! for every method, and an endpoint's other methods are 405. Bodies are JSON.
+//! account, bearer tokens, purchases, credits). Nothing can be stored here: a path that
+//! names no endpoint is 404 for every method, and an endpoint's other methods are 405.
+//! Bodies are JSON.
 //!
 //! Tokens made with a token are never wider than it: the same scope or a narrower one,
 //! read-only if it is, expiring no later than it does.
@@ -13,24 +14,25 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::access::Action;
 use crate::auth::{Identity, TokenRequest, limit_of, new_token, now_seconds};
 use crate::config::{Settings, parse_duration};
+use crate::http::payment::insufficient_credits;
 use crate::http::problem::{Problem, Slug};
 use crate::http::{
-    Body, Verb, empty, forbidden, full, json_response, method_not_allowed, no_content_with,
+    App, Body, Verb, empty, forbidden, full, json_response, method_not_allowed, no_content_with,
     out_of_scope, read_json, unauthenticated,
 };
+use crate::meter::{Price, price_for};
 use crate::path::ResourcePath;
-use crate::state::{State, TokenRecord};
+use crate::state::{Bought, Purchase, TokenRecord};
+use crate::store::Store;
 
 /// What the endpoints need besides the request.
-pub struct Context<'a> {
-    /// The settings in force.
-    pub settings: &'a Settings,
-    /// The state database.
-    pub state: &'a std::sync::Arc<State>,
-    /// Who is asking.
-    pub identity: &'a Identity,
+struct Context<'a, S: Store> {
+    app: &'a App<S>,
+    settings: &'a Settings,
+    identity: &'a Identity,
 }
 
 enum Endpoint {
@@ -39,6 +41,9 @@ enum Endpoint {
     Account,
     Tokens,
     Token(String),
+    Purchases,
+    Purchase(String),
+    Credits(String),
 }
 
 impl Endpoint {
@@ -47,23 +52,29 @@ impl Endpoint {
             Endpoint::Health | Endpoint::Problem(_) | Endpoint::Account => {
                 &[Verb::Get, Verb::Head, Verb::Options]
             }
-            Endpoint::Tokens => &[Verb::Get, Verb::Head, Verb::Post, Verb::Options],
+            Endpoint::Tokens | Endpoint::Purchases => {
+                &[Verb::Get, Verb::Head, Verb::Post, Verb::Options]
+            }
             Endpoint::Token(_) => &[Verb::Get, Verb::Head, Verb::Delete, Verb::Options],
+            Endpoint::Purchase(_) => &[Verb::Get, Verb::Head, Verb::Options],
+            Endpoint::Credits(_) => &[Verb::Post, Verb::Options],
         }
     }
 
     fn needs_account(&self) -> bool {
-        matches!(self, Endpoint::Account | Endpoint::Tokens | Endpoint::Token(_))
+        !matches!(self, Endpoint::Health | Endpoint::Problem(_))
     }
 }
 
 /// Answers a request for `/.larder/` + `rest` (the segments after `.larder`).
-pub async fn respond(
-    context: &Context<'_>,
+pub async fn respond<S: Store>(
+    app: &App<S>,
+    identity: &Identity,
     verb: Verb,
     rest: &[String],
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
+    let context = &Context { app, settings: app.settings(), identity };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let endpoint = match rest.as_slice() {
         ["health"] => Endpoint::Health,
@@ -73,6 +84,9 @@ pub async fn respond(
         ["account"] => Endpoint::Account,
         ["tokens"] => Endpoint::Tokens,
         ["tokens", id] => Endpoint::Token((*id).to_owned()),
+        ["purchases"] => Endpoint::Purchases,
+        ["purchases", id] => Endpoint::Purchase((*id).to_owned()),
+        ["accounts", name, "credits"] => Endpoint::Credits((*name).to_owned()),
         _ => return Err(Problem::not_found()),
     };
     let account = context.identity.principal.account.clone();
@@ -89,11 +103,23 @@ pub async fn respond(
         (Endpoint::Health, _) => json_response(StatusCode::OK, &json!({ "status": "ok" })),
         (Endpoint::Problem(slug), _) => problem_page(slug),
         (Endpoint::Account, _) => {
-            json_response(StatusCode::OK, &describe_account(context, &account))
+            json_response(StatusCode::OK, &describe_account(context, account).await?)
         }
         (Endpoint::Tokens, Verb::Post) => create_token(context, &account, request).await?,
+        (Endpoint::Purchases, Verb::Post) => buy(context, &account, request).await?,
+        (Endpoint::Purchases, _) => {
+            let bought = app.state_call(move |state| state.purchases_of(&account)).await?;
+            let list: Vec<Value> = bought.iter().map(describe_purchase).collect();
+            json_response(StatusCode::OK, &json!({ "purchases": list }))
+        }
+        (Endpoint::Purchase(id), _) => {
+            let bought = app.state_call(move |state| state.purchases_of(&account)).await?;
+            let purchase = bought.iter().find(|p| p.id == id).ok_or_else(Problem::not_found)?;
+            json_response(StatusCode::OK, &describe_purchase(purchase))
+        }
+        (Endpoint::Credits(name), _) => top_up(context, name, request).await?,
         (Endpoint::Tokens, _) => {
-            let tokens = blocking(context, move |state| state.tokens_of(&account)).await?;
+            let tokens = app.state_call(move |state| state.tokens_of(&account)).await?;
             json_response(
                 StatusCode::OK,
                 &json!({ "tokens": tokens.iter().map(describe_token).collect::<Vec<_>>() }),
@@ -101,7 +127,7 @@ pub async fn respond(
         }
         (Endpoint::Token(id), Verb::Delete) => revoke_token(context, account, id).await?,
         (Endpoint::Token(id), _) => {
-            let tokens = blocking(context, move |state| state.tokens_of(&account)).await?;
+            let tokens = app.state_call(move |state| state.tokens_of(&account)).await?;
             let token = tokens.iter().find(|t| t.id == id).ok_or_else(Problem::not_found)?;
             json_response(StatusCode::OK, &describe_token(token))
         }
@@ -117,22 +143,6 @@ fn allow_value(allow: &[Verb]) -> HeaderValue {
 fn strip_body(response: Response<Body>) -> Response<Body> {
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, empty())
-}
-
-async fn blocking<T: Send + 'static>(
-    context: &Context<'_>,
-    work: impl FnOnce(&State) -> std::io::Result<T> + Send + 'static,
-) -> Result<T, Problem> {
-    let state = context.state.clone();
-    match tokio::task::spawn_blocking(move || work(&state)).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            tracing::error!("state database: {e}");
-            Err(Problem::internal())
-        }
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(Problem::internal()),
-    }
 }
 
 fn rfc3339(seconds: i64) -> String {
@@ -151,15 +161,135 @@ fn describe_token(token: &TokenRecord) -> Value {
     })
 }
 
-fn describe_account(context: &Context<'_>, name: &str) -> Value {
-    let configured = context.settings.accounts.get(name);
-    json!({
+async fn describe_account<S: Store>(
+    context: &Context<'_, S>,
+    name: String,
+) -> Result<Value, Problem> {
+    let configured = context.settings.accounts.get(&name);
+    let plan = context.app.meter().plan_of(&name);
+    let who = name.clone();
+    let (balance, used) =
+        context.app.state_call(move |state| Ok((state.balance(&who)?, state.usage(&who)?))).await?;
+    Ok(json!({
         "name": name,
         "admin": configured.is_some_and(|a| a.admin),
-        "plan": configured.and_then(|a| a.plan.clone()),
+        "plan": plan.map(|(plan, _)| plan),
+        "balance": balance,
+        "currency": "credits",
+        "storage": { "used": used, "quota": plan.map(|(_, terms)| terms.storage) },
         "signed_in_with": if context.identity.token.is_some() { "token" } else { "password" },
         "token": context.identity.token.as_ref().map(describe_token),
+    }))
+}
+
+fn describe_purchase(purchase: &Purchase) -> Value {
+    json!({
+        "id": purchase.id,
+        "path": purchase.path,
+        "price": purchase.price,
+        "at": rfc3339(purchase.at),
     })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuyRequest {
+    path: Option<String>,
+}
+
+/// POST /.larder/purchases: buys a priced resource the caller may read.
+async fn buy<S: Store>(
+    context: &Context<'_, S>,
+    account: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let body: BuyRequest = read_json(request).await?;
+    let text = body
+        .path
+        .ok_or_else(|| Problem::new(Slug::BadRequest, "path: the resource to buy is missing."))?;
+    let path = ResourcePath::parse(&text)?;
+    let principal = &context.identity.principal;
+    let app = context.app;
+    app.authorize(principal, &path, Action::Read)?;
+    let entry = match app.store().open(&path).await? {
+        Some((entry, _)) if !entry.is_collection() && !path.is_collection() => entry,
+        _ => return Err(Problem::not_found()),
+    };
+    let price = match price_for(
+        &context.settings.rules,
+        principal,
+        path.segments(),
+        entry.owner.as_deref(),
+    ) {
+        Price::Due(price) => price,
+        Price::Free => {
+            return Err(Problem::new(
+                Slug::Conflict,
+                "Nothing to buy: this resource has no price, or this account reads it free.",
+            ));
+        }
+    };
+    let (who, key) = (account.to_owned(), entry.path.as_key());
+    let (status, purchase, balance) =
+        match app.state_call(move |state| state.buy(&who, &key, price)).await? {
+            Bought::New(purchase, balance) => (StatusCode::CREATED, purchase, balance),
+            Bought::Existing(purchase, balance) => (StatusCode::OK, purchase, balance),
+            Bought::Insufficient(balance) => return Err(insufficient_credits(price, balance)),
+        };
+    if status == StatusCode::CREATED {
+        tracing::info!(account, path = %purchase.path, price, "purchase");
+    }
+    let mut document = describe_purchase(&purchase);
+    document["balance"] = json!(balance);
+    let mut response = json_response(status, &document);
+    if let Ok(location) = HeaderValue::from_str(&format!("/.larder/purchases/{}", purchase.id)) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUp {
+    amount: Option<i64>,
+}
+
+/// POST /.larder/accounts/NAME/credits (admins): adds credits (or takes them, never below 0).
+async fn top_up<S: Store>(
+    context: &Context<'_, S>,
+    name: String,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    if !context.identity.principal.admin {
+        return Err(forbidden("Only admins may change balances."));
+    }
+    if context.identity.principal.limit.as_ref().is_some_and(|l| l.read_only) {
+        return Err(out_of_scope(&context.settings.realm));
+    }
+    if !context.settings.accounts.contains_key(&name) {
+        return Err(Problem::not_found());
+    }
+    let body: TopUp = read_json(request).await?;
+    let amount = body.amount.filter(|a| *a != 0).ok_or_else(|| {
+        Problem::new(Slug::BadRequest, "amount: a non-zero whole number of credits is needed.")
+    })?;
+    let who = name.clone();
+    match context.app.state_call(move |state| state.add_credits(&who, amount)).await? {
+        Ok(balance) => {
+            tracing::info!(account = %name, amount, balance, "credits changed");
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "account": name, "balance": balance, "currency": "credits" }),
+            ))
+        }
+        Err(balance) => Err(Problem::new(
+            Slug::Conflict,
+            format!(
+                "The balance is {balance}; taking {} would make it negative.",
+                amount.unsigned_abs()
+            ),
+        )),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,8 +307,8 @@ enum Lifetime {
     Text(String),
 }
 
-async fn create_token(
-    context: &Context<'_>,
+async fn create_token<S: Store>(
+    context: &Context<'_, S>,
     account: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
@@ -221,7 +351,7 @@ async fn create_token(
     }
     let (record, secret) = new_token(account, &wanted);
     let stored = record.clone();
-    blocking(context, move |state| state.insert_token(&stored)).await?;
+    context.app.state_call(move |state| state.insert_token(&stored)).await?;
     tracing::info!(account, token_id = %record.id, "token created");
     let mut document = describe_token(&record);
     document["token"] = Value::String(secret);
@@ -232,8 +362,8 @@ async fn create_token(
     Ok(response)
 }
 
-async fn revoke_token(
-    context: &Context<'_>,
+async fn revoke_token<S: Store>(
+    context: &Context<'_, S>,
     account: String,
     id: String,
 ) -> Result<Response<Body>, Problem> {
@@ -246,7 +376,7 @@ async fn revoke_token(
             return Err(out_of_scope(&context.settings.realm));
         }
         let (owner, wanted) = (account.clone(), id.clone());
-        let tokens = blocking(context, move |state| state.tokens_of(&owner)).await?;
+        let tokens = context.app.state_call(move |state| state.tokens_of(&owner)).await?;
         if let Some(target) = tokens.iter().find(|t| t.id == wanted)
             && !limit_of(target).scope.starts_with(&limit.scope)
         {
@@ -254,7 +384,7 @@ async fn revoke_token(
         }
     }
     let who = account.clone();
-    let gone = blocking(context, move |state| state.delete_token(&who, &id)).await?;
+    let gone = context.app.state_call(move |state| state.delete_token(&who, &id)).await?;
     if !gone {
         return Err(Problem::not_found());
     }

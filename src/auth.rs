@@ -7,7 +7,7 @@
 //!
 //! Invariant: a failed or malformed credential never yields a principal; it is a [`Failure`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -117,6 +117,8 @@ pub fn limit_of(token: &TokenRecord) -> Limit {
 struct Known {
     password: String,
     admin: bool,
+    /// Credits its plan grants at the first sign-in.
+    credits: u64,
 }
 
 /// Verifies credentials against the configured accounts and the stored tokens.
@@ -129,6 +131,8 @@ pub struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
     state: Arc<State>,
     throttle: Throttle,
+    /// Accounts whose first-sign-in grant is known to be recorded.
+    granted: Mutex<HashSet<String>>,
 }
 
 impl Authenticator {
@@ -137,7 +141,11 @@ impl Authenticator {
         let accounts = settings
             .accounts
             .values()
-            .map(|a| (a.name.clone(), Known { password: a.password.clone(), admin: a.admin }))
+            .map(|a| {
+                let credits =
+                    a.plan.as_ref().and_then(|p| settings.plans.get(p)).map_or(0, |p| p.credits);
+                (a.name.clone(), Known { password: a.password.clone(), admin: a.admin, credits })
+            })
             .collect();
         let dummy = hash_password("larder dummy password").unwrap_or_default();
         Authenticator {
@@ -147,6 +155,27 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             state,
             throttle: Throttle::new(settings.sign_in_limit),
+            granted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Grants the account's plan credits if this is its first sign-in ever (recorded in the
+    /// state database, so once across restarts).
+    async fn first_sign_in(&self, account: &str) {
+        if self.granted.lock().unwrap_or_else(|e| e.into_inner()).contains(account) {
+            return;
+        }
+        let credits = self.accounts.get(account).map_or(0, |k| k.credits);
+        let (state, name) = (self.state.clone(), account.to_owned());
+        match tokio::task::spawn_blocking(move || state.grant_once(&name, credits)).await {
+            Ok(Ok(granted)) => {
+                if granted {
+                    tracing::info!(account, credits, "first sign-in: plan credits granted");
+                }
+                self.granted.lock().unwrap_or_else(|e| e.into_inner()).insert(account.to_owned());
+            }
+            Ok(Err(e)) => tracing::error!(account, "cannot record the first sign-in: {e}"),
+            Err(e) => tracing::error!(account, "cannot record the first sign-in: {e}"),
         }
     }
 
@@ -192,6 +221,7 @@ impl Authenticator {
             return Err(Failure::BadCredentials);
         }
         self.throttle.succeeded(peer, &name);
+        self.first_sign_in(&name).await;
         let principal = Principal::account(&name, admin);
         self.remember(cache_key, principal.clone());
         Ok(Identity { principal, token: None })

@@ -11,6 +11,7 @@
 //! - [`admin`]: the `/.larder/` namespace (health, problem pages).
 //! - [`auth`]: credentials in a request → a [`access::Principal`] (argon2id, cache).
 //! - [`access`]: pure rule evaluation: allow / unauthenticated / forbidden / hidden.
+//! - [`meter`]: plans, quotas and prices (pure).
 //! - [`config`]: the TOML file, environment and flags merged into [`config::Settings`].
 //! - [`store`]: resources (bytes and metadata) behind the [`store::Store`] trait; the only
 //!   module that touches the served folder.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod meter;
 pub mod path;
 pub mod server;
 pub mod state;

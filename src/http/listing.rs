@@ -62,12 +62,23 @@ pub fn describe(entry: &Entry) -> Value {
     })
 }
 
-/// The listing of `collection` with `members` as JSON.
-pub fn json(collection: &Entry, members: &[Entry]) -> Vec<u8> {
-    let document = json!({
-        "path": collection.path.to_url(),
-        "entries": members.iter().map(describe).collect::<Vec<_>>(),
-    });
+/// The listing of `collection` with `members` as JSON; priced members carry `price`.
+pub fn json(
+    collection: &Entry,
+    members: &[Entry],
+    price: impl Fn(&Entry) -> Option<u64>,
+) -> Vec<u8> {
+    let entries: Vec<Value> = members
+        .iter()
+        .map(|member| {
+            let mut entry = describe(member);
+            if let Some(price) = price(member) {
+                entry["price"] = json!(price);
+            }
+            entry
+        })
+        .collect();
+    let document = json!({ "path": collection.path.to_url(), "entries": entries });
     serde_json::to_vec(&document).unwrap_or_default()
 }
 
@@ -88,19 +99,23 @@ pub fn escape(text: &str) -> String {
 }
 
 /// The listing of `collection` with `members` as an HTML page.
-pub fn html(collection: &Entry, members: &[Entry]) -> Vec<u8> {
+pub fn html(
+    collection: &Entry,
+    members: &[Entry],
+    price: impl Fn(&Entry) -> Option<u64>,
+) -> Vec<u8> {
     let title = escape(&collection.path.as_key());
     let mut page = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Index of {title}</title>\n</head>\n<body>\n<h1>Index of {title}</h1>\n\
          <table>\n<thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Size</th>\
-         <th scope=\"col\">Modified</th></tr></thead>\n<tbody>\n"
+         <th scope=\"col\">Modified</th><th scope=\"col\">Price</th></tr></thead>\n<tbody>\n"
     );
     if !collection.path.is_root() {
         let parent = escape(&collection.path.parent().to_url());
         page.push_str(&format!(
-            "<tr><td><a href=\"{parent}\">../</a></td><td></td><td></td></tr>\n"
+            "<tr><td><a href=\"{parent}\">../</a></td><td></td><td></td><td></td></tr>\n"
         ));
     }
     for member in members {
@@ -109,8 +124,9 @@ pub fn html(collection: &Entry, members: &[Entry]) -> Vec<u8> {
             name.push('/');
         }
         let size = if member.is_collection() { String::new() } else { member.size.to_string() };
+        let price = price(member).map(|p| format!("{p} credits")).unwrap_or_default();
         page.push_str(&format!(
-            "<tr><td><a href=\"{}\">{name}</a></td><td>{size}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\">{name}</a></td><td>{size}</td><td>{}</td><td>{price}</td></tr>\n",
             escape(&member.path.to_url()),
             humantime::format_rfc3339_seconds(member.modified),
         ));

@@ -9,21 +9,23 @@
 mod body;
 pub mod conditional;
 mod listing;
+pub mod payment;
 pub mod problem;
 pub mod range;
+mod read;
 mod upload;
+mod write;
 
 use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, HOST, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RANGE,
-    RETRY_AFTER, TRANSFER_ENCODING, VARY, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, HeaderMap,
+    HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, TRANSFER_ENCODING,
+    WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -32,11 +34,12 @@ use serde_json::json;
 use crate::access::{Action, Decision, Principal};
 use crate::auth::{Authenticator, Failure};
 use crate::config::Settings;
+use crate::meter::Meter;
 use crate::path::ResourcePath;
 use crate::state::State;
-use crate::store::{ByteStream, Entry, Put, Store, Upload};
+use crate::store::{Entry, Put, Store};
 use crate::telemetry::{RequestIds, escape};
-use conditional::{Outcome, Preconditions, Validators};
+use conditional::Validators;
 use problem::{Problem, Slug};
 
 pub use body::{Body, empty, full};
@@ -125,6 +128,7 @@ pub struct App<S: Store> {
     settings: Arc<Settings>,
     store: S,
     state: Arc<State>,
+    meter: Meter,
     auth: Authenticator,
     ids: RequestIds,
 }
@@ -141,12 +145,41 @@ impl<S: Store> App<S> {
     /// Builds the application.
     pub fn new(settings: Arc<Settings>, store: S, state: Arc<State>) -> Self {
         let auth = Authenticator::new(&settings, state.clone());
-        App { settings, store, state, auth, ids: RequestIds::new() }
+        let meter = Meter::new(&settings);
+        App { settings, store, state, meter, auth, ids: RequestIds::new() }
     }
 
     /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The plans in force.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// Runs `work` on the state database off the async workers; a database error is a 500
+    /// (logged), a panic stays a panic.
+    pub async fn state_call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&State) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || work(&state)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                tracing::error!("state database: {e}");
+                Err(Problem::internal())
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Problem::internal()),
+        }
     }
 
     /// Answers one request from `peer`. Never fails: errors and panics become problem
@@ -220,18 +253,13 @@ impl<S: Store> App<S> {
         match target {
             Target::Star => Ok(options_star(self.settings.trace)),
             Target::Larder(rest) => {
-                let context = crate::admin::Context {
-                    settings: &self.settings,
-                    state: &self.state,
-                    identity: &identity,
-                };
-                crate::admin::respond(&context, verb, &rest, request).await
+                crate::admin::respond(self, &identity, verb, &rest, request).await
             }
             Target::Resource(path) => self.resource(verb, path, identity.principal, request).await,
         }
     }
 
-    fn authorize(
+    pub(crate) fn authorize(
         &self,
         principal: &Principal,
         path: &ResourcePath,
@@ -315,303 +343,26 @@ impl<S: Store> App<S> {
             return Err(method_not_allowed(verb, &allow));
         }
 
+        // Payment: reading a priced resource (a write's quota is part of its admission, in
+        // `write`, which then checks body limits and preconditions).
+        let charge = match verb {
+            Verb::Get | Verb::Head if !entry.is_collection() => {
+                self.payment(verb, &principal, &entry, request.headers()).await?
+            }
+            _ => None,
+        };
+
         match verb {
             Verb::Options => Ok(no_content_with(ALLOW, allow_value(&allow))),
             Verb::Trace => Ok(trace(&request)),
             Verb::Get | Verb::Head if entry.is_collection() => {
                 self.listing(verb, &entry, &principal, &request).await
             }
-            Verb::Get | Verb::Head => self.get(verb, &entry, handle, &request).await,
+            Verb::Get | Verb::Head => self.get(verb, &entry, handle, &request, charge).await,
             Verb::Put => self.put(path, Some(entry), principal, request).await,
             Verb::Post => self.post(&entry, principal, request).await,
             Verb::Delete => self.delete(&entry, &request).await,
         }
-    }
-
-    async fn get(
-        &self,
-        verb: Verb,
-        entry: &Entry,
-        handle: Option<S::Handle>,
-        request: &Request<Incoming>,
-    ) -> Result<Response<Body>, Problem> {
-        let validators = validators(entry);
-        let pre = Preconditions::parse(request.headers());
-        let mut headers = representation_headers(entry);
-        match pre.evaluate(true, Some(validators)) {
-            Outcome::Proceed => {}
-            Outcome::NotModified => return Ok(not_modified(entry)),
-            Outcome::Failed => return Err(precondition_failed()),
-        }
-        let len = entry.size;
-        let ranges = match request.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
-            Some(field) if verb == Verb::Get && pre.range_applies(validators) => {
-                range::resolve(field, len)
-            }
-            _ => range::Ranges::Whole,
-        };
-        let handle = handle.ok_or_else(Problem::internal)?;
-        let (status, body_len, body) = match ranges {
-            range::Ranges::Whole => {
-                let body = match verb {
-                    Verb::Head => empty(),
-                    _ => body::stream(self.store.read(&handle, 0, len).await?),
-                };
-                (StatusCode::OK, len, body)
-            }
-            range::Ranges::Unsatisfiable => {
-                let value = HeaderValue::from_str(&format!("bytes */{len}"))
-                    .map_err(|_| Problem::internal())?;
-                return Err(Problem::new(
-                    Slug::RangeNotSatisfiable,
-                    format!("No requested range overlaps the {len} bytes of this resource."),
-                )
-                .header(CONTENT_RANGE, value));
-            }
-            range::Ranges::Parts(parts) if parts.len() == 1 => {
-                let (first, last) = parts[0];
-                let range = format!("bytes {first}-{last}/{len}");
-                headers.push((
-                    CONTENT_RANGE,
-                    HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
-                ));
-                let body = body::stream(self.store.read(&handle, first, last - first + 1).await?);
-                (StatusCode::PARTIAL_CONTENT, last - first + 1, body)
-            }
-            range::Ranges::Parts(parts) => {
-                let content_type = entry.content_type.clone().unwrap_or_default();
-                let boundary =
-                    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-                let mut pieces: Vec<ByteStream> = Vec::new();
-                let mut total = 0u64;
-                for (first, last) in parts {
-                    let head = format!(
-                        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {first}-{last}/{len}\r\n\r\n"
-                    );
-                    total += head.len() as u64 + (last - first + 1);
-                    pieces.push(once(head.into_bytes()));
-                    pieces.push(self.store.read(&handle, first, last - first + 1).await?);
-                }
-                let tail = format!("\r\n--{boundary}--\r\n");
-                total += tail.len() as u64;
-                pieces.push(once(tail.into_bytes()));
-                let multipart = format!("multipart/byteranges; boundary={boundary}");
-                headers.retain(|(name, _)| name != CONTENT_TYPE);
-                headers.push((
-                    CONTENT_TYPE,
-                    HeaderValue::from_str(&multipart).map_err(|_| Problem::internal())?,
-                ));
-                let stream: ByteStream = Box::pin(futures_util::stream::iter(pieces).flatten());
-                (StatusCode::PARTIAL_CONTENT, total, body::stream(stream))
-            }
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let out = response.headers_mut();
-        for (name, value) in headers {
-            out.insert(name, value);
-        }
-        out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-        out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        Ok(response)
-    }
-
-    async fn listing(
-        &self,
-        verb: Verb,
-        entry: &Entry,
-        principal: &Principal,
-        request: &Request<Incoming>,
-    ) -> Result<Response<Body>, Problem> {
-        let members: Vec<Entry> = self
-            .store
-            .list(&entry.path)
-            .await?
-            .into_iter()
-            .filter(|m| self.settings.rules.listed(principal, m.path.segments(), m.is_collection()))
-            .collect();
-        let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-        let (bytes, content_type) = match listing::negotiate(accept) {
-            listing::Format::Json => (listing::json(entry, &members), "application/json"),
-            listing::Format::Html => (listing::html(entry, &members), "text/html; charset=utf-8"),
-        };
-        let mut response =
-            Response::new(if verb == Verb::Head { empty() } else { full(bytes.clone()) });
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        headers.insert(VARY, HeaderValue::from_static("Accept"));
-        if content_type.starts_with("text/html") {
-            headers.insert(
-                HeaderName::from_static("content-security-policy"),
-                HeaderValue::from_static("default-src 'none'"),
-            );
-        }
-        Ok(response)
-    }
-
-    /// Body limits (413) and preconditions (412), the checks a write makes before reading
-    /// its body; the store repeats the precondition check atomically with the write.
-    fn admit_write(
-        &self,
-        request: &Request<Incoming>,
-        current: Option<&Entry>,
-    ) -> Result<Preconditions, Problem> {
-        let length = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(length) = length
-            && length > self.settings.max_upload
-        {
-            return Err(Problem::new(
-                Slug::ContentTooLarge,
-                format!(
-                    "The body is {length} bytes; at most {} are accepted.",
-                    self.settings.max_upload
-                ),
-            ));
-        }
-        let pre = Preconditions::parse(request.headers());
-        match pre.evaluate(false, current.map(validators)) {
-            Outcome::Proceed => Ok(pre),
-            _ => Err(precondition_failed()),
-        }
-    }
-
-    async fn put(
-        &self,
-        path: ResourcePath,
-        current: Option<Entry>,
-        principal: Principal,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, Problem> {
-        let pre = self.admit_write(&request, current.as_ref())?;
-        let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
-            Outcome::Proceed => Ok(()),
-            _ => Err(precondition_failed()),
-        };
-        let put = if path.is_collection() {
-            if !body_is_empty(&request) {
-                return Err(Problem::new(
-                    Slug::BadRequest,
-                    "A collection is made with an empty body.",
-                ));
-            }
-            self.store.create_collection(&path, check).await??
-        } else {
-            let upload =
-                Upload { content_type: content_type(request.headers()), owner: principal.account };
-            let body = upload::limited(request.into_body(), self.settings.max_upload);
-            self.store.put(&path, upload, body, check).await??
-        };
-        Ok(stored(put))
-    }
-
-    async fn post(
-        &self,
-        collection: &Entry,
-        principal: Principal,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, Problem> {
-        self.admit_write(&request, Some(collection))?;
-        let content_type = content_type(request.headers());
-        let multipart = content_type
-            .as_deref()
-            .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
-        if let Some(ct) = multipart {
-            let boundary = multer::parse_boundary(ct).map_err(|_| {
-                Problem::new(Slug::BadRequest, "The multipart body has no valid boundary.")
-            })?;
-            let body = upload::limited(request.into_body(), self.settings.max_upload);
-            return self.post_multipart(collection, principal, body, boundary).await;
-        }
-        let extension = content_type
-            .as_deref()
-            .and_then(|ct| mime_guess::get_mime_extensions_str(ct.split(';').next().unwrap_or("")))
-            .and_then(|exts| exts.first())
-            .map(|ext| format!(".{ext}"))
-            .unwrap_or_default();
-        let name = format!("{:016x}{extension}", rand::random::<u64>());
-        let path = collection.path.child(&name, false)?;
-        let upload = Upload { content_type, owner: principal.account };
-        let body = upload::limited(request.into_body(), self.settings.max_upload);
-        let put = self.store.put(&path, upload, body, must_be_new).await??;
-        Ok(stored(put))
-    }
-
-    async fn post_multipart(
-        &self,
-        collection: &Entry,
-        principal: Principal,
-        body: ByteStream,
-        boundary: String,
-    ) -> Result<Response<Body>, Problem> {
-        let mut form = multer::Multipart::new(body, boundary);
-        let mut created = Vec::new();
-        while let Some(field) = form.next_field().await.map_err(multipart_problem)? {
-            let Some(file_name) = field.file_name().map(str::to_owned) else {
-                continue;
-            };
-            // Browsers may send a path; keep its last component.
-            let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
-            let path = self.free_name(&collection.path, &base).await?;
-            let upload = Upload {
-                content_type: field.content_type().map(|m| m.to_string()),
-                owner: principal.account.clone(),
-            };
-            let stream: ByteStream =
-                Box::pin(field.map(|chunk| chunk.map_err(std::io::Error::other)));
-            created.push(self.store.put(&path, upload, stream, must_be_new).await??);
-        }
-        let Some(first) = created.first() else {
-            return Err(Problem::new(Slug::BadRequest, "The form has no file parts."));
-        };
-        let document = json!({ "created": created.iter().map(|p| listing::describe(&p.entry)).collect::<Vec<_>>() });
-        let mut response = json_response(StatusCode::CREATED, &document);
-        insert_location(response.headers_mut(), &first.entry.path);
-        Ok(response)
-    }
-
-    /// `name` in `collection`, or `name-1`, `name-2`… (before the extension) if taken.
-    async fn free_name(
-        &self,
-        collection: &ResourcePath,
-        name: &str,
-    ) -> Result<ResourcePath, Problem> {
-        let (stem, ext) = match name.rfind('.') {
-            Some(dot) if dot > 0 => name.split_at(dot),
-            _ => (name, ""),
-        };
-        for n in 0..100 {
-            let candidate = if n == 0 { name.to_owned() } else { format!("{stem}-{n}{ext}") };
-            let path = collection.child(&candidate, false)?;
-            if self.store.open(&path).await?.is_none() {
-                return Ok(path);
-            }
-        }
-        Err(Problem::new(Slug::Conflict, format!("Too many resources are named like {name}.")))
-    }
-
-    async fn delete(
-        &self,
-        entry: &Entry,
-        request: &Request<Incoming>,
-    ) -> Result<Response<Body>, Problem> {
-        let pre = self.admit_write(request, Some(entry))?;
-        let recursive = request
-            .headers()
-            .get(HeaderName::from_static("depth"))
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"infinity"));
-        let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
-            Outcome::Proceed => Ok(()),
-            _ => Err(precondition_failed()),
-        };
-        self.store.delete(&entry.path, recursive, check).await??;
-        let mut response = Response::new(empty());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
     }
 }
 
@@ -691,33 +442,6 @@ pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| Problem::new(Slug::BadRequest, format!("The JSON body is not accepted: {e}.")))
-}
-
-fn must_be_new(current: Option<&Entry>) -> Result<(), Problem> {
-    match current {
-        None => Ok(()),
-        Some(_) => {
-            Err(Problem::new(Slug::Conflict, "A resource with this name appeared meanwhile."))
-        }
-    }
-}
-
-fn multipart_problem(error: multer::Error) -> Problem {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && upload::body_error(io).is_some()
-        {
-            return crate::store::Error::Body(std::io::Error::new(io.kind(), io.to_string()))
-                .into();
-        }
-        source = e.source();
-    }
-    Problem::new(Slug::BadRequest, format!("The multipart body is malformed: {error}."))
-}
-
-fn once(bytes: Vec<u8>) -> ByteStream {
-    Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(bytes)) }))
 }
 
 fn validators(entry: &Entry) -> Validators<'_> {

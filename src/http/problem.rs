@@ -264,6 +264,11 @@ impl Problem {
         self
     }
 
+    /// Adds an extension member to the document.
+    pub fn member(&mut self, name: &str, value: Value) {
+        self.0.members.insert(name.to_owned(), value);
+    }
+
     /// The problem type.
     pub fn slug(&self) -> Slug {
         self.0.slug
@@ -309,6 +314,10 @@ impl From<store::Error> for Problem {
                 "The collection is not empty; send Depth: infinity to delete it with its members.",
             ),
             store::Error::Invalid(why) => Problem::new(Slug::InvalidPath, why),
+            store::Error::OverQuota(over) => Problem::new(
+                Slug::QuotaExceeded,
+                format!("This needs {} more bytes than the owner's quota leaves.", over.needed),
+            ),
             store::Error::NoSpace => {
                 tracing::error!("no space left on the device");
                 Problem::new(

@@ -14,8 +14,10 @@ use crate::store::ByteStream;
 /// Why reading a request body stopped.
 #[derive(Debug)]
 pub enum BodyError {
-    /// More than this many bytes arrived.
+    /// More than this many bytes arrived (`max_upload`).
     TooLarge(u64),
+    /// More bytes arrived than the owner's quota leaves room for (this many).
+    OverQuota(u64),
     /// The connection failed or the client went away.
     Aborted(hyper::Error),
 }
@@ -24,6 +26,9 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::TooLarge(limit) => write!(f, "body larger than {limit} bytes"),
+            BodyError::OverQuota(room) => {
+                write!(f, "body larger than the {room} bytes of quota left")
+            }
             BodyError::Aborted(e) => write!(f, "body cut off: {e}"),
         }
     }
@@ -36,14 +41,20 @@ pub fn body_error(error: &io::Error) -> Option<&BodyError> {
     error.get_ref().and_then(|e| e.downcast_ref::<BodyError>())
 }
 
-/// The request body as a stream of data that fails once more than `limit` bytes arrive.
-pub fn limited(body: Incoming, limit: u64) -> ByteStream {
+/// The request body as a stream of data that fails once more than `limit` bytes arrive, or
+/// more than `room` (what the owner's quota leaves).
+pub fn limited(body: Incoming, limit: u64, room: Option<u64>) -> ByteStream {
     let mut seen: u64 = 0;
     let stream = BodyDataStream::new(body).map(move |chunk| -> io::Result<Bytes> {
         let chunk = chunk.map_err(|e| io::Error::other(BodyError::Aborted(e)))?;
         seen = seen.saturating_add(chunk.len() as u64);
         if seen > limit {
             return Err(io::Error::other(BodyError::TooLarge(limit)));
+        }
+        if let Some(room) = room
+            && seen > room
+        {
+            return Err(io::Error::other(BodyError::OverQuota(room)));
         }
         Ok(chunk)
     });

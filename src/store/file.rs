@@ -218,14 +218,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Forgets recorded versions whose file is gone or has changed.
+    /// Makes the metadata agree with the folder (see [`State::reconcile_objects`]).
     fn reconcile(&self) -> io::Result<()> {
-        for (key, fp) in self.state.all_objects()? {
+        let on_disk = |key: &str| {
             let file = self.root.join(key.trim_start_matches('/'));
-            let current = fs::symlink_metadata(&file).ok().map(|m| fingerprint(&m));
-            if current != Some(fp) {
-                self.state.forget(&key, fp)?;
-            }
+            fs::symlink_metadata(file).ok().filter(|m| m.is_file()).map(|m| fingerprint(&m))
+        };
+        let changed = self.state.reconcile_objects(on_disk, derived_etag)?;
+        if changed > 0 {
+            tracing::info!("reconciled {changed} metadata rows with the folder");
         }
         Ok(())
     }
@@ -402,14 +403,20 @@ impl Store for FileStore {
             content_type: upload.content_type.clone(),
             owner: current.as_ref().and_then(|c| c.owner.clone()).or(upload.owner),
         };
+        let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
         let key = target_path.as_key();
         let temp_file = temp.path.clone();
         let (state, dir, dest) = (inner.state.clone(), parent.clone(), target.clone());
         let meta_copy = meta.clone();
         blocking(move || {
-            state.put_object(&key, fp, &meta_copy, current_fp)?;
-            fs::rename(&temp_file, &dest)?;
-            sync_dir(&dir)?;
+            state.put_object(&key, fp, &meta_copy, current_fp, quota)?.map_err(Error::OverQuota)?;
+            if let Err(e) = fs::rename(&temp_file, &dest).and_then(|()| sync_dir(&dir)) {
+                // The row must not outlive a rename that did not happen.
+                if let Err(revert) = state.revert_object(&key, fp, current_fp) {
+                    tracing::error!("cannot revert the metadata of {key}: {revert}");
+                }
+                return Err(e.into());
+            }
             Ok(())
         })
         .await?;

@@ -63,6 +63,9 @@ impl Entry {
     }
 }
 
+/// Storage quotas by account: the bytes each account's own resources may occupy.
+pub type Quotas = std::sync::Arc<std::collections::BTreeMap<String, u64>>;
+
 /// What a write records besides the bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Upload {
@@ -70,6 +73,8 @@ pub struct Upload {
     pub content_type: Option<String>,
     /// The account writing; it becomes the owner of a new resource.
     pub owner: Option<String>,
+    /// The quotas to hold the resource's owner to (checked atomically with the write).
+    pub quotas: Quotas,
 }
 
 /// The result of a write.
@@ -92,6 +97,8 @@ pub enum Error {
     NotEmpty,
     /// The disk is full.
     NoSpace,
+    /// The write would take its owner past the quota.
+    OverQuota(crate::state::OverQuota),
     /// A name the file system refuses.
     Invalid(String),
     /// The request body failed while being read (client gone, or too large).
@@ -133,6 +140,7 @@ impl std::fmt::Display for Error {
             Error::Conflict(why) | Error::Invalid(why) => f.write_str(why),
             Error::NotEmpty => f.write_str("the collection is not empty"),
             Error::NoSpace => f.write_str("no space left on the device"),
+            Error::OverQuota(o) => write!(f, "{} bytes more would exceed the quota", o.needed),
             Error::Body(e) => write!(f, "request body: {e}"),
             Error::Io(e) => write!(f, "{e}"),
         }

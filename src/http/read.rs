@@ -1,0 +1,175 @@
+//! Reads: a resource (whole, one range, several ranges as `multipart/byteranges`, after its
+//! preconditions) and a collection's listing.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{
+    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue,
+    RANGE, VARY,
+};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::conditional::{Outcome, Preconditions};
+use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
+use super::problem::{Problem, Slug};
+use super::{
+    App, Body, Verb, body, empty, full, listing, not_modified, precondition_failed, range,
+    representation_headers, validators,
+};
+use crate::access::Principal;
+use crate::store::{ByteStream, Entry, Store};
+
+impl<S: Store> App<S> {
+    /// GET or HEAD of a resource: preconditions, ranges, then the bytes; a one-step purchase
+    /// (`charge`) is made last, once nothing else can fail.
+    pub(super) async fn get(
+        &self,
+        verb: Verb,
+        entry: &Entry,
+        handle: Option<S::Handle>,
+        request: &Request<Incoming>,
+        charge: Option<Charge>,
+    ) -> Result<Response<Body>, Problem> {
+        let validators = validators(entry);
+        let pre = Preconditions::parse(request.headers());
+        let mut headers = representation_headers(entry);
+        match pre.evaluate(true, Some(validators)) {
+            Outcome::Proceed => {}
+            Outcome::NotModified => return Ok(not_modified(entry)),
+            Outcome::Failed => return Err(precondition_failed()),
+        }
+        let len = entry.size;
+        let ranges = match request.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
+            Some(field) if verb == Verb::Get && pre.range_applies(validators) => {
+                range::resolve(field, len)
+            }
+            _ => range::Ranges::Whole,
+        };
+        let handle = handle.ok_or_else(Problem::internal)?;
+        let (status, body_len, bytes) = match ranges {
+            range::Ranges::Whole => {
+                let bytes = match verb {
+                    Verb::Head => None,
+                    _ => Some(self.store.read(&handle, 0, len).await?),
+                };
+                (StatusCode::OK, len, bytes)
+            }
+            range::Ranges::Unsatisfiable => {
+                let value = HeaderValue::from_str(&format!("bytes */{len}"))
+                    .map_err(|_| Problem::internal())?;
+                return Err(Problem::new(
+                    Slug::RangeNotSatisfiable,
+                    format!("No requested range overlaps the {len} bytes of this resource."),
+                )
+                .header(CONTENT_RANGE, value));
+            }
+            range::Ranges::Parts(parts) if parts.len() == 1 => {
+                let (first, last) = parts[0];
+                let range = format!("bytes {first}-{last}/{len}");
+                headers.push((
+                    CONTENT_RANGE,
+                    HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
+                ));
+                let bytes = Some(self.store.read(&handle, first, last - first + 1).await?);
+                (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
+            }
+            range::Ranges::Parts(parts) => {
+                let content_type = entry.content_type.clone().unwrap_or_default();
+                let boundary =
+                    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+                let mut pieces: Vec<ByteStream> = Vec::new();
+                let mut total = 0u64;
+                for (first, last) in parts {
+                    let head = format!(
+                        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {first}-{last}/{len}\r\n\r\n"
+                    );
+                    total += head.len() as u64 + (last - first + 1);
+                    pieces.push(once(head.into_bytes()));
+                    pieces.push(self.store.read(&handle, first, last - first + 1).await?);
+                }
+                let tail = format!("\r\n--{boundary}--\r\n");
+                total += tail.len() as u64;
+                pieces.push(once(tail.into_bytes()));
+                let multipart = format!("multipart/byteranges; boundary={boundary}");
+                headers.retain(|(name, _)| name != CONTENT_TYPE);
+                headers.push((
+                    CONTENT_TYPE,
+                    HeaderValue::from_str(&multipart).map_err(|_| Problem::internal())?,
+                ));
+                let stream: ByteStream = Box::pin(futures_util::stream::iter(pieces).flatten());
+                (StatusCode::PARTIAL_CONTENT, total, Some(stream))
+            }
+        };
+        let mut charged = None;
+        let bytes = match (charge, bytes) {
+            (Some(charge), Some(bytes)) => match self.collect(charge, entry).await? {
+                Some(purchase) => {
+                    charged = Some(purchase.price);
+                    refund_on_error(bytes, self.state.clone(), purchase)
+                }
+                None => bytes,
+            },
+            (_, bytes) => bytes.unwrap_or_else(|| Box::pin(futures_util::stream::empty())),
+        };
+        let body = if verb == Verb::Head { empty() } else { body::stream(bytes) };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let out = response.headers_mut();
+        if let Some(price) = charged {
+            out.insert(LARDER_CHARGED, HeaderValue::from(price));
+        }
+        for (name, value) in headers {
+            out.insert(name, value);
+        }
+        out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+        out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        Ok(response)
+    }
+
+    /// GET or HEAD of a collection: the members the caller may read, priced ones marked.
+    pub(super) async fn listing(
+        &self,
+        verb: Verb,
+        entry: &Entry,
+        principal: &Principal,
+        request: &Request<Incoming>,
+    ) -> Result<Response<Body>, Problem> {
+        let members: Vec<Entry> = self
+            .store
+            .list(&entry.path)
+            .await?
+            .into_iter()
+            .filter(|m| self.settings.rules.listed(principal, m.path.segments(), m.is_collection()))
+            .collect();
+        let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        let rules = &self.settings.rules;
+        let price = |member: &Entry| match member.is_collection() {
+            true => None,
+            false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
+        };
+        let (bytes, content_type) = match listing::negotiate(accept) {
+            listing::Format::Json => (listing::json(entry, &members, price), "application/json"),
+            listing::Format::Html => {
+                (listing::html(entry, &members, price), "text/html; charset=utf-8")
+            }
+        };
+        let mut response =
+            Response::new(if verb == Verb::Head { empty() } else { full(bytes.clone()) });
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.insert(VARY, HeaderValue::from_static("Accept"));
+        if content_type.starts_with("text/html") {
+            headers.insert(
+                HeaderName::from_static("content-security-policy"),
+                HeaderValue::from_static("default-src 'none'"),
+            );
+        }
+        Ok(response)
+    }
+}
+
+fn once(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(bytes)) }))
+}

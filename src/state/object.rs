@@ -1,0 +1,322 @@
+//! Resource metadata and storage usage.
+//!
+//! A row describes one version of a file, identified by its [`Fingerprint`]. At most one row
+//! per path is `live`: the version that counts against its owner's quota. A write marks the
+//! old row not live and inserts the new one live in one transaction, after checking the
+//! owner's quota in that same transaction; the rename follows. If a crash comes between, the
+//! live row names a file that never appeared, and [`State::reconcile_objects`] (run at start)
+//! makes the row that matches the file on disk live again.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{State, to_io};
+
+/// The identity of one version of a file: a write makes a new inode by renaming a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// Inode number.
+    pub ino: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+}
+
+/// What larder recorded about one version of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The strong ETag's opaque value (without quotes).
+    pub etag: String,
+    /// The Content-Type given when it was stored.
+    pub content_type: Option<String>,
+    /// The account that created the resource.
+    pub owner: Option<String>,
+}
+
+/// A write refused because it would take the owner past its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverQuota {
+    /// Bytes the owner's resources occupy now.
+    pub used: u64,
+    /// Bytes the write would add (its size less the version it replaces, if the owner's).
+    pub needed: u64,
+}
+
+fn fp_params(fp: Fingerprint) -> (i64, i64, i64) {
+    (fp.ino as i64, fp.size as i64, fp.mtime_ns)
+}
+
+impl State {
+    /// The metadata of this version of the file at `path`, if larder stored it.
+    pub fn object(&self, path: &str, fp: Fingerprint) -> io::Result<Option<ObjectMeta>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(
+                "SELECT etag, content_type, owner FROM object
+                 WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            )
+            .map_err(to_io)?;
+        let (ino, size, mtime) = fp_params(fp);
+        statement
+            .query_row(params![path, ino, size, mtime], |row| {
+                Ok(ObjectMeta { etag: row.get(0)?, content_type: row.get(1)?, owner: row.get(2)? })
+            })
+            .optional()
+            .map_err(to_io)
+    }
+
+    /// Records a new version of `path` as live. `current` is the version on disk now: its row
+    /// is kept (not live) until the next write, since until the rename it is what readers
+    /// get. With `quota`, refuses (changing nothing) if the owner's live bytes, this path's
+    /// replaced version excluded, plus the new size would exceed it.
+    pub fn put_object(
+        &self,
+        path: &str,
+        fp: Fingerprint,
+        meta: &ObjectMeta,
+        current: Option<Fingerprint>,
+        quota: Option<u64>,
+    ) -> io::Result<Result<(), OverQuota>> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        let mut db = self.db();
+        let tx = db.transaction().map_err(to_io)?;
+        if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
+            let others: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM object
+                     WHERE owner = ?1 AND live = 1 AND path != ?2",
+                    params![owner, path],
+                    |row| row.get(0),
+                )
+                .map_err(to_io)?;
+            let replaced: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM object
+                     WHERE owner = ?1 AND live = 1 AND path = ?2",
+                    params![owner, path],
+                    |row| row.get(0),
+                )
+                .map_err(to_io)?;
+            let (others, replaced) = (others as u64, replaced as u64);
+            if others + fp.size > quota {
+                return Ok(Err(OverQuota {
+                    used: others + replaced,
+                    needed: fp.size.saturating_sub(replaced),
+                }));
+            }
+        }
+        let (ino, size, mtime) = current.map(fp_params).unwrap_or((-1, -1, -1));
+        tx.execute(
+            "DELETE FROM object WHERE path = ?1 AND NOT (ino = ?2 AND size = ?3 AND mtime_ns = ?4)",
+            params![path, ino, size, mtime],
+        )
+        .map_err(to_io)?;
+        tx.execute("UPDATE object SET live = 0 WHERE path = ?1", params![path]).map_err(to_io)?;
+        let (ino, size, mtime) = fp_params(fp);
+        tx.execute(
+            "INSERT OR REPLACE INTO object (path, ino, size, mtime_ns, etag, content_type, owner, live)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+            params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner],
+        )
+        .map_err(to_io)?;
+        tx.commit().map_err(to_io)?;
+        Ok(Ok(()))
+    }
+
+    /// Undoes [`State::put_object`] when the rename that should follow it failed.
+    pub fn revert_object(
+        &self,
+        path: &str,
+        fp: Fingerprint,
+        current: Option<Fingerprint>,
+    ) -> io::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(to_io)?;
+        let (ino, size, mtime) = fp_params(fp);
+        tx.execute(
+            "DELETE FROM object WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+            params![path, ino, size, mtime],
+        )
+        .map_err(to_io)?;
+        if let Some(current) = current {
+            let (ino, size, mtime) = fp_params(current);
+            tx.execute(
+                "UPDATE object SET live = 1 WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                params![path, ino, size, mtime],
+            )
+            .map_err(to_io)?;
+        }
+        tx.commit().map_err(to_io)
+    }
+
+    /// Forgets `path`, and with `beneath` everything under the collection `path` (ending `/`).
+    pub fn delete_objects(&self, path: &str, beneath: bool) -> io::Result<()> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        let db = self.db();
+        if beneath {
+            // `path` ends with '/', so this is a segment-aligned prefix match.
+            db.execute("DELETE FROM object WHERE substr(path, 1, length(?1)) = ?1", params![path])
+        } else {
+            db.execute("DELETE FROM object WHERE path = ?1", params![path])
+        }
+        .map(drop)
+        .map_err(to_io)
+    }
+
+    /// Bytes of `owner`'s live resources.
+    pub fn usage(&self, owner: &str) -> io::Result<u64> {
+        self.db()
+            .query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1",
+                params![owner],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(to_io)
+    }
+
+    /// Makes the rows agree with the files: `on_disk(path)` gives the fingerprint of the file
+    /// at `path` now (`None` if there is none). Per path, the row matching the file becomes
+    /// live; if none matches (the file was changed behind larder's back) the live row is
+    /// moved to the file's fingerprint, keeping its owner; rows of vanished files go.
+    /// Returns how many rows changed.
+    pub fn reconcile_objects(
+        &self,
+        on_disk: impl Fn(&str) -> Option<Fingerprint>,
+        derived_etag: impl Fn(Fingerprint) -> String,
+    ) -> io::Result<usize> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(to_io)?;
+        let mut by_path: BTreeMap<String, Vec<(Fingerprint, bool)>> = BTreeMap::new();
+        {
+            let mut statement =
+                tx.prepare("SELECT path, ino, size, mtime_ns, live FROM object").map_err(to_io)?;
+            let rows = statement
+                .query_map([], |row| {
+                    let fp = Fingerprint {
+                        ino: row.get::<_, i64>(1)? as u64,
+                        size: row.get::<_, i64>(2)? as u64,
+                        mtime_ns: row.get(3)?,
+                    };
+                    Ok((row.get::<_, String>(0)?, fp, row.get::<_, bool>(4)?))
+                })
+                .map_err(to_io)?;
+            for row in rows {
+                let (path, fp, live) = row.map_err(to_io)?;
+                by_path.entry(path).or_default().push((fp, live));
+            }
+        }
+        let mut changed = 0;
+        for (path, rows) in by_path {
+            let disk = on_disk(&path);
+            let keep = disk.filter(|d| rows.iter().any(|(fp, _)| fp == d));
+            for (fp, live) in &rows {
+                let (ino, size, mtime) = fp_params(*fp);
+                let key = params![path, ino, size, mtime];
+                if Some(*fp) == keep {
+                    if !live {
+                        tx.execute(
+                            "UPDATE object SET live = 1 WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                            key,
+                        )
+                        .map_err(to_io)?;
+                        changed += 1;
+                    }
+                } else if let (Some(disk), None, true) = (disk, keep, *live) {
+                    let (dino, dsize, dmtime) = fp_params(disk);
+                    tx.execute(
+                        "UPDATE object SET ino = ?5, size = ?6, mtime_ns = ?7, etag = ?8, live = 1
+                         WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                        params![path, ino, size, mtime, dino, dsize, dmtime, derived_etag(disk)],
+                    )
+                    .map_err(to_io)?;
+                    changed += 1;
+                } else {
+                    tx.execute(
+                        "DELETE FROM object WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                        key,
+                    )
+                    .map_err(to_io)?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(to_io)?;
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(etag: &str, owner: &str) -> ObjectMeta {
+        ObjectMeta { etag: etag.into(), content_type: None, owner: Some(owner.into()) }
+    }
+
+    const V1: Fingerprint = Fingerprint { ino: 1, size: 30, mtime_ns: 10 };
+    const V2: Fingerprint = Fingerprint { ino: 2, size: 40, mtime_ns: 20 };
+
+    #[test]
+    fn rows_follow_versions_and_usage_counts_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.put_object("/a", V1, &meta("one", "alice"), None, None).unwrap().unwrap();
+        state.put_object("/a", V2, &meta("two", "alice"), Some(V1), None).unwrap().unwrap();
+        // Until the rename both versions are described; only the new one counts.
+        assert_eq!(state.object("/a", V1).unwrap().unwrap().etag, "one");
+        assert_eq!(state.object("/a", V2).unwrap().unwrap().etag, "two");
+        assert_eq!(state.usage("alice").unwrap(), 40);
+        state.put_object("/d/x", V1, &meta("x", "alice"), None, None).unwrap().unwrap();
+        assert_eq!(state.usage("alice").unwrap(), 70);
+        state.delete_objects("/d/", true).unwrap();
+        assert_eq!(state.usage("alice").unwrap(), 40);
+        state.revert_object("/a", V2, Some(V1)).unwrap();
+        assert_eq!(state.usage("alice").unwrap(), 30);
+    }
+
+    #[test]
+    fn quota_is_checked_in_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.put_object("/a", V1, &meta("a", "alice"), None, Some(100)).unwrap().unwrap();
+        let big = Fingerprint { ino: 3, size: 71, mtime_ns: 1 };
+        let refused = state.put_object("/b", big, &meta("b", "alice"), None, Some(100)).unwrap();
+        assert_eq!(refused, Err(OverQuota { used: 30, needed: 71 }));
+        assert!(state.object("/b", big).unwrap().is_none(), "nothing changed");
+        // Replacing counts the difference: 30 → 100 fits exactly.
+        let grown = Fingerprint { ino: 4, size: 100, mtime_ns: 1 };
+        assert!(
+            state
+                .put_object("/a", grown, &meta("a2", "alice"), Some(V1), Some(100))
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(state.usage("alice").unwrap(), 100);
+    }
+
+    #[test]
+    fn reconcile_picks_the_file_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        state.put_object("/a", V1, &meta("one", "alice"), None, None).unwrap().unwrap();
+        // A crash after recording V2 but before its rename: V1 is still on disk.
+        state.put_object("/a", V2, &meta("two", "alice"), Some(V1), None).unwrap().unwrap();
+        state.put_object("/gone", V1, &meta("g", "alice"), None, None).unwrap().unwrap();
+        let edited = Fingerprint { ino: 9, size: 5, mtime_ns: 99 };
+        state.put_object("/edited", V2, &meta("e", "bob"), None, None).unwrap().unwrap();
+        let disk = |path: &str| match path {
+            "/a" => Some(V1),
+            "/edited" => Some(edited),
+            _ => None,
+        };
+        state.reconcile_objects(disk, |_| "derived".into()).unwrap();
+        assert_eq!(state.usage("alice").unwrap(), 30);
+        assert!(state.object("/a", V2).unwrap().is_none());
+        assert_eq!(state.object("/edited", edited).unwrap().unwrap().owner.as_deref(), Some("bob"));
+        assert_eq!(state.usage("bob").unwrap(), 5);
+    }
+}

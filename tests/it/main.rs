@@ -8,5 +8,6 @@ mod auth;
 mod harness;
 mod methods;
 mod paths;
+mod payment;
 mod process;
 mod tokens;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use larder::state::State;
 use tokio::sync::Mutex;
 
 use crate::harness::*;
@@ -312,6 +313,86 @@ async fn sigkill_mid_upload_loses_nothing_acknowledged() {
         "too few uploads were acknowledged ({total_acked}) to test anything"
     );
     eprintln!("sigkill: 3 kills, {total_acked} acknowledged uploads verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_stay_exact_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for i in 0..50 {
+        std::fs::create_dir_all(root.join("shop")).unwrap();
+        std::fs::write(root.join(format!("shop/item{i}.txt")), format!("item {i}")).unwrap();
+    }
+    let config = dir.path().join("larder.toml");
+    std::fs::write(&config, crate::payment::shop_config()).unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let bob = basic("bob");
+    let state_dir = root.join(".larder");
+    let mut acknowledged = std::collections::HashSet::new();
+    let mut server = Process::start(&root, &args, &[]);
+    // The first sign-in grants 100 credits: 20 items' worth.
+    let (status, _) =
+        request(server.addr, "GET", "/.larder/account", &[("authorization", &bob)], Bytes::new())
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let buy_all = |addr, bob: String| async move {
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let bob = bob.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = Bytes::from(format!("{{\"path\": \"/shop/item{i}.txt\"}}"));
+                let headers =
+                    [("authorization", bob.as_str()), ("content-type", "application/json")];
+                (
+                    i,
+                    request(addr, "POST", "/.larder/purchases", &headers, body)
+                        .await
+                        .ok()
+                        .map(|r| r.0),
+                )
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    };
+    // Kill while the purchases are in flight.
+    let racing = tokio::spawn(buy_all(server.addr, bob.clone()));
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    server.kill();
+    for (i, status) in racing.await.unwrap() {
+        if status == Some(201) {
+            acknowledged.insert(format!("/shop/item{i}.txt"));
+        }
+    }
+    // After the restart the books balance, and every acknowledged purchase is there.
+    let check = |state: &State| {
+        let purchases = state.purchases_of("bob").unwrap();
+        let balance = state.balance("bob").unwrap();
+        let ledger: i64 = state.ledger("bob").unwrap().iter().map(|e| e.amount).sum();
+        assert_eq!(ledger, balance as i64, "the ledger sums to the balance");
+        assert_eq!(balance, 100 - 5 * purchases.len() as u64);
+        purchases
+    };
+    let server = Process::start(&root, &args, &[]);
+    let before = check(&State::open(&state_dir).unwrap());
+    for path in &acknowledged {
+        assert!(before.iter().any(|p| &p.path == path), "acknowledged purchase of {path} lost");
+    }
+    // Buying everything again ends at exactly 20 purchases and a zero balance.
+    let results = buy_all(server.addr, bob.clone()).await;
+    let after = check(&State::open(&state_dir).unwrap());
+    assert_eq!(after.len(), 20);
+    let refused = results.iter().filter(|(_, s)| *s == Some(402)).count();
+    assert_eq!(refused, 30, "{results:?}");
+    eprintln!(
+        "purchases: {} acknowledged before the kill, {} recorded",
+        acknowledged.len(),
+        before.len()
+    );
 }
 
 #[cfg(feature = "failpoints")]

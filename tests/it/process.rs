@@ -307,6 +307,13 @@ async fn sigkill_mid_upload_loses_nothing_acknowledged() {
         let (_, listing) =
             request(server.addr, "GET", "/w0/", &signed, Bytes::new()).await.unwrap();
         assert!(!String::from_utf8_lossy(&listing).contains(".larder-tmp"));
+        // Storage usage matches a recount of the folder: every file there is w's.
+        let on_disk: u64 = (0..WRITERS)
+            .filter_map(|w| std::fs::metadata(root.join(format!("w{w}/file.bin"))).ok())
+            .map(|m| m.len())
+            .sum();
+        let used = State::open(&root.join(".larder")).unwrap().usage("w").unwrap();
+        assert_eq!(used, on_disk, "usage after the kill and restart");
     }
     assert!(
         total_acked >= WRITERS,

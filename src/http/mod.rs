@@ -8,6 +8,7 @@
 
 mod body;
 pub mod conditional;
+pub mod framing;
 mod listing;
 pub mod payment;
 pub mod problem;
@@ -23,9 +24,8 @@ use std::time::{Instant, SystemTime};
 
 use futures_util::FutureExt;
 use http::header::{
-    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HOST, HeaderMap,
-    HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, TRANSFER_ENCODING,
-    WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName,
+    HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -235,7 +235,7 @@ impl<S: Store> App<S> {
         trail: &mut Trail,
     ) -> Result<Response<Body>, Problem> {
         // Parse: what hyper accepts but RFC 9112 does not.
-        check_framing(&request)?;
+        framing::check(&request)?;
         // Method known.
         let verb = Verb::parse(request.method()).ok_or_else(|| {
             Problem::new(Slug::NotImplemented, format!("{} is not implemented.", request.method()))
@@ -588,26 +588,6 @@ fn trace(request: &Request<Incoming>) -> Response<Body> {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// What hyper lets through but larder refuses: a missing or repeated Host (HTTP/1.1), and a
-/// TRACE with a body.
-fn check_framing(request: &Request<Incoming>) -> Result<(), Problem> {
-    if request.version() == Version::HTTP_11 {
-        let hosts = request.headers().get_all(HOST).iter().count();
-        if hosts != 1 {
-            return Err(Problem::new(
-                Slug::BadRequest,
-                "An HTTP/1.1 request needs exactly one Host field.",
-            ));
-        }
-    }
-    if request.method() == Method::TRACE
-        && (request.headers().contains_key(TRANSFER_ENCODING) || !body_is_empty(request))
-    {
-        return Err(Problem::new(Slug::BadRequest, "A TRACE request must not have a body."));
-    }
-    Ok(())
 }
 
 fn parse_target(verb: Verb, uri: &http::Uri) -> Result<Target, Problem> {

@@ -42,6 +42,8 @@ pub enum Slug {
     UnsupportedMediaType,
     /// 416: no requested range overlaps the resource.
     RangeNotSatisfiable,
+    /// 417: an expectation other than `100-continue`.
+    ExpectationFailed,
     /// 429: too many attempts.
     TooManyRequests,
     /// 500: the server failed.
@@ -53,7 +55,7 @@ pub enum Slug {
 }
 
 /// Every slug, for the problem pages.
-pub const ALL: [Slug; 19] = [
+pub const ALL: [Slug; 20] = [
     Slug::BadRequest,
     Slug::InvalidPath,
     Slug::Unauthenticated,
@@ -69,6 +71,7 @@ pub const ALL: [Slug; 19] = [
     Slug::UriTooLong,
     Slug::UnsupportedMediaType,
     Slug::RangeNotSatisfiable,
+    Slug::ExpectationFailed,
     Slug::TooManyRequests,
     Slug::Internal,
     Slug::NotImplemented,
@@ -169,6 +172,12 @@ impl Slug {
                 S::RANGE_NOT_SATISFIABLE,
                 "Range Not Satisfiable",
                 "No requested range overlaps the resource; Content-Range gives its length.",
+            ),
+            Slug::ExpectationFailed => (
+                "expectation-failed",
+                S::EXPECTATION_FAILED,
+                "Expectation Failed",
+                "The only expectation larder meets is Expect: 100-continue.",
             ),
             Slug::TooManyRequests => (
                 "too-many-requests",

@@ -3,6 +3,8 @@
 //! [`GRACE`]). Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge) through hyper.
 //! Panics in handlers never reach here: [`crate::http::App::handle`] turns them into 500s.
 
+pub mod guard;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -57,6 +59,7 @@ pub async fn run<S: Store>(
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request, peer.ip()).await) }
         });
+        let stream = guard::Guard::new(stream);
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -1,0 +1,80 @@
+//! What hyper lets through but RFC 9112 (or SPEC) refuses, checked before anything else:
+//! a missing, repeated or invalid Host; Content-Length repeated or together with
+//! Transfer-Encoding; `chunked` not the one and final coding; an over-long target (414); an
+//! expectation other than `100-continue` (417); a TRACE with a body. Framing faults close the
+//! connection after the 400, so nothing after them can be misread as a new request.
+//! Bare LF line ends are refused even earlier, on the bytes: see [`crate::server::guard`].
+
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Method, Request, Version};
+use hyper::body::Incoming;
+
+use super::body_is_empty;
+use super::problem::{Problem, Slug};
+
+/// The longest request target accepted (bytes as sent); longer is 414.
+pub const MAX_TARGET: usize = crate::path::MAX_PATH;
+
+/// A 400 that closes the connection.
+fn framing(detail: &str) -> Problem {
+    Problem::new(Slug::BadRequest, detail).header(CONNECTION, HeaderValue::from_static("close"))
+}
+
+/// Checks the request line and framing fields.
+pub fn check(request: &Request<Incoming>) -> Result<(), Problem> {
+    let headers = request.headers();
+    let hosts: Vec<&HeaderValue> = headers.get_all(HOST).iter().collect();
+    if request.version() == Version::HTTP_11 && hosts.len() != 1 {
+        return Err(framing("An HTTP/1.1 request needs exactly one Host field."));
+    }
+    if let Some(host) = hosts.first() {
+        let valid = host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<Authority>().ok())
+            .is_some_and(|a| !a.as_str().contains('@'));
+        if hosts.len() > 1 || !valid {
+            return Err(framing("The Host field is repeated or not a valid host[:port]."));
+        }
+    }
+    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Err(framing("Content-Length is repeated."));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if lengths > 0 {
+            return Err(framing("Content-Length and Transfer-Encoding together are refused."));
+        }
+        let codings: Vec<String> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
+        if codings != ["chunked"] {
+            return Err(framing("Transfer-Encoding must be chunked, once."));
+        }
+    }
+    let target = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_TARGET {
+        return Err(Problem::new(
+            Slug::UriTooLong,
+            format!("The request target is {target} bytes; at most {MAX_TARGET} are accepted."),
+        ));
+    }
+    if let Some(expect) = headers.get(EXPECT)
+        && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+    {
+        return Err(Problem::new(
+            Slug::ExpectationFailed,
+            "Only Expect: 100-continue is understood.",
+        ));
+    }
+    if request.method() == Method::TRACE
+        && (headers.contains_key(TRANSFER_ENCODING) || !body_is_empty(request))
+    {
+        return Err(Problem::new(Slug::BadRequest, "A TRACE request must not have a body."));
+    }
+    Ok(())
+}

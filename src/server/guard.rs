@@ -1,0 +1,369 @@
+//! A check on the bytes in front of hyper for what its parser accepts but SPEC refuses, and
+//! RFC 9112 lets a server refuse:
+//!
+//! - a bare LF or bare CR ending a line of a request head or trailer section (httparse accepts
+//!   bare LF, and a message that one parser reads with LF and another with CRLF is how
+//!   requests get smuggled);
+//! - a head whose framing is ambiguous: Content-Length repeated, or with Transfer-Encoding
+//!   (hyper silently keeps one, where SPEC wants 400 and a closed connection).
+//!
+//! [`Guard`] follows the HTTP/1.1 message boundaries on a connection. It holds each request
+//! head back until the head is complete, checks it, asks httparse (the parser hyper itself
+//! uses) for its framing fields, then hands the head on and lets the body through
+//! (`Content-Length` bytes, or chunks sized by `httparse::parse_chunk_size`). A faulty head is
+//! handed on with its first byte replaced by NUL, which hyper refuses with 400 and a closed
+//! connection. It never adds, removes or reorders bytes. HTTP/2 (the `PRI` preface) and
+//! anything it cannot follow pass through untouched: hyper has the last word on those.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The largest head the guard holds; hyper refuses larger ones (431) anyway.
+const MAX_HEAD: usize = 128 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Nothing seen yet: HTTP/1 or the HTTP/2 preface?
+    Start,
+    /// In a request head (or the empty lines before one): held back.
+    Head,
+    /// In a body of this many more bytes.
+    Fixed(u64),
+    /// In a chunk-size line.
+    ChunkSize,
+    /// In chunk data, this many more bytes.
+    ChunkData(u64),
+    /// In the trailer section after the last chunk: held back like a head.
+    Trailers,
+    /// Not following: pass everything.
+    Passthrough,
+}
+
+/// The byte scanner, apart from I/O so it can be tested on any split of the input.
+#[derive(Debug)]
+pub struct Scanner {
+    mode: Mode,
+    /// The bytes of the current head or trailer section, held back.
+    held: Vec<u8>,
+    /// The current chunk-size line (passed on, kept to be parsed).
+    line: Vec<u8>,
+    prev: u8,
+    /// The held bytes break a rule: poison them when handing them on.
+    faulty: bool,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner { mode: Mode::Start, held: Vec::new(), line: Vec::new(), prev: 0, faulty: false }
+    }
+}
+
+impl Scanner {
+    /// Scans `input` (just read, in order) and appends to `out` what may go on to hyper.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        while i < input.len() {
+            match self.mode {
+                Mode::Passthrough => {
+                    out.extend_from_slice(&input[i..]);
+                    return;
+                }
+                Mode::Start => {
+                    self.held.push(input[i]);
+                    i += 1;
+                    if self.held.len() >= 3 {
+                        let seen = std::mem::take(&mut self.held);
+                        if seen.starts_with(b"PRI") {
+                            self.mode = Mode::Passthrough;
+                            out.extend_from_slice(&seen);
+                        } else {
+                            self.mode = Mode::Head;
+                            for b in seen {
+                                self.head_byte(b, out);
+                            }
+                        }
+                    }
+                }
+                Mode::Fixed(left) | Mode::ChunkData(left) => {
+                    let take = left.min((input.len() - i) as u64) as usize;
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    let left = left - take as u64;
+                    self.mode = match (self.mode, left) {
+                        (Mode::Fixed(_), 0) => Mode::Head,
+                        (Mode::Fixed(_), n) => Mode::Fixed(n),
+                        (_, 0) => Mode::ChunkSize,
+                        (_, n) => Mode::ChunkData(n),
+                    };
+                    self.prev = 0;
+                }
+                Mode::ChunkSize => {
+                    let b = input[i];
+                    i += 1;
+                    out.push(b);
+                    self.line.push(b);
+                    if b == b'\n' {
+                        self.size_line();
+                    } else if self.line.len() > MAX_HEAD {
+                        self.mode = Mode::Passthrough;
+                    }
+                }
+                Mode::Head | Mode::Trailers => {
+                    self.head_byte(input[i], out);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// The connection ended: whatever is held goes on as it is (hyper sees a cut-off head).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.release(out);
+        self.mode = Mode::Passthrough;
+    }
+
+    fn release(&mut self, out: &mut Vec<u8>) {
+        let mut held = std::mem::take(&mut self.held);
+        if std::mem::take(&mut self.faulty)
+            && let Some(first) = held.first_mut()
+        {
+            *first = 0;
+        }
+        out.extend_from_slice(&held);
+    }
+
+    /// One byte of a head or trailer section.
+    fn head_byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        let bare_lf = b == b'\n' && self.prev != b'\r';
+        let bare_cr = self.prev == b'\r' && b != b'\n';
+        if bare_lf || bare_cr {
+            self.faulty = true;
+        }
+        self.prev = b;
+        self.held.push(b);
+        if self.faulty || self.held.len() > MAX_HEAD {
+            // Hand it on now (poisoned if faulty) and stop following: hyper closes.
+            self.release(out);
+            self.mode = Mode::Passthrough;
+            return;
+        }
+        if b != b'\n' {
+            return;
+        }
+        match self.mode {
+            // Empty lines before a request are allowed.
+            Mode::Head if self.held == b"\r\n" => self.release(out),
+            Mode::Head if self.held.ends_with(b"\r\n\r\n") => {
+                let next = body_of(&self.held);
+                self.faulty = next.is_none();
+                self.release(out);
+                self.mode = next.unwrap_or(Mode::Passthrough);
+                self.prev = 0;
+            }
+            Mode::Trailers if self.held.ends_with(b"\r\n\r\n") || self.held == b"\r\n" => {
+                self.release(out);
+                self.mode = Mode::Head;
+                self.prev = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// A complete chunk-size line (or the CRLF ending the previous chunk's data).
+    fn size_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if line == b"\r\n" {
+            return;
+        }
+        self.mode = match httparse::parse_chunk_size(&line) {
+            Ok(httparse::Status::Complete((_, 0))) => Mode::Trailers,
+            Ok(httparse::Status::Complete((_, size))) => Mode::ChunkData(size),
+            // Left to hyper, which refuses bad sizes and bare line ends here itself.
+            _ => Mode::Passthrough,
+        };
+        self.prev = 0;
+    }
+}
+
+/// The body framing a complete head announces; `None` when it is ambiguous (Content-Length
+/// repeated, or with Transfer-Encoding), which hyper would resolve silently.
+fn body_of(head: &[u8]) -> Option<Mode> {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut request = httparse::Request::new(&mut fields);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Some(Mode::Passthrough),
+    }
+    let headers = request.headers.iter();
+    let lengths: Vec<&[u8]> = headers
+        .clone()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| h.value)
+        .collect();
+    let chunked = headers.clone().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    if lengths.len() > 1 || (chunked && !lengths.is_empty()) {
+        return None;
+    }
+    if chunked {
+        return Some(Mode::ChunkSize);
+    }
+    Some(match lengths.first() {
+        None => Mode::Head,
+        Some(value) => {
+            match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(0) => Mode::Head,
+                Some(n) => Mode::Fixed(n),
+                None => Mode::Passthrough,
+            }
+        }
+    })
+}
+
+/// An I/O stream whose incoming bytes pass through a [`Scanner`].
+pub struct Guard<T> {
+    inner: T,
+    scanner: Scanner,
+    /// Bytes scanned and ready for hyper.
+    ready: Vec<u8>,
+    /// How much of `ready` hyper has taken.
+    taken: usize,
+}
+
+impl<T> Guard<T> {
+    /// Guards `inner`.
+    pub fn new(inner: T) -> Self {
+        Guard { inner, scanner: Scanner::default(), ready: Vec::new(), taken: 0 }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.taken < this.ready.len() {
+                let n = buf.remaining().min(this.ready.len() - this.taken);
+                buf.put_slice(&this.ready[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.ready.len() {
+                    this.ready.clear();
+                    this.taken = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    this.scanner.finish(&mut this.ready);
+                    if this.ready.is_empty() {
+                        return Poll::Ready(Ok(())); // end of stream
+                    }
+                }
+                Poll::Ready(Ok(())) => this.scanner.feed(read.filled(), &mut this.ready),
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guard<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` split at every position; returns the output of each split.
+    fn scan_all_splits(input: &[u8]) -> Vec<Vec<u8>> {
+        (0..=input.len())
+            .map(|split| {
+                let mut scanner = Scanner::default();
+                let mut out = Vec::new();
+                let (a, b) = input.split_at(split);
+                scanner.feed(a, &mut out);
+                scanner.feed(b, &mut out);
+                scanner.finish(&mut out);
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn well_formed_traffic_passes_unchanged() {
+        let input: &[u8] = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\na\nb\rc\
+            PUT /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3;ext=1\r\na\nb\r\n0\r\nX-T: 1\r\n\r\n\
+            PUT /z HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+            GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
+        for output in scan_all_splits(input) {
+            assert_eq!(output, input);
+        }
+    }
+
+    #[test]
+    fn faulty_heads_are_poisoned() {
+        let cases: [&[u8]; 8] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nzGET / HTTP/1.1\nHost: a\r\n\r\n",
+            b"PUT /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n",
+        ];
+        for input in cases {
+            for (split, output) in scan_all_splits(input).into_iter().enumerate() {
+                assert_eq!(output.len(), input.len(), "never adds or removes bytes");
+                assert!(
+                    output.contains(&0),
+                    "{:?} split at {split}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn http2_passes_through() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\n\x04";
+        for output in scan_all_splits(preface) {
+            assert_eq!(&output[..], &preface[..]);
+        }
+    }
+}

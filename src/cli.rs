@@ -85,6 +85,12 @@ struct ServeArgs {
     /// NAME:SECRET@/path:rw,/other:ro or @/path:ro (repeatable; `|` separates several).
     #[arg(long, env = "LARDER_AUTH")]
     auth: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN) instead of HTTP.
+    #[arg(long, env = "LARDER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LARDER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -96,6 +102,8 @@ impl ServeArgs {
             config: self.config,
             state: self.state,
             auth: self.auth,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         };
         Settings::load(overrides, &|key| std::env::var(key).ok())
     }
@@ -129,6 +137,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let tls = match settings.tls.as_ref().map(crate::server::tls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -136,7 +151,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("larder: {e}");
@@ -145,16 +160,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> std::io::Result<()> {
+async fn run(settings: Settings, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<()> {
     let state = Arc::new(State::open(&settings.state)?);
     let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
     let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     if settings.open_read_only {
         println!("no accounts or rules: serving {} read-only to everyone", store.root().display());
     }
     let app = Arc::new(App::new(Arc::new(settings), store, state));
-    crate::server::run(listener, app, shutdown_signal()).await?;
+    crate::server::run(listener, app, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -20,6 +20,10 @@ pub struct Config {
     pub realm: Option<String>,
     pub max_upload: Option<Size>,
     pub sign_in_limit: Option<u32>,
+    pub header_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub trace: Option<bool>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
@@ -131,6 +135,12 @@ struct Effective<'a> {
     realm: &'a str,
     max_upload: u64,
     sign_in_limit: u32,
+    header_timeout: String,
+    max_connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<String>,
     trace: bool,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
@@ -186,6 +196,10 @@ pub fn render(settings: &Settings) -> String {
         realm: &settings.realm,
         max_upload: settings.max_upload,
         sign_in_limit: settings.sign_in_limit,
+        header_timeout: format!("{}s", settings.header_timeout.as_secs()),
+        max_connections: settings.max_connections,
+        tls_cert: settings.tls.as_ref().map(|t| t.cert.display().to_string()),
+        tls_key: settings.tls.as_ref().map(|t| t.key.display().to_string()),
         trace: settings.trace,
         account: settings
             .accounts

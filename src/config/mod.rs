@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use argon2::PasswordHash;
 
@@ -22,6 +23,9 @@ pub use units::{parse_duration, parse_size};
 
 /// The default `max_upload`: 1 GiB, Apache's default.
 pub const DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
+
+/// The default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The default `sign_in_limit`.
 pub const DEFAULT_SIGN_IN_LIMIT: u32 = 10;
@@ -70,6 +74,10 @@ pub struct Overrides {
     pub state: Option<PathBuf>,
     /// `--auth`, each possibly holding several rules separated by `|`.
     pub auth: Vec<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// An account that may sign in.
@@ -94,6 +102,15 @@ pub struct Plan {
     pub credits: u64,
 }
 
+/// Where the TLS certificate chain and private key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// The effective, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -111,6 +128,12 @@ pub struct Settings {
     pub max_upload: u64,
     /// Failed sign-ins per account per minute before 429 (twice that per address); 0: off.
     pub sign_in_limit: u32,
+    /// How long a client may take to send a request head (also the keep-alive idle limit).
+    pub header_timeout: Duration,
+    /// Open connections served at once; past that, new ones get 503.
+    pub max_connections: usize,
+    /// TLS certificate chain and key (PEM files); `None` serves plain HTTP.
+    pub tls: Option<Tls>,
     /// Whether TRACE is answered (otherwise 405).
     pub trace: bool,
     /// Accounts by name.
@@ -253,6 +276,29 @@ impl Settings {
             }
         }
 
+        let header_timeout = match env_value("HEADER_TIMEOUT").or(file.header_timeout.clone()) {
+            Some(text) => parse_duration(&text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                Error::new(
+                    &source,
+                    "header_timeout",
+                    format!("`{text}` is not a duration like \"30s\""),
+                )
+            })?,
+            None => Duration::from_secs(30),
+        };
+        let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(Error::new(&source, "max_connections", "must be at least 1"));
+        }
+        let tls_cert =
+            overrides.tls_cert.clone().or(file.tls_cert.as_deref().map(relative_to_file));
+        let tls_key = overrides.tls_key.clone().or(file.tls_key.as_deref().map(relative_to_file));
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (None, None) => None,
+            _ => return Err(Error::new(&source, "tls_cert", "tls_cert and tls_key go together")),
+        };
+
         let open_read_only = accounts.is_empty() && rules.is_empty();
         if open_read_only {
             rules.push(Rule {
@@ -271,6 +317,9 @@ impl Settings {
             realm,
             max_upload,
             sign_in_limit: file.sign_in_limit.unwrap_or(DEFAULT_SIGN_IN_LIMIT),
+            header_timeout,
+            max_connections,
+            tls,
             trace,
             accounts,
             plans,

@@ -50,12 +50,14 @@ pub enum Slug {
     Internal,
     /// 501: the method is not implemented.
     NotImplemented,
+    /// 503: too many connections.
+    Unavailable,
     /// 507: the disk is full.
     InsufficientStorage,
 }
 
 /// Every slug, for the problem pages.
-pub const ALL: [Slug; 20] = [
+pub const ALL: [Slug; 21] = [
     Slug::BadRequest,
     Slug::InvalidPath,
     Slug::Unauthenticated,
@@ -75,6 +77,7 @@ pub const ALL: [Slug; 20] = [
     Slug::TooManyRequests,
     Slug::Internal,
     Slug::NotImplemented,
+    Slug::Unavailable,
     Slug::InsufficientStorage,
 ];
 
@@ -196,6 +199,12 @@ impl Slug {
                 S::NOT_IMPLEMENTED,
                 "Not Implemented",
                 "larder does not implement this method.",
+            ),
+            Slug::Unavailable => (
+                "unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "The server has as many connections as it serves at once; retry after Retry-After.",
             ),
             Slug::InsufficientStorage => (
                 "insufficient-storage",

@@ -12,14 +12,18 @@
 //! uses) for its framing fields, then hands the head on and lets the body through
 //! (`Content-Length` bytes, or chunks sized by `httparse::parse_chunk_size`). A faulty head is
 //! handed on with its first byte replaced by NUL, which hyper refuses with 400 and a closed
-//! connection. It never adds, removes or reorders bytes. HTTP/2 (the `PRI` preface) and
+//! connection. It never adds, removes or reorders bytes. A head that takes longer than the
+//! header timeout to arrive (a silent new connection, a slow-loris head) ends the connection. HTTP/2 (the `PRI` preface) and
 //! anything it cannot follow pass through untouched: hyper has the last word on those.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// The largest head the guard holds; hyper refuses larger ones (431) anyway.
 const MAX_HEAD: usize = 128 * 1024;
@@ -117,6 +121,13 @@ impl Scanner {
                 }
             }
         }
+    }
+
+    /// True while a head is on its way: nothing seen yet on the connection, or part of a
+    /// head or trailer section held. (Between requests it is hyper's to time out.)
+    pub fn in_head(&self) -> bool {
+        self.mode == Mode::Start
+            || (matches!(self.mode, Mode::Head | Mode::Trailers) && !self.held.is_empty())
     }
 
     /// The connection ended: whatever is held goes on as it is (hyper sees a cut-off head).
@@ -222,7 +233,9 @@ fn body_of(head: &[u8]) -> Option<Mode> {
     })
 }
 
-/// An I/O stream whose incoming bytes pass through a [`Scanner`].
+/// An I/O stream whose incoming bytes pass through a [`Scanner`], and which fails with
+/// `TimedOut` when a head takes longer than `timeout` to arrive (hyper never sees a head
+/// still held here, so its own header timeout cannot start).
 pub struct Guard<T> {
     inner: T,
     scanner: Scanner,
@@ -230,12 +243,30 @@ pub struct Guard<T> {
     ready: Vec<u8>,
     /// How much of `ready` hyper has taken.
     taken: usize,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<T> Guard<T> {
-    /// Guards `inner`.
-    pub fn new(inner: T) -> Self {
-        Guard { inner, scanner: Scanner::default(), ready: Vec::new(), taken: 0 }
+    /// Guards `inner`; a head must arrive within `timeout`.
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        Guard {
+            inner,
+            scanner: Scanner::default(),
+            ready: Vec::new(),
+            taken: 0,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// Arms the deadline while a head is on its way, disarms it otherwise.
+    fn track_deadline(&mut self) {
+        match (self.scanner.in_head(), self.deadline.is_some()) {
+            (true, false) => self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout))),
+            (false, true) => self.deadline = None,
+            _ => {}
+        }
     }
 }
 
@@ -257,6 +288,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            this.track_deadline();
             let mut chunk = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut chunk);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
@@ -267,6 +299,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
                     }
                 }
                 Poll::Ready(Ok(())) => this.scanner.feed(read.filled(), &mut this.ready),
+                Poll::Pending => {
+                    if let Some(deadline) = this.deadline.as_mut()
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        let error =
+                            io::Error::new(io::ErrorKind::TimedOut, "request head too slow");
+                        return Poll::Ready(Err(error));
+                    }
+                    return Poll::Pending;
+                }
                 other => return other,
             }
         }

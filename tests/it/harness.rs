@@ -151,7 +151,7 @@ impl TestServer {
         let app = Arc::new(App::new(Arc::new(settings), store, state));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
-            larder::server::run(listener, app, async {
+            larder::server::run(listener, app, None, async {
                 let _ = stopped.await;
             })
             .await

@@ -11,3 +11,4 @@ mod paths;
 mod payment;
 mod process;
 mod tokens;
+mod wire;

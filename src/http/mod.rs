@@ -206,13 +206,15 @@ impl<S: Store> App<S> {
                 Problem::internal().into_response(&id)
             }
         };
-        let success = response.status().is_success();
+        let private =
+            response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&id) {
             headers.insert(REQUEST_ID, value);
         }
-        // Answers to signed-in requests are the caller's own: shared caches keep out.
-        if authenticated && success && !headers.contains_key(CACHE_CONTROL) {
+        // Answers to signed-in requests are the caller's own: shared caches keep out (a 304
+        // carries the Cache-Control its 200 would, RFC 9110 §15.4.5).
+        if authenticated && private && !headers.contains_key(CACHE_CONTROL) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
         }
         tracing::info!(

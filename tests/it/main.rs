@@ -5,6 +5,7 @@
 
 mod access;
 mod auth;
+mod conditional;
 mod harness;
 mod methods;
 mod paths;

@@ -143,6 +143,7 @@ impl TestServer {
     }
 
     async fn start(settings: Settings, dir: tempfile::TempDir) -> TestServer {
+        let tls = settings.tls.as_ref().map(|tls| larder::server::tls::load(tls).unwrap());
         let state = Arc::new(State::open(&settings.state).unwrap());
         let store = FileStore::open(&settings.root, state.clone(), &settings.state).unwrap();
         let root = store.root().to_owned();
@@ -151,7 +152,7 @@ impl TestServer {
         let app = Arc::new(App::new(Arc::new(settings), store, state));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
-            larder::server::run(listener, app, None, async {
+            larder::server::run(listener, app, tls, async {
                 let _ = stopped.await;
             })
             .await

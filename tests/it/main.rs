@@ -11,5 +11,6 @@ mod methods;
 mod paths;
 mod payment;
 mod process;
+mod tls;
 mod tokens;
 mod wire;

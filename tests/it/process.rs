@@ -114,6 +114,24 @@ fn configuration_errors_exit_64_naming_file_and_key() {
     assert_eq!(out.status.code(), Some(64));
     let out = larder(&["serve", "--auth", "alice@nowhere"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    let cert = dir.path().join("cert.pem");
+    let out = larder(&[
+        "serve",
+        "--port",
+        "0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        cert.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cert.pem"));
+    let out =
+        larder(&["serve", "--port", "0", "--tls-cert", cert.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "a certificate without a key");
 }
 
 #[test]

@@ -31,31 +31,30 @@ pub struct Charge {
     price: u64,
 }
 
-/// 402 `payment-required`: the resource must be bought first.
-pub fn payment_required(price: u64, balance: u64) -> Problem {
-    let mut problem = Problem::new(
-        Slug::PaymentRequired,
-        format!("This resource costs {price} credits; buy it at /.larder/purchases or send Larder-Max-Price."),
-    )
-    .header(LARDER_PRICE, HeaderValue::from(price));
+/// A 402 about a price: `Larder-Price` and the members `price`, `balance`, `currency`.
+fn priced(slug: Slug, detail: String, price: u64, balance: u64) -> Problem {
+    let mut problem = Problem::new(slug, detail).header(LARDER_PRICE, HeaderValue::from(price));
     problem.member("price", json!(price));
     problem.member("balance", json!(balance));
     problem.member("currency", json!("credits"));
+    problem
+}
+
+/// 402 `payment-required`: the resource must be bought first.
+pub fn payment_required(price: u64, balance: u64) -> Problem {
+    let detail = format!(
+        "This resource costs {price} credits; buy it at /.larder/purchases or send Larder-Max-Price."
+    );
+    let mut problem = priced(Slug::PaymentRequired, detail, price, balance);
     problem.member("purchase", json!("/.larder/purchases"));
     problem
 }
 
 /// 402 `insufficient-credits`: the balance does not cover the price.
 pub fn insufficient_credits(price: u64, balance: u64) -> Problem {
-    let mut problem = Problem::new(
-        Slug::InsufficientCredits,
-        format!("This costs {price} credits and the balance is {balance}; nothing was charged."),
-    )
-    .header(LARDER_PRICE, HeaderValue::from(price));
-    problem.member("price", json!(price));
-    problem.member("balance", json!(balance));
-    problem.member("currency", json!("credits"));
-    problem
+    let detail =
+        format!("This costs {price} credits and the balance is {balance}; nothing was charged.");
+    priced(Slug::InsufficientCredits, detail, price, balance)
 }
 
 /// 402 `quota-exceeded`: storing this would take the owner past its plan's quota.

@@ -94,16 +94,6 @@ async fn homes_belong_to_their_account() {
     assert_eq!(server.put_as("bob", "/home/carol/x.txt", "x").await.status, 201);
 }
 
-fn names(reply: &Reply) -> Vec<String> {
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_hide_what_the_caller_may_not_read() {
     let server = TestServer::with_config(&config()).await;
@@ -116,7 +106,7 @@ async fn listings_hide_what_the_caller_may_not_read() {
     let list = async |target: &str, auth: Option<&str>| {
         let headers: Vec<(&str, &str)> =
             auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
-        names(&server.get(target, &headers).await)
+        server.get(target, &headers).await.entry_names()
     };
     assert!(list("/home/", None).await.is_empty(), "outsiders see no homes");
     assert_eq!(list("/home/", Some(&bob)).await, ["bob"]);

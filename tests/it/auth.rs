@@ -75,15 +75,10 @@ async fn listings_show_only_what_the_caller_may_read() {
     let server = TestServer::with_config(&team_config("")).await;
     server.put_as("alice", "/private/p.txt", "p").await;
     server.put_as("alice", "/open.txt", "o").await;
-    let names = |reply: Reply| -> Vec<String> {
-        reply.json()["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(names(server.get("/", &[]).await), ["open.txt"]);
+    assert_eq!(server.get("/", &[]).await.entry_names(), ["open.txt"]);
     let alice = basic("alice");
-    assert_eq!(names(server.get("/", &[("authorization", &alice)]).await), ["open.txt", "private"]);
+    assert_eq!(
+        server.get("/", &[("authorization", &alice)]).await.entry_names(),
+        ["open.txt", "private"]
+    );
 }

@@ -94,6 +94,13 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The names in a JSON listing, in order (asserting it is a 200 listing).
+    pub fn entry_names(&self) -> Vec<String> {
+        assert_eq!(self.status, 200, "{}", self.text());
+        let entries = self.json()["entries"].as_array().cloned().unwrap_or_default();
+        entries.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -246,6 +253,22 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A chunked PUT of `chunks` chunks of 512 bytes as `authorization`, closing the connection.
+pub fn chunked_put(target: &str, authorization: &str, chunks: usize) -> Vec<u8> {
+    let mut raw = format!(
+        "PUT {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..chunks {
+        raw.extend_from_slice(b"200\r\n");
+        raw.extend_from_slice(&[b'c'; 512]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
 }
 
 /// Every file anywhere under `dir` whose name starts with larder's temporary prefix.

@@ -353,18 +353,7 @@ async fn uploads_larger_than_max_upload_are_413_and_store_nothing() {
     let big = vec![b'x'; 2048];
     server.put_as("alice", "/big.bin", big.clone()).await.assert_problem(413, "content-too-large");
     // Chunked: no Content-Length, so the limit is enforced while streaming.
-    let auth = basic("alice");
-    let mut raw = format!(
-        "PUT /big2.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for _ in 0..4 {
-        raw.extend_from_slice(b"200\r\n");
-        raw.extend_from_slice(&[b'y'; 512]);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let reply = server.raw(&raw).await;
+    let reply = server.raw(&chunked_put("/big2.bin", &basic("alice"), 4)).await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     assert!(!server.file("big.bin").exists() && !server.file("big2.bin").exists());
     assert!(temp_files(&server.root).is_empty());
@@ -376,14 +365,7 @@ async fn temporary_files_are_never_served_or_listed() {
     let server = TestServer::open().await;
     server.place("docs/.larder-tmp.0123", b"half an upload");
     server.place("docs/real.txt", b"real");
-    let listing = server.get("/docs/", &[]).await.json();
-    let names: Vec<&str> = listing["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["real.txt"]);
+    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["real.txt"]);
     server.get("/docs/.larder-tmp.0123", &[]).await.assert_problem(400, "invalid-path");
 }
 

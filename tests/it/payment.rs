@@ -290,17 +290,7 @@ async fn storage_quota_is_402_before_anything_is_stored() {
 
     // Chunked: no Content-Length, stopped while streaming, nothing left behind.
     assert_eq!(server.send("DELETE", "/a.bin", &[("authorization", &auth)], "").await.status, 204);
-    let mut raw = format!(
-        "PUT /chunked.bin HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for _ in 0..3 {
-        raw.extend_from_slice(b"200\r\n");
-        raw.extend_from_slice(&[b'c'; 512]);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let reply = server.raw(&raw).await;
+    let reply = server.raw(&chunked_put("/chunked.bin", &auth, 3)).await;
     assert!(reply.starts_with("HTTP/1.1 402"), "{reply}");
     assert!(reply.contains("quota-exceeded"), "{reply}");
     assert!(!server.file("chunked.bin").exists());

@@ -65,7 +65,7 @@ pub fn describe(entry: &Entry) -> Value {
 /// The listing of `collection` with `members` as JSON; priced members carry `price`.
 pub fn json(
     collection: &Entry,
-    members: &[Entry],
+    members: &[&Entry],
     price: impl Fn(&Entry) -> Option<u64>,
 ) -> Vec<u8> {
     let entries: Vec<Value> = members
@@ -101,7 +101,7 @@ pub fn escape(text: &str) -> String {
 /// The listing of `collection` with `members` as an HTML page.
 pub fn html(
     collection: &Entry,
-    members: &[Entry],
+    members: &[&Entry],
     price: impl Fn(&Entry) -> Option<u64>,
 ) -> Vec<u8> {
     let title = escape(&collection.path.as_key());

@@ -135,11 +135,9 @@ impl<S: Store> App<S> {
         principal: &Principal,
         request: &Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
-        let members: Vec<Entry> = self
-            .store
-            .list(&entry.path)
-            .await?
-            .into_iter()
+        let all = self.store.list(&entry.path).await?;
+        let members: Vec<&Entry> = all
+            .iter()
             .filter(|m| self.settings.rules.listed(principal, m.path.segments(), m.is_collection()))
             .collect();
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());

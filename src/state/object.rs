@@ -7,7 +7,7 @@
 //! live row names a file that never appeared, and [`State::reconcile_objects`] (run at start)
 //! makes the row that matches the file on disk live again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 
 use rusqlite::{OptionalExtension, params};
@@ -166,6 +166,39 @@ impl State {
         .map_err(to_io)
     }
 
+    /// Every recorded version of the direct members of the collection `dir` (ending in `/`),
+    /// by member path: one query for a whole listing.
+    pub fn objects_in(
+        &self,
+        dir: &str,
+    ) -> io::Result<HashMap<String, Vec<(Fingerprint, ObjectMeta)>>> {
+        let db = self.db();
+        let mut statement = db
+            .prepare_cached(
+                "SELECT path, ino, size, mtime_ns, etag, content_type, owner FROM object
+                 WHERE path > ?1 AND path < ?1 || x'ff' AND instr(substr(path, length(?1) + 1), '/') = 0",
+            )
+            .map_err(to_io)?;
+        let rows = statement
+            .query_map(params![dir], |row| {
+                let fp = Fingerprint {
+                    ino: row.get::<_, i64>(1)? as u64,
+                    size: row.get::<_, i64>(2)? as u64,
+                    mtime_ns: row.get(3)?,
+                };
+                let meta =
+                    ObjectMeta { etag: row.get(4)?, content_type: row.get(5)?, owner: row.get(6)? };
+                Ok((row.get::<_, String>(0)?, fp, meta))
+            })
+            .map_err(to_io)?;
+        let mut found: HashMap<String, Vec<(Fingerprint, ObjectMeta)>> = HashMap::new();
+        for row in rows {
+            let (path, fp, meta) = row.map_err(to_io)?;
+            found.entry(path).or_default().push((fp, meta));
+        }
+        Ok(found)
+    }
+
     /// Bytes of `owner`'s live resources.
     pub fn usage(&self, owner: &str) -> io::Result<u64> {
         self.db()
@@ -272,6 +305,9 @@ mod tests {
         assert_eq!(state.usage("alice").unwrap(), 40);
         state.put_object("/d/x", V1, &meta("x", "alice"), None, None).unwrap().unwrap();
         assert_eq!(state.usage("alice").unwrap(), 70);
+        let listed = state.objects_in("/d/").unwrap();
+        assert_eq!(listed.keys().collect::<Vec<_>>(), ["/d/x"]);
+        assert_eq!(state.objects_in("/").unwrap().len(), 1, "direct members only");
         state.delete_objects("/d/", true).unwrap();
         assert_eq!(state.usage("alice").unwrap(), 40);
         state.revert_object("/a", V2, Some(V1)).unwrap();

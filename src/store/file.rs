@@ -16,13 +16,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::cache::{self, Cache};
 use super::lock::Locks;
 use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::{Fingerprint, ObjectMeta, State};
 
 /// Bytes read from disk per chunk when streaming a resource.
-const CHUNK: u64 = 256 * 1024;
+const CHUNK: u64 = 512 * 1024;
 
 /// A folder of resources.
 pub struct FileStore {
@@ -31,14 +32,20 @@ pub struct FileStore {
 }
 
 struct Inner {
+    cache: Cache,
     root: PathBuf,
     /// The state folder, when it lies inside ROOT: never served, listed or written.
     reserved: Option<PathBuf>,
     state: Arc<State>,
 }
 
-/// An opened version of a resource.
-pub struct Handle(Arc<File>);
+/// An opened version of a resource: its bytes in memory (small, hot files) or an open file.
+pub enum Handle {
+    /// The whole content.
+    Memory(Bytes),
+    /// The open file.
+    File(Arc<File>),
+}
 
 /// Runs blocking file-system work off the async workers; a panic in it stays a panic.
 async fn blocking<T: Send + 'static>(
@@ -58,7 +65,7 @@ impl FileStore {
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let reserved = state_dir.canonicalize().ok().filter(|s| s.starts_with(&root));
-        let inner = Inner { root, reserved, state };
+        let inner = Inner { cache: Cache::default(), root, reserved, state };
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
         Ok(FileStore { inner: Arc::new(inner), locks: Locks::new() })
@@ -90,6 +97,52 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The entry for `meta` at `path`, with what larder recorded about this version, if anything.
+fn entry_of(
+    path: &ResourcePath,
+    meta: &fs::Metadata,
+    recorded: Option<ObjectMeta>,
+) -> Result<Entry, Error> {
+    let modified = meta.modified()?;
+    if meta.is_dir() {
+        return Ok(Entry {
+            path: path.with_collection(true),
+            kind: Kind::Collection,
+            size: 0,
+            modified,
+            etag: None,
+            content_type: None,
+            owner: None,
+        });
+    }
+    let (etag, content_type, owner) = match recorded {
+        Some(ObjectMeta { etag, content_type, owner }) => (etag, content_type, owner),
+        None => (derived_etag(fingerprint(meta)), None, None),
+    };
+    Ok(Entry {
+        path: path.with_collection(false),
+        kind: Kind::Resource,
+        size: meta.len(),
+        modified,
+        etag: Some(etag),
+        content_type: Some(content_type.unwrap_or_else(|| guess_type(path.name()))),
+        owner,
+    })
+}
+
+/// Reads the whole of a small file (`len` bytes) from an open handle.
+fn read_all(file: &File, len: u64) -> io::Result<Bytes> {
+    let mut buf = vec![0; len as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64)? {
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n => filled += n,
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
 fn guess_type(name: &str) -> String {
     mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
 }
@@ -117,36 +170,13 @@ impl Inner {
         Ok(real)
     }
 
-    /// The entry for the file-system object at `real`, which `path` names.
+    /// The entry for the file-system object described by `meta`, which `path` names.
     fn entry(&self, path: &ResourcePath, meta: &fs::Metadata) -> Result<Entry, Error> {
-        let modified = meta.modified()?;
-        if meta.is_dir() {
-            return Ok(Entry {
-                path: path.with_collection(true),
-                kind: Kind::Collection,
-                size: 0,
-                modified,
-                etag: None,
-                content_type: None,
-                owner: None,
-            });
-        }
-        let fp = fingerprint(meta);
-        let key = path.with_collection(false).as_key();
-        let recorded = self.state.object(&key, fp)?;
-        let (etag, content_type, owner) = match recorded {
-            Some(ObjectMeta { etag, content_type, owner }) => (etag, content_type, owner),
-            None => (derived_etag(fp), None, None),
+        let recorded = match meta.is_dir() {
+            true => None,
+            false => self.state.object(&path.with_collection(false).as_key(), fingerprint(meta))?,
         };
-        Ok(Entry {
-            path: path.with_collection(false),
-            kind: Kind::Resource,
-            size: meta.len(),
-            modified,
-            etag: Some(etag),
-            content_type: Some(content_type.unwrap_or_else(|| guess_type(path.name()))),
-            owner,
-        })
+        entry_of(path, meta, recorded)
     }
 
     /// The current entry at `path`, if any (for writers, under the path's lock).
@@ -252,9 +282,34 @@ impl Store for FileStore {
 
     async fn open(&self, path: &ResourcePath) -> Result<Opened<Handle>, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+        let key = path.as_key();
+        if let Some(hit) = self.inner.cache.object(&key) {
+            match (hit.content, hit.fingerprint) {
+                (Some(bytes), _) => {
+                    return Ok(Some(((*hit.entry).clone(), Some(Handle::Memory(bytes)))));
+                }
+                (None, None) => return Ok(Some(((*hit.entry).clone(), None))),
+                (None, Some(fp)) => {
+                    // A large file: open it, and use the cached entry if it is that version.
+                    let real = hit.real.clone();
+                    let file = blocking(move || {
+                        let file = File::open(&real)?;
+                        Ok((fingerprint(&file.metadata()?) == fp).then_some(file))
+                    })
+                    .await;
+                    if let Ok(Some(file)) = file {
+                        return Ok(Some((
+                            (*hit.entry).clone(),
+                            Some(Handle::File(Arc::new(file))),
+                        )));
+                    }
+                }
+            }
+        }
         let inner = self.inner.clone();
         let path = path.clone();
         blocking(move || {
+            let generation = inner.cache.generation();
             let real = match inner.resolve(&path) {
                 Ok(real) => real,
                 Err(Error::NotFound) => return Ok(None),
@@ -269,7 +324,20 @@ impl Store for FileStore {
             };
             let meta = file.metadata()?;
             let entry = inner.entry(&path, &meta)?;
-            let handle = (!meta.is_dir()).then(|| Handle(Arc::new(file)));
+            let (content, fp) = match meta.is_dir() {
+                true => (None, None),
+                false if meta.len() <= cache::MAX_FILE => {
+                    (Some(read_all(&file, meta.len())?), None)
+                }
+                false => (None, Some(fingerprint(&meta))),
+            };
+            let key = path.as_key();
+            inner.cache.put_object(key, entry.clone(), real, content.clone(), fp, generation);
+            let handle = match (meta.is_dir(), content) {
+                (true, _) => None,
+                (false, Some(bytes)) => Some(Handle::Memory(bytes)),
+                (false, None) => Some(Handle::File(Arc::new(file))),
+            };
             Ok(Some((entry, handle)))
         })
         .await
@@ -277,7 +345,14 @@ impl Store for FileStore {
 
     async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
-        let file = handle.0.clone();
+        let file = match handle {
+            Handle::Memory(bytes) => {
+                let end = start.saturating_add(len).min(bytes.len() as u64) as usize;
+                let slice = bytes.slice((start as usize).min(end)..end);
+                return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
+            }
+            Handle::File(file) => file.clone(),
+        };
         let end = start.saturating_add(len);
         let stream = futures_util::stream::try_unfold(start, move |offset| {
             let file = file.clone();
@@ -305,37 +380,53 @@ impl Store for FileStore {
         Ok(Box::pin(stream))
     }
 
-    async fn list(&self, path: &ResourcePath) -> Result<Vec<Entry>, Error> {
-        let inner = self.inner.clone();
+    async fn list(&self, path: &ResourcePath) -> Result<Arc<Vec<Entry>>, Error> {
         let path = path.with_collection(true);
+        let key = path.as_key();
+        if let Some(members) = self.inner.cache.listing(&key) {
+            return Ok(members);
+        }
+        let inner = self.inner.clone();
         blocking(move || {
+            let generation = inner.cache.generation();
             let real = inner.resolve(&path)?;
+            let mut recorded = inner.state.objects_in(&key)?;
             let mut entries = Vec::new();
             for item in fs::read_dir(&real)? {
                 let item = item?;
-                let Ok(name) = item.file_name().into_string() else {
-                    continue;
-                };
+                let Ok(name) = item.file_name().into_string() else { continue };
                 if !is_servable_name(&name) {
                     continue;
                 }
-                let full = item.path();
-                // Follow symlinks only to targets inside ROOT.
-                let Ok(target) = full.canonicalize() else {
-                    continue;
+                let meta = if item.file_type()?.is_symlink() {
+                    // Follow symlinks only to targets inside ROOT.
+                    let Ok(target) = item.path().canonicalize() else { continue };
+                    if !target.starts_with(&inner.root) || inner.is_reserved(&target) {
+                        continue;
+                    }
+                    let Ok(meta) = fs::metadata(&target) else { continue };
+                    meta
+                } else {
+                    let Ok(meta) = item.metadata() else { continue };
+                    if inner.is_reserved(&item.path()) {
+                        continue;
+                    }
+                    meta
                 };
-                if !target.starts_with(&inner.root) || inner.is_reserved(&target) {
-                    continue;
-                }
-                let Ok(meta) = fs::metadata(&target) else {
-                    continue;
-                };
-                let Ok(child) = path.child(&name, meta.is_dir()) else {
-                    continue;
-                };
-                entries.push(inner.entry(&child, &meta)?);
+                let Ok(child) = path.child(&name, meta.is_dir()) else { continue };
+                let fp = fingerprint(&meta);
+                let known =
+                    recorded.remove(&child.with_collection(false).as_key()).and_then(|versions| {
+                        versions
+                            .into_iter()
+                            .find(|(version, _)| *version == fp)
+                            .map(|(_, meta)| meta)
+                    });
+                entries.push(entry_of(&child, &meta, known.filter(|_| !meta.is_dir()))?);
             }
             entries.sort_by(|a, b| a.path.name().cmp(b.path.name()));
+            let entries = Arc::new(entries);
+            inner.cache.put_listing(key, entries.clone(), generation);
             Ok(entries)
         })
         .await
@@ -421,6 +512,7 @@ impl Store for FileStore {
         })
         .await?;
         temp.armed = false;
+        self.inner.cache.invalidate(&target_path.as_key());
         let entry = Entry {
             path: target_path.clone(),
             kind: Kind::Resource,
@@ -465,6 +557,7 @@ impl Store for FileStore {
             inner.entry(&path, &fs::metadata(&dir)?)
         })
         .await?;
+        self.inner.cache.invalidate(&entry.path.as_key());
         Ok(Ok(Put { entry, created: true }))
     }
 
@@ -486,7 +579,8 @@ impl Store for FileStore {
         if let Err(refusal) = check(Some(&entry)) {
             return Ok(Err(refusal));
         }
-        blocking(move || -> Result<(), Error> {
+        let (key, collection) = (entry.path.as_key(), entry.is_collection());
+        let result = blocking(move || -> Result<(), Error> {
             // Remove the link itself, not what a symlink points to.
             let parent = inner.resolve(&entry.path.parent())?;
             let real = parent.join(entry.path.name());
@@ -505,7 +599,13 @@ impl Store for FileStore {
             sync_dir(&parent)?;
             Ok(())
         })
-        .await?;
-        Ok(Ok(()))
+        .await;
+        // Whatever happened on disk, forget what was cached about it.
+        if collection {
+            self.inner.cache.clear()
+        } else {
+            self.inner.cache.invalidate(&key)
+        }
+        result.map(Ok)
     }
 }

@@ -10,6 +10,7 @@
 //! - The `check` given to a write runs under the path's lock with the current entry, just
 //!   before the write is made visible, so a check-then-write is atomic.
 
+mod cache;
 mod file;
 mod lock;
 
@@ -178,8 +179,11 @@ pub trait Store: Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = Result<ByteStream, Error>> + Send;
 
-    /// The members of the collection at `path`.
-    fn list(&self, path: &ResourcePath) -> impl Future<Output = Result<Vec<Entry>, Error>> + Send;
+    /// The members of the collection at `path`, sorted by name.
+    fn list(
+        &self,
+        path: &ResourcePath,
+    ) -> impl Future<Output = Result<std::sync::Arc<Vec<Entry>>, Error>> + Send;
 
     /// Stores `body` at `path`, creating missing parent collections. `check` sees the current
     /// entry under the path's lock; if it refuses, nothing changes and its refusal is returned.

@@ -384,7 +384,9 @@ async fn revoke_token<S: Store>(
         }
     }
     let who = account.clone();
+    let forget = id.clone();
     let gone = context.app.state_call(move |state| state.delete_token(&who, &id)).await?;
+    context.app.forget_token(&forget);
     if !gone {
         return Err(Problem::not_found());
     }

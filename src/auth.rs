@@ -2,8 +2,10 @@
 //! an unknown account pays for a verification against a dummy hash, so both cost the same.
 //! Verified Basic credentials are remembered for a while, keyed by a keyed hash of the
 //! header, so repeated requests do not pay the argon2 cost again. Bearer tokens are looked up
-//! by their SHA-256 in the state database on every request, so a revocation takes effect at
-//! once. Repeated failures are throttled ([`Throttle`]).
+//! by their SHA-256 in the state database. Repeated failures are throttled ([`Throttle`]).
+//!
+//! Looked-up tokens are kept in memory; a revocation through this process drops them at once
+//! ([`Authenticator::forget_token`]). Expiry is checked on every request.
 //!
 //! Invariant: a failed or malformed credential never yields a principal; it is a [`Failure`].
 
@@ -31,6 +33,9 @@ pub use throttle::Throttle;
 
 /// How long a verified credential is trusted without verifying it again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a looked-up token is trusted: revocations made by another process (or node)
+/// take at most this long; those made through this process take effect at once.
+const TOKEN_TTL: Duration = Duration::from_secs(5);
 /// The most credentials remembered at once; the cache is emptied when full.
 const CACHE_MAX: usize = 10_000;
 /// Every token starts with this, so a leaked one is easy to recognise (and to scan for).
@@ -129,6 +134,12 @@ pub struct Authenticator {
     /// Key for hashing Authorization values into cache keys; random per process.
     key: [u8; 32],
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// Verifications in progress, by cache key.
+    pending: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<bool>>>>,
+    /// Bounds concurrent argon2 verifications (memory: 19 MiB each).
+    verifying: tokio::sync::Semaphore,
+    /// Tokens looked up, by SHA-256; revocation through [`Authenticator::forget_token`].
+    tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
     state: Arc<State>,
     throttle: Throttle,
     /// Accounts whose first-sign-in grant is known to be recorded.
@@ -153,6 +164,11 @@ impl Authenticator {
             dummy,
             key: rand::random(),
             cache: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            verifying: tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
+            tokens: Mutex::new(HashMap::new()),
             state,
             throttle: Throttle::new(settings.sign_in_limit),
             granted: Mutex::new(HashSet::new()),
@@ -199,32 +215,59 @@ impl Authenticator {
             self.throttle.failed(peer, None);
             return Err(Failure::BadCredentials);
         }
+        // A remembered credential: still subject to the throttle, so a guesser who is blocked
+        // cannot tell a right guess from a wrong one.
+        let cache_key = self.cache_key(value);
+        if let Some(principal) = self.cached(&cache_key) {
+            let name = principal.account.as_deref().unwrap_or_default();
+            self.throttle.check(peer, Some(name)).map_err(Failure::Throttled)?;
+            self.throttle.succeeded(peer, name);
+            return Ok(Identity { principal, token: None });
+        }
         let Some((name, password)) = parse_basic(rest) else {
             self.throttle.failed(peer, None);
             return Err(Failure::BadCredentials);
         };
-        // Throttle before the cache: a correct guess must not be told apart while blocked.
         self.throttle.check(peer, Some(&name)).map_err(Failure::Throttled)?;
-        let cache_key = self.cache_key(value);
-        if let Some(principal) = self.cached(&cache_key) {
-            self.throttle.succeeded(peer, &name);
-            return Ok(Identity { principal, token: None });
-        }
-        let (stored, admin, known) = match self.accounts.get(&name) {
-            Some(k) => (k.password.clone(), k.admin, true),
-            None => (self.dummy.clone(), false, false),
+        // One verification per credential at a time: the others wait for its result.
+        let flight = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.entry(cache_key).or_default().clone()
         };
-        let verified =
-            tokio::task::spawn_blocking(move || verify(&stored, &password)).await.unwrap_or(false);
-        if !(verified && known) {
+        let verified = flight
+            .get_or_init(|| async {
+                let (stored, known) = match self.accounts.get(&name) {
+                    Some(k) => (k.password.clone(), true),
+                    None => (self.dummy.clone(), false),
+                };
+                // argon2id takes 19 MiB a verification: bound how many run at once.
+                let Ok(_slot) = self.verifying.acquire().await else { return false };
+                let matches = tokio::task::spawn_blocking(move || verify(&stored, &password))
+                    .await
+                    .unwrap_or(false);
+                matches && known
+            })
+            .await;
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&cache_key);
+        let verified = *verified;
+        if !verified {
             self.throttle.failed(peer, Some(&name));
             return Err(Failure::BadCredentials);
         }
         self.throttle.succeeded(peer, &name);
         self.first_sign_in(&name).await;
+        let admin = self.accounts.get(&name).is_some_and(|k| k.admin);
         let principal = Principal::account(&name, admin);
         self.remember(cache_key, principal.clone());
         Ok(Identity { principal, token: None })
+    }
+
+    /// Forgets a revoked token at once.
+    pub fn forget_token(&self, id: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (record, _)| record.id != id);
     }
 
     async fn bearer(&self, token: &[u8]) -> Result<Identity, Failure> {
@@ -232,16 +275,34 @@ impl Authenticator {
         if !token.starts_with(TOKEN_PREFIX.as_bytes()) || !token.iter().all(valid_chars) {
             return Err(Failure::InvalidToken);
         }
-        let hash = Sha256::digest(token).to_vec();
-        let state = self.state.clone();
-        let record = tokio::task::spawn_blocking(move || state.token_by_hash(&hash))
-            .await
-            .map_err(|_| Failure::InvalidToken)?
-            .map_err(|e| {
-                tracing::error!("token lookup failed: {e}");
-                Failure::InvalidToken
-            })?
-            .ok_or(Failure::InvalidToken)?;
+        let hash: [u8; 32] = Sha256::digest(token).into();
+        let cached = {
+            let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            tokens
+                .get(&hash)
+                .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+                .map(|(record, _)| record.clone())
+        };
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let (state, key) = (self.state.clone(), hash.to_vec());
+                let record = tokio::task::spawn_blocking(move || state.token_by_hash(&key))
+                    .await
+                    .map_err(|_| Failure::InvalidToken)?
+                    .map_err(|e| {
+                        tracing::error!("token lookup failed: {e}");
+                        Failure::InvalidToken
+                    })?
+                    .ok_or(Failure::InvalidToken)?;
+                let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                if tokens.len() >= CACHE_MAX {
+                    tokens.clear();
+                }
+                tokens.insert(hash, (record.clone(), Instant::now()));
+                record
+            }
+        };
         if record.expires.is_some_and(|at| at <= now_seconds()) {
             return Err(Failure::InvalidToken);
         }
@@ -371,6 +432,7 @@ mod tests {
         let limit = Limit { scope: vec!["docs".into()], read_only: true };
         assert_eq!(identity.principal, Principal::account("alice", false).with_limit(limit));
         state.delete_token("alice", &record.id).unwrap();
+        auth.forget_token(&record.id); // what DELETE /.larder/tokens/ID does
         let revoked = auth.authenticate(Some(header.as_bytes()), PEER).await;
         assert_eq!(revoked, Err(Failure::InvalidToken));
 

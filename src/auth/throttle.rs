@@ -45,7 +45,8 @@ impl Window {
 struct Tables {
     addresses: HashMap<IpAddr, Window>,
     accounts: HashMap<String, Window>,
-    trusted: HashMap<(String, IpAddr), Instant>,
+    /// Addresses that signed in to an account, by account.
+    trusted: HashMap<String, HashMap<IpAddr, Instant>>,
 }
 
 /// Counts failed sign-ins and says when to refuse.
@@ -93,7 +94,8 @@ impl Throttle {
         {
             let trusted = tables
                 .trusted
-                .get(&(account.to_owned(), peer))
+                .get(account)
+                .and_then(|addresses| addresses.get(&peer))
                 .is_some_and(|at| now.duration_since(*at) < TRUST);
             if !trusted {
                 return Err(window.retry_after(now));
@@ -126,10 +128,20 @@ impl Throttle {
         }
         let now = Instant::now();
         let mut tables = self.tables();
-        if tables.trusted.len() > PRUNE_AT {
-            tables.trusted.retain(|_, at| now.duration_since(*at) < TRUST);
+        // Most sign-ins are repeats: refresh at most once a minute, without allocating.
+        if let Some(at) = tables.trusted.get_mut(account).and_then(|a| a.get_mut(&peer)) {
+            if now.duration_since(*at) > WINDOW {
+                *at = now;
+            }
+            return;
         }
-        tables.trusted.insert((account.to_owned(), peer), now);
+        if tables.trusted.len() > PRUNE_AT {
+            tables.trusted.retain(|_, addresses| {
+                addresses.retain(|_, at| now.duration_since(*at) < TRUST);
+                !addresses.is_empty()
+            });
+        }
+        tables.trusted.entry(account.to_owned()).or_default().insert(peer, now);
     }
 }
 

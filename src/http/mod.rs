@@ -159,6 +159,11 @@ impl<S: Store> App<S> {
         &self.store
     }
 
+    /// Drops a revoked token from memory at once.
+    pub fn forget_token(&self, id: &str) {
+        self.auth.forget_token(id);
+    }
+
     /// The plans in force.
     pub fn meter(&self) -> &Meter {
         &self.meter

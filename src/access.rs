@@ -5,7 +5,7 @@
 //! Invariants: the longest matching rule decides alone; a path no rule matches is open to
 //! admins only; a hidden rule answers [`Decision::Hidden`] to anyone who may not read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What a request wants to do to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +218,10 @@ impl Rule {
 pub struct Rules {
     rules: Vec<Rule>,
     accounts: HashSet<String>,
+    /// Rules whose path starts with this literal segment, in configuration order.
+    by_first: HashMap<String, Vec<usize>>,
+    /// The other rules: `/` and those starting with `{account}`.
+    others: Vec<usize>,
 }
 
 /// The rule that decides for a path, and the account its `{account}` segment bound.
@@ -232,7 +236,15 @@ pub struct Match<'a> {
 impl Rules {
     /// Builds a rule set. `accounts` are the names `{account}` may stand for.
     pub fn new(rules: Vec<Rule>, accounts: impl IntoIterator<Item = String>) -> Self {
-        Rules { rules, accounts: accounts.into_iter().collect() }
+        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut others = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match rule.path.first() {
+                Some(Pattern::Literal(first)) => by_first.entry(first.clone()).or_default().push(i),
+                _ => others.push(i),
+            }
+        }
+        Rules { rules, accounts: accounts.into_iter().collect(), by_first, others }
     }
 
     /// The rules, in configuration order.
@@ -241,24 +253,27 @@ impl Rules {
     }
 
     /// The longest matching rule: most segments, then most literal segments, then first given.
+    /// Only rules that can match are looked at: those under the path's first segment, `/`,
+    /// and those starting with `{account}`.
     pub fn matching<'a>(&'a self, segments: &'a [String]) -> Option<Match<'a>> {
-        let mut best: Option<Match<'a>> = None;
-        for rule in &self.rules {
-            let Some(bound) = rule.bind(segments, &self.accounts) else {
-                continue;
-            };
+        let under_first = segments.first().and_then(|first| self.by_first.get(first));
+        let mut best: Option<(usize, Match<'a>)> = None;
+        for &i in self.others.iter().chain(under_first.into_iter().flatten()) {
+            let rule = &self.rules[i];
+            let Some(bound) = rule.bind(segments, &self.accounts) else { continue };
+            let rank = (rule.path.len(), rule.literal_count());
             let better = match &best {
                 None => true,
-                Some(current) => {
-                    (rule.path.len(), rule.literal_count())
-                        > (current.rule.path.len(), current.rule.literal_count())
+                Some((j, current)) => {
+                    let current_rank = (current.rule.path.len(), current.rule.literal_count());
+                    rank > current_rank || (rank == current_rank && i < *j)
                 }
             };
             if better {
-                best = Some(Match { rule, bound });
+                best = Some((i, Match { rule, bound }));
             }
         }
-        best
+        best.map(|(_, found)| found)
     }
 
     /// Decides whether `principal` may do `action` on the path with these segments: the

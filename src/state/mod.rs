@@ -30,6 +30,8 @@ pub use token::TokenRecord;
 /// The state database.
 pub struct State {
     db: Mutex<Connection>,
+    /// Metadata rows waiting for the next group commit (see [`State::put_object`]).
+    puts: Mutex<Vec<object::PutJob>>,
 }
 
 const SCHEMA: &str = "
@@ -91,7 +93,11 @@ impl State {
         db.busy_timeout(std::time::Duration::from_secs(10)).map_err(to_io)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
-        Ok(State { db: Mutex::new(db) })
+        Ok(State { db: Mutex::new(db), puts: Mutex::new(Vec::new()) })
+    }
+
+    fn queued_puts(&self) -> MutexGuard<'_, Vec<object::PutJob>> {
+        self.puts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -45,6 +46,91 @@ pub struct OverQuota {
     pub needed: u64,
 }
 
+type Outcome = io::Result<Result<(), OverQuota>>;
+type Slot = Arc<Mutex<Option<Outcome>>>;
+
+/// A row waiting for the group commit.
+pub(super) struct PutJob {
+    path: String,
+    fp: Fingerprint,
+    meta: ObjectMeta,
+    current: Option<Fingerprint>,
+    quota: Option<u64>,
+    slot: Slot,
+}
+
+fn take(slot: &Slot) -> Option<Outcome> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Writes `jobs` in one transaction, each under its own savepoint; one outcome per job.
+fn commit_puts(db: &mut rusqlite::Connection, jobs: &[PutJob]) -> Vec<Outcome> {
+    let tx = match db.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return jobs.iter().map(|_| Err(io::Error::other(e.to_string()))).collect(),
+    };
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome =
+            tx.execute_batch("SAVEPOINT put").map_err(to_io).and_then(|()| put_in(&tx, job));
+        let undo = !matches!(outcome, Ok(Ok(())));
+        let end = if undo { "ROLLBACK TO put; RELEASE put" } else { "RELEASE put" };
+        outcomes.push(match tx.execute_batch(end) {
+            Ok(()) => outcome,
+            Err(e) => Err(to_io(e)),
+        });
+    }
+    match tx.commit() {
+        Ok(()) => outcomes,
+        Err(e) => outcomes
+            .into_iter()
+            .map(|o| match o {
+                Ok(Ok(())) => Err(io::Error::other(format!("commit failed: {e}"))),
+                other => other,
+            })
+            .collect(),
+    }
+}
+
+/// One row of a group commit: the quota check, then the version flip.
+fn put_in(tx: &rusqlite::Transaction<'_>, job: &PutJob) -> Outcome {
+    let PutJob { path, fp, meta, current, quota, .. } = job;
+    if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
+        let sum = |query: &str| -> io::Result<u64> {
+            tx.query_row(query, params![owner, path], |row| row.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(to_io)
+        };
+        let others = sum(
+            "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1 AND path != ?2",
+        )?;
+        let replaced = sum(
+            "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1 AND path = ?2",
+        )?;
+        if others + fp.size > *quota {
+            return Ok(Err(OverQuota {
+                used: others + replaced,
+                needed: fp.size.saturating_sub(replaced),
+            }));
+        }
+    }
+    let (ino, size, mtime) = current.map(fp_params).unwrap_or((-1, -1, -1));
+    tx.execute(
+        "DELETE FROM object WHERE path = ?1 AND NOT (ino = ?2 AND size = ?3 AND mtime_ns = ?4)",
+        params![path, ino, size, mtime],
+    )
+    .map_err(to_io)?;
+    tx.execute("UPDATE object SET live = 0 WHERE path = ?1", params![path]).map_err(to_io)?;
+    let (ino, size, mtime) = fp_params(*fp);
+    tx.execute(
+        "INSERT OR REPLACE INTO object (path, ino, size, mtime_ns, etag, content_type, owner, live)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner],
+    )
+    .map_err(to_io)?;
+    Ok(Ok(()))
+}
+
 fn fp_params(fp: Fingerprint) -> (i64, i64, i64) {
     (fp.ino as i64, fp.size as i64, fp.mtime_ns)
 }
@@ -72,6 +158,10 @@ impl State {
     /// is kept (not live) until the next write, since until the rename it is what readers
     /// get. With `quota`, refuses (changing nothing) if the owner's live bytes, this path's
     /// replaced version excluded, plus the new size would exceed it.
+    ///
+    /// Group commit: concurrent calls queue their rows, and whoever holds the connection
+    /// writes every queued row in one transaction (a savepoint each, so one failure undoes
+    /// only its own row) and commits once, with one fsync, before any of them returns.
     pub fn put_object(
         &self,
         path: &str,
@@ -81,49 +171,27 @@ impl State {
         quota: Option<u64>,
     ) -> io::Result<Result<(), OverQuota>> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let job = PutJob {
+            path: path.to_owned(),
+            fp,
+            meta: meta.clone(),
+            current,
+            quota,
+            slot: slot.clone(),
+        };
+        self.queued_puts().push(job);
         let mut db = self.db();
-        let tx = db.transaction().map_err(to_io)?;
-        if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
-            let others: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(SUM(size), 0) FROM object
-                     WHERE owner = ?1 AND live = 1 AND path != ?2",
-                    params![owner, path],
-                    |row| row.get(0),
-                )
-                .map_err(to_io)?;
-            let replaced: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(SUM(size), 0) FROM object
-                     WHERE owner = ?1 AND live = 1 AND path = ?2",
-                    params![owner, path],
-                    |row| row.get(0),
-                )
-                .map_err(to_io)?;
-            let (others, replaced) = (others as u64, replaced as u64);
-            if others + fp.size > quota {
-                return Ok(Err(OverQuota {
-                    used: others + replaced,
-                    needed: fp.size.saturating_sub(replaced),
-                }));
-            }
+        if let Some(done) = take(&slot) {
+            return done; // a previous holder of the connection committed it
         }
-        let (ino, size, mtime) = current.map(fp_params).unwrap_or((-1, -1, -1));
-        tx.execute(
-            "DELETE FROM object WHERE path = ?1 AND NOT (ino = ?2 AND size = ?3 AND mtime_ns = ?4)",
-            params![path, ino, size, mtime],
-        )
-        .map_err(to_io)?;
-        tx.execute("UPDATE object SET live = 0 WHERE path = ?1", params![path]).map_err(to_io)?;
-        let (ino, size, mtime) = fp_params(fp);
-        tx.execute(
-            "INSERT OR REPLACE INTO object (path, ino, size, mtime_ns, etag, content_type, owner, live)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-            params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner],
-        )
-        .map_err(to_io)?;
-        tx.commit().map_err(to_io)?;
-        Ok(Ok(()))
+        let jobs = std::mem::take(&mut *self.queued_puts());
+        let outcomes = commit_puts(&mut db, &jobs);
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        }
+        drop(db);
+        take(&slot).unwrap_or_else(|| Err(io::Error::other("group commit lost a row")))
     }
 
     /// Undoes [`State::put_object`] when the rename that should follow it failed.
@@ -332,6 +400,35 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(state.usage("alice").unwrap(), 100);
+    }
+
+    #[test]
+    fn group_commits_keep_every_row_and_every_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(State::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25u64 {
+                        let fp = Fingerprint { ino: t * 100 + i + 1, size: 10, mtime_ns: 1 };
+                        state
+                            .put_object(&format!("/t{t}/{i}"), fp, &meta("e", "alice"), None, None)
+                            .unwrap()
+                            .unwrap();
+                    }
+                    // Then all race for the last 600 bytes of bob's quota.
+                    let fp = Fingerprint { ino: 9000 + t, size: 600, mtime_ns: 1 };
+                    state
+                        .put_object(&format!("/race/{t}"), fp, &meta("r", "bob"), None, Some(1000))
+                        .unwrap()
+                })
+            })
+            .collect();
+        let won = threads.into_iter().map(|t| t.join().unwrap()).filter(Result::is_ok).count();
+        assert_eq!(won, 1, "one upload fits the quota");
+        assert_eq!(state.usage("alice").unwrap(), 8 * 25 * 10, "every row landed");
+        assert_eq!(state.usage("bob").unwrap(), 600);
     }
 
     #[test]

@@ -471,3 +471,35 @@ async fn a_cut_off_upload_leaves_the_old_version() {
     let listing = server.get("/", &[]).await.json();
     assert_eq!(listing["entries"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_never_serves_what_a_write_replaced() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let auth = basic("alice");
+    server.put_as("alice", "/docs/a.txt", "one").await;
+    // Fill the caches (entry, bytes, listing), then write through larder: seen at once.
+    assert_eq!(&server.get("/docs/a.txt", &[]).await.body[..], b"one");
+    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt"]);
+    server.put_as("alice", "/docs/a.txt", "two").await;
+    server.put_as("alice", "/docs/b.txt", "bee").await;
+    assert_eq!(&server.get("/docs/a.txt", &[]).await.body[..], b"two");
+    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt", "b.txt"]);
+    assert_eq!(
+        server.send("DELETE", "/docs/b.txt", &[("authorization", &auth)], "").await.status,
+        204
+    );
+    server.get("/docs/b.txt", &[]).await.assert_problem(404, "not-found");
+    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt"]);
+    let depth = [("authorization", auth.as_str()), ("depth", "infinity")];
+    assert_eq!(server.send("DELETE", "/docs/", &depth, "").await.status, 204);
+    server.get("/docs/a.txt", &[]).await.assert_problem(404, "not-found");
+    // A file changed behind larder's back is seen within the cache's second.
+    server.place("outside.txt", b"before");
+    assert_eq!(&server.get("/outside.txt", &[]).await.body[..], b"before");
+    std::fs::write(server.file("outside.txt"), b"after!").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while &server.get("/outside.txt", &[]).await.body[..] != b"after!" {
+        assert!(std::time::Instant::now() < deadline, "an outside change was never seen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -22,6 +22,8 @@ use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::{Fingerprint, ObjectMeta, State};
 
+/// Request bodies up to this size are gathered in memory before touching the disk.
+const SMALL_BODY: usize = 256 * 1024;
 /// Bytes read from disk per chunk when streaming a resource.
 const CHUNK: u64 = 512 * 1024;
 
@@ -147,6 +149,13 @@ fn guess_type(name: &str) -> String {
     mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
 }
 
+/// Flushes a just-written temporary file to stable storage and returns its fingerprint.
+fn sync_new_file(file: &File) -> Result<Fingerprint, Error> {
+    fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(arg))));
+    file.sync_all()?;
+    Ok(fingerprint(&file.metadata()?))
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
     File::open(dir)?.sync_all()
@@ -179,15 +188,24 @@ impl Inner {
         entry_of(path, meta, recorded)
     }
 
-    /// The current entry at `path`, if any (for writers, under the path's lock).
-    fn current(&self, path: &ResourcePath) -> Result<Option<Entry>, Error> {
+    /// The current entry at `path` and its fingerprint, if it exists (for writers, under the
+    /// path's lock).
+    fn current_with_fingerprint(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<Option<(Entry, Fingerprint)>, Error> {
         let real = match self.resolve(path) {
             Ok(real) => real,
             Err(Error::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
         let meta = fs::metadata(&real)?;
-        self.entry(path, &meta).map(Some)
+        Ok(Some((self.entry(path, &meta)?, fingerprint(&meta))))
+    }
+
+    /// The current entry at `path`, if any (for writers, under the path's lock).
+    fn current(&self, path: &ResourcePath) -> Result<Option<Entry>, Error> {
+        Ok(self.current_with_fingerprint(path)?.map(|(entry, _)| entry))
     }
 
     /// Makes sure the parent collection of `path` exists (creating and syncing missing
@@ -432,85 +450,117 @@ impl Store for FileStore {
         .await
     }
 
-    async fn put<R: Send>(
+    async fn put<R: Send + 'static>(
         &self,
         path: &ResourcePath,
         upload: Upload,
         mut body: ByteStream,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<Put, R>, Error> {
         let inner = self.inner.clone();
         let target_path = path.with_collection(false);
-        let parent = {
-            let path = target_path.clone();
-            let inner = inner.clone();
-            blocking(move || inner.prepare_parent(&path)).await?
-        };
-        let target = parent.join(target_path.name());
-        let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        let file =
-            tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp_path).await?;
-        let mut temp = Temp { path: temp_path, armed: true };
-        let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        // A small body is gathered in memory and written, synced and described in one trip
+        // to the blocking pool; a larger one is streamed to its temporary file as it comes.
         let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut gathered = 0usize;
+        let mut more = false;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
             fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
             hasher.update(&chunk);
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+            gathered += chunk.len();
+            head.push(chunk);
+            if gathered > SMALL_BODY {
+                more = true;
+                break;
+            }
         }
-        tokio::io::AsyncWriteExt::flush(&mut file).await?;
-        let file = file.into_inner().into_std().await;
-        let etag = hex(&hasher.finalize()[..16]);
-        let fp = blocking(move || {
-            fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(arg))));
-            let mut file = file;
-            file.flush()?;
-            file.sync_all()?;
-            Ok(fingerprint(&file.metadata()?))
-        })
-        .await?;
-
-        let _guard = self.locks.lock(&target_path.as_key()).await;
-        let current = {
+        let (parent, mut temp, file, synced) = {
             let (inner, path) = (inner.clone(), target_path.clone());
-            blocking(move || inner.current(&path)).await?
+            blocking(move || {
+                let parent = inner.prepare_parent(&path)?;
+                let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+                let mut file =
+                    fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
+                let temp = Temp { path: temp_path, armed: true };
+                for chunk in &head {
+                    file.write_all(chunk)?;
+                }
+                // The whole body is here: sync and describe it in the same trip.
+                let synced = if more { None } else { Some(sync_new_file(&file)?) };
+                Ok((parent, temp, file, synced))
+            })
+            .await?
         };
-        if current.as_ref().is_some_and(Entry::is_collection) {
-            return Err(Error::Conflict(format!(
-                "{} is a collection",
-                target_path.with_collection(true)
-            )));
-        }
-        if let Err(refusal) = check(current.as_ref()) {
-            return Ok(Err(refusal));
-        }
-        let current_fp = match &current {
-            Some(_) => fs::metadata(&target).ok().map(|m| fingerprint(&m)),
-            None => None,
+        let fp = match synced {
+            Some(fp) => fp,
+            None => {
+                let mut file = tokio::io::BufWriter::with_capacity(
+                    256 * 1024,
+                    tokio::fs::File::from_std(file),
+                );
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(Error::Body)?;
+                    fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(
+                        arg
+                    ))));
+                    hasher.update(&chunk);
+                    tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+                }
+                tokio::io::AsyncWriteExt::flush(&mut file).await?;
+                let file = file.into_inner().into_std().await;
+                blocking(move || sync_new_file(&file)).await?
+            }
         };
-        let meta = ObjectMeta {
-            etag: etag.clone(),
-            content_type: upload.content_type.clone(),
-            owner: current.as_ref().and_then(|c| c.owner.clone()).or(upload.owner),
-        };
-        let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
-        let key = target_path.as_key();
-        let temp_file = temp.path.clone();
-        let (state, dir, dest) = (inner.state.clone(), parent.clone(), target.clone());
-        let meta_copy = meta.clone();
-        blocking(move || {
-            state.put_object(&key, fp, &meta_copy, current_fp, quota)?.map_err(Error::OverQuota)?;
+        let target = parent.join(target_path.name());
+        let etag = hex(&hasher.finalize()[..16]);
+
+        // Under the path's lock, in one trip to the blocking pool: the current version, the
+        // caller's check, the metadata commit (quota included), the rename, the folder sync.
+        let _guard = self.locks.lock(&target_path.as_key()).await;
+        let (path, temp_file, dir, dest) =
+            (target_path.clone(), temp.path.clone(), parent.clone(), target.clone());
+        let etag_copy = etag.clone();
+        let inner_copy = inner.clone();
+        let outcome = blocking(move || {
+            let inner = inner_copy;
+            let current = inner.current_with_fingerprint(&path)?;
+            if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
+                return Err(Error::Conflict(format!(
+                    "{} is a collection",
+                    path.with_collection(true)
+                )));
+            }
+            if let Err(refusal) = check(current.as_ref().map(|(entry, _)| entry)) {
+                return Ok(Err(refusal));
+            }
+            let current_fp = current.as_ref().map(|(_, fp)| *fp);
+            let meta = ObjectMeta {
+                etag: etag_copy,
+                content_type: upload.content_type,
+                owner: current.as_ref().and_then(|(entry, _)| entry.owner.clone()).or(upload.owner),
+            };
+            let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
+            let key = path.as_key();
+            inner
+                .state
+                .put_object(&key, fp, &meta, current_fp, quota)?
+                .map_err(Error::OverQuota)?;
             if let Err(e) = fs::rename(&temp_file, &dest).and_then(|()| sync_dir(&dir)) {
                 // The row must not outlive a rename that did not happen.
-                if let Err(revert) = state.revert_object(&key, fp, current_fp) {
+                if let Err(revert) = inner.state.revert_object(&key, fp, current_fp) {
                     tracing::error!("cannot revert the metadata of {key}: {revert}");
                 }
                 return Err(e.into());
             }
-            Ok(())
+            Ok(Ok((current.is_none(), meta)))
         })
         .await?;
+        let (created, meta) = match outcome {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         temp.armed = false;
         self.inner.cache.invalidate(&target_path.as_key());
         let entry = Entry {
@@ -523,7 +573,7 @@ impl Store for FileStore {
             content_type: Some(meta.content_type.unwrap_or_else(|| guess_type(target_path.name()))),
             owner: meta.owner,
         };
-        Ok(Ok(Put { entry, created: current.is_none() }))
+        Ok(Ok(Put { entry, created }))
     }
 
     async fn create_collection<R: Send>(

@@ -187,12 +187,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `body` at `path`, creating missing parent collections. `check` sees the current
     /// entry under the path's lock; if it refuses, nothing changes and its refusal is returned.
-    fn put<R: Send>(
+    fn put<R: Send + 'static>(
         &self,
         path: &ResourcePath,
         upload: Upload,
         body: ByteStream,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
     /// Makes the collection at `path` (and missing parents); an existing one is kept.

@@ -193,7 +193,7 @@ impl<S: Store> App<S> {
         let started = Instant::now();
         let id = self.ids.next();
         let method = request.method().clone();
-        let target = request.uri().to_string();
+        let target = request.uri().clone();
         let authenticated = request.headers().contains_key(AUTHORIZATION);
         let mut trail = Trail::default();
         let outcome =
@@ -226,7 +226,7 @@ impl<S: Store> App<S> {
             target: "access",
             request_id = %id,
             method = %method,
-            path = %escape(&target),
+            path = %escape(&target.to_string()),
             status = response.status().as_u16(),
             bytes = %response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
             ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),

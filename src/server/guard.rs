@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -116,8 +117,18 @@ impl Scanner {
                     }
                 }
                 Mode::Head | Mode::Trailers => {
-                    self.head_byte(input[i], out);
-                    i += 1;
+                    // Copy a run of ordinary bytes at once; CR and LF go one by one.
+                    let rest = &input[i..];
+                    let run =
+                        rest.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(rest.len());
+                    if run > 0 && self.prev != b'\r' && self.held.len() + run <= MAX_HEAD {
+                        self.held.extend_from_slice(&rest[..run]);
+                        self.prev = rest[run - 1];
+                        i += run;
+                    } else {
+                        self.head_byte(input[i], out);
+                        i += 1;
+                    }
                 }
             }
         }
@@ -137,13 +148,13 @@ impl Scanner {
     }
 
     fn release(&mut self, out: &mut Vec<u8>) {
-        let mut held = std::mem::take(&mut self.held);
         if std::mem::take(&mut self.faulty)
-            && let Some(first) = held.first_mut()
+            && let Some(first) = self.held.first_mut()
         {
             *first = 0;
         }
-        out.extend_from_slice(&held);
+        out.extend_from_slice(&self.held);
+        self.held.clear(); // keeps its capacity for the next head
     }
 
     /// One byte of a head or trailer section.
@@ -289,8 +300,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
                 return Poll::Ready(Ok(()));
             }
             this.track_deadline();
-            let mut chunk = [0u8; 16 * 1024];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Not zeroed: a callgrind profile showed zeroing 16 KiB on every poll costing half
+            // of all the instructions of a small GET.
+            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; 16 * 1024];
+            let mut read = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => {
                     this.scanner.finish(&mut this.ready);

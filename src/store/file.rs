@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::cache::{self, Cache};
+use super::dirsync::DirSyncs;
 use super::lock::Locks;
 use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
@@ -156,9 +157,12 @@ fn sync_new_file(file: &File) -> Result<Fingerprint, Error> {
     Ok(fingerprint(&file.metadata()?))
 }
 
+/// The folder fsyncs of this process, shared by concurrent writers to one folder.
+static DIR_SYNCS: std::sync::LazyLock<DirSyncs> = std::sync::LazyLock::new(DirSyncs::default);
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
-    File::open(dir)?.sync_all()
+    DIR_SYNCS.sync(dir)
 }
 
 impl Inner {

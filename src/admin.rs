@@ -20,8 +20,8 @@ use crate::config::{Settings, parse_duration};
 use crate::http::payment::insufficient_credits;
 use crate::http::problem::{Problem, Slug};
 use crate::http::{
-    App, Body, Verb, empty, forbidden, full, json_response, method_not_allowed, no_content_with,
-    out_of_scope, read_json, unauthenticated,
+    App, Body, Verb, allow_value, empty, forbidden, full, json_response, method_not_allowed,
+    no_content_with, out_of_scope, read_json, unauthenticated,
 };
 use crate::meter::{Price, price_for};
 use crate::path::ResourcePath;
@@ -133,11 +133,6 @@ pub async fn respond<S: Store>(
         }
     };
     Ok(if verb == Verb::Head { strip_body(response) } else { response })
-}
-
-fn allow_value(allow: &[Verb]) -> HeaderValue {
-    let text = allow.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("GET"))
 }
 
 fn strip_body(response: Response<Body>) -> Response<Body> {

@@ -100,7 +100,8 @@ pub fn method_not_allowed(verb: Verb, allow: &[Verb]) -> Problem {
         .header(ALLOW, allow_value(allow))
 }
 
-fn allow_value(allow: &[Verb]) -> HeaderValue {
+/// The `Allow` field for these methods.
+pub fn allow_value(allow: &[Verb]) -> HeaderValue {
     let text = allow.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("GET, HEAD"))
 }

@@ -92,18 +92,10 @@ impl Scanner {
                         }
                     }
                 }
-                Mode::Fixed(left) | Mode::ChunkData(left) => {
-                    let take = left.min((input.len() - i) as u64) as usize;
+                Mode::Fixed(_) | Mode::ChunkData(_) => {
+                    let take = self.skip(&input[i..]);
                     out.extend_from_slice(&input[i..i + take]);
                     i += take;
-                    let left = left - take as u64;
-                    self.mode = match (self.mode, left) {
-                        (Mode::Fixed(_), 0) => Mode::Head,
-                        (Mode::Fixed(_), n) => Mode::Fixed(n),
-                        (_, 0) => Mode::ChunkSize,
-                        (_, n) => Mode::ChunkData(n),
-                    };
-                    self.prev = 0;
                 }
                 Mode::ChunkSize => {
                     let b = input[i];

@@ -273,7 +273,6 @@ async fn expect_100_continue_is_answered_at_once_by_every_check() {
     );
     let server = TestServer::with_config(&config).await;
     let etag = server.put_as("alice", "/doc.txt", "v1").await.header("etag").to_owned();
-    server.put_as("alice", "/dir/", "").await;
     let (alice, bob) = (
         format!("Authorization: {}\r\n", basic("alice")),
         format!("Authorization: {}\r\n", basic("bob")),
@@ -282,15 +281,11 @@ async fn expect_100_continue_is_answered_at_once_by_every_check() {
         ("/doc.txt", String::new(), 10, "401"),
         ("/private/p.txt", bob.clone(), 10, "403"),
         ("/vault/v.txt", bob.clone(), 10, "404"),
-        ("/dir/", alice.clone(), 0, "400"),
         ("/doc.txt", alice.clone(), 5000, "413"),
         ("/doc.txt", format!("{alice}If-Match: \"stale\"\r\n"), 10, "412"),
         ("/doc.txt", format!("{alice}If-None-Match: *\r\n"), 10, "412"),
     ];
     for (target, extra, length, status) in cases {
-        if length == 0 {
-            continue; // a collection with an empty body sends no body to wait for
-        }
         let line = expect_continue(&server, target, &extra, length).await;
         assert!(line.starts_with(&format!("HTTP/1.1 {status}")), "{target} {status}: got {line}");
     }

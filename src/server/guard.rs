@@ -29,6 +29,9 @@ use tokio::time::Sleep;
 /// The largest head the guard holds; hyper refuses larger ones (431) anyway.
 const MAX_HEAD: usize = 128 * 1024;
 
+/// The most held bytes handed to hyper by one read.
+const HAND_ON: usize = 8 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Nothing seen yet: HTTP/1 or the HTTP/2 preface?
@@ -300,6 +303,37 @@ impl<T> Guard<T> {
     }
 }
 
+impl<T: AsyncRead + Unpin> Guard<T> {
+    /// Reads the first bytes of the connection, enough to tell HTTP/2 with prior knowledge
+    /// (the `PRI` preface) from HTTP/1: true for HTTP/2. The bytes stay in the guard for
+    /// hyper. An end of stream or a failed read counts as HTTP/1; hyper then sees it too.
+    pub async fn sniff_h2(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            while self.scanner.mode == Mode::Start {
+                self.track_deadline();
+                let mut chunk = [0u8; 64];
+                let mut read = ReadBuf::new(&mut chunk);
+                match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                        self.scanner.feed(read.filled(), &mut self.ready);
+                    }
+                    Poll::Ready(_) => return Poll::Ready(false),
+                    Poll::Pending => {
+                        if let Some(deadline) = self.deadline.as_mut()
+                            && deadline.as_mut().poll(cx).is_ready()
+                        {
+                            return Poll::Ready(false);
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            Poll::Ready(self.scanner.mode == Mode::Passthrough && self.ready.starts_with(b"PRI"))
+        })
+        .await
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -332,7 +366,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guard<T> {
         }
         loop {
             if this.taken < this.ready.len() {
-                let n = buf.remaining().min(this.ready.len() - this.taken);
+                // At most 8 KiB at a time, so that hyper sees a long head grow past its
+                // limit and answers 431 whatever its buffer's spare capacity.
+                let n = buf.remaining().min(this.ready.len() - this.taken).min(HAND_ON);
                 buf.put_slice(&this.ready[this.taken..this.taken + n]);
                 this.taken += n;
                 if this.taken == this.ready.len() {

@@ -13,21 +13,23 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use http::Response;
 use http::header::{CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::App;
 use crate::http::problem::{Problem, Slug};
+use crate::http::{App, Body};
 use crate::store::Store;
 
 /// How long requests in flight may take to finish after shutdown begins.
@@ -50,13 +52,7 @@ pub async fn run<S: Store>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let settings = app.settings();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(settings.header_timeout));
+    let protocols = Arc::new(Protocols::new(settings.header_timeout));
     let max_connections = settings.max_connections;
     let open = Arc::new(AtomicUsize::new(0));
     let tls = tls.map(TlsAcceptor::from);
@@ -78,20 +74,30 @@ pub async fn run<S: Store>(
         let _ = stream.set_nodelay(true);
         let slot = Slot(open.clone());
         let over = open.fetch_add(1, Ordering::Relaxed) >= max_connections;
-        let (app, builder, tls, watcher) =
-            (app.clone(), builder.clone(), tls.clone(), graceful.watcher());
+        let (app, protocols, tls, watcher) =
+            (app.clone(), protocols.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve(stream, peer, app, builder, watcher, over).await,
+                None => serve(stream, peer, app, protocols, watcher, over).await,
+                // Boxed, like HTTP/2 in `serve`: the task of a plain HTTP/1 connection then
+                // holds only what HTTP/1 needs.
                 Some(tls) => {
-                    match tokio::time::timeout(app.settings().header_timeout, tls.accept(stream))
+                    Box::pin(async move {
+                        match tokio::time::timeout(
+                            app.settings().header_timeout,
+                            tls.accept(stream),
+                        )
                         .await
-                    {
-                        Ok(Ok(stream)) => serve(stream, peer, app, builder, watcher, over).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                        {
+                            Ok(Ok(stream)) => {
+                                serve(stream, peer, app, protocols, watcher, over).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    })
+                    .await
                 }
             }
         });
@@ -104,18 +110,38 @@ pub async fn run<S: Store>(
     Ok(())
 }
 
+/// How connections are spoken: built once, shared by every connection task (a connection's
+/// future keeps only what its own protocol needs, which is what an idle keep-alive
+/// connection costs in memory).
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(header_timeout: Duration) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new()).keep_alive_interval(Some(header_timeout));
+        Protocols { http1, http2 }
+    }
+}
+
 /// Serves one connection: every request through `app`, or one 503 when `over` the cap.
 async fn serve<S: Store, I>(
     stream: I,
     peer: SocketAddr,
     app: Arc<App<S>>,
-    builder: auto::Builder<TokioExecutor>,
+    protocols: Arc<Protocols>,
     watcher: hyper_util::server::graceful::Watcher,
     over: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(guard::Guard::new(stream, app.settings().header_timeout));
+    let mut guard = guard::Guard::new(stream, app.settings().header_timeout);
+    let h2 = guard.sniff_h2().await;
+    let io = TokioIo::new(guard);
     let result = if over {
         let service = service_fn(|_request| async {
             let mut response =
@@ -126,13 +152,23 @@ async fn serve<S: Store, I>(
             response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             Ok::<_, Infallible>(response)
         });
-        watcher.watch(builder.serve_connection(io, service).into_owned()).await
+        match h2 {
+            true => Box::pin(watcher.watch(protocols.http2.serve_connection(io, service))).await,
+            false => watcher.watch(protocols.http1.serve_connection(io, service)).await,
+        }
     } else {
+        // The request's future is boxed: hyper keeps one slot of the service future's size
+        // for the whole life of a connection, so an unboxed handler future (several KiB) would
+        // cost every idle keep-alive connection that much memory.
         let service = service_fn(move |request| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(request, peer.ip()).await) }
+            Box::pin(async move { Ok::<_, Infallible>(app.handle(request, peer.ip()).await) })
+                as Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>
         });
-        watcher.watch(builder.serve_connection(io, service).into_owned()).await
+        match h2 {
+            true => Box::pin(watcher.watch(protocols.http2.serve_connection(io, service))).await,
+            false => watcher.watch(protocols.http1.serve_connection(io, service)).await,
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, "connection ended: {e}");

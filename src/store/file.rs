@@ -480,7 +480,7 @@ impl Store for FileStore {
                 break;
             }
         }
-        let (parent, mut temp, file, synced) = {
+        let (parent, mut temp, file, written) = {
             let (inner, path) = (inner.clone(), target_path.clone());
             blocking(move || {
                 let parent = inner.prepare_parent(&path)?;
@@ -491,14 +491,14 @@ impl Store for FileStore {
                 for chunk in &head {
                     file.write_all(chunk)?;
                 }
-                // The whole body is here: sync and describe it in the same trip.
-                let synced = if more { None } else { Some(sync_new_file(&file)?) };
-                Ok((parent, temp, file, synced))
+                // The whole body is here: describe it in the same trip.
+                let written = if more { None } else { Some(fingerprint(&file.metadata()?)) };
+                Ok((parent, temp, file, written))
             })
             .await?
         };
-        let fp = match synced {
-            Some(fp) => fp,
+        let (file, fp) = match written {
+            Some(fp) => (file, fp),
             None => {
                 let mut file = tokio::io::BufWriter::with_capacity(
                     256 * 1024,
@@ -514,20 +514,26 @@ impl Store for FileStore {
                 }
                 tokio::io::AsyncWriteExt::flush(&mut file).await?;
                 let file = file.into_inner().into_std().await;
-                blocking(move || sync_new_file(&file)).await?
+                blocking(move || {
+                    let fp = fingerprint(&file.metadata()?);
+                    Ok((file, fp))
+                })
+                .await?
             }
         };
+        // The bytes go to the disk while the metadata is committed: the two waits overlap,
+        // and the rename, which makes the new version visible, waits for both. (A crash in
+        // between leaves a row for a version that never appeared; opening the store forgets
+        // it, as it forgets any row whose file is not there.)
+        let synced = tokio::task::spawn_blocking(move || sync_new_file(&file));
         let target = parent.join(target_path.name());
         let etag = hex(&hasher.finalize()[..16]);
 
-        // Under the path's lock, in one trip to the blocking pool: the current version, the
-        // caller's check, the metadata commit (quota included), the rename, the folder sync.
+        // Under the path's lock: the current version, the caller's check, the metadata commit
+        // (quota included); then, once the bytes are on disk, the rename and the folder sync.
         let _guard = self.locks.lock(&target_path.as_key()).await;
-        let (path, temp_file, dir, dest) =
-            (target_path.clone(), temp.path.clone(), parent.clone(), target.clone());
-        let etag_copy = etag.clone();
-        let inner_copy = inner.clone();
-        let outcome = blocking(move || {
+        let (path, etag_copy, inner_copy) = (target_path.clone(), etag.clone(), inner.clone());
+        let committed = blocking(move || {
             let inner = inner_copy;
             let current = inner.current_with_fingerprint(&path)?;
             if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
@@ -546,25 +552,40 @@ impl Store for FileStore {
                 owner: current.as_ref().and_then(|(entry, _)| entry.owner.clone()).or(upload.owner),
             };
             let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
-            let key = path.as_key();
             inner
                 .state
-                .put_object(&key, fp, &meta, current_fp, quota)?
+                .put_object(&path.as_key(), fp, &meta, current_fp, quota)?
                 .map_err(Error::OverQuota)?;
-            if let Err(e) = fs::rename(&temp_file, &dest).and_then(|()| sync_dir(&dir)) {
-                // The row must not outlive a rename that did not happen.
-                if let Err(revert) = inner.state.revert_object(&key, fp, current_fp) {
-                    tracing::error!("cannot revert the metadata of {key}: {revert}");
-                }
-                return Err(e.into());
-            }
-            Ok(Ok((current.is_none(), meta)))
+            Ok(Ok((current.is_none(), meta, current_fp)))
         })
-        .await?;
-        let (created, meta) = match outcome {
+        .await;
+        // A panic in the sync is an error here, not an unwind: the row just committed must
+        // be reverted first.
+        let synced = synced.await.unwrap_or_else(|e| {
+            tracing::error!("the file sync of {target_path} failed: {e}");
+            Err(Error::Io(io::Error::other("the file sync failed")))
+        });
+        let (created, meta, current_fp) = match committed? {
             Ok(done) => done,
             Err(refusal) => return Ok(Err(refusal)),
         };
+        let (temp_file, dir, dest, inner_copy) =
+            (temp.path.clone(), parent.clone(), target.clone(), inner.clone());
+        let key = target_path.as_key();
+        blocking(move || {
+            let made_visible = synced.and_then(|_| {
+                fs::rename(&temp_file, &dest).and_then(|()| sync_dir(&dir)).map_err(Error::from)
+            });
+            if let Err(e) = made_visible {
+                // The row must not outlive a version that did not become visible.
+                if let Err(revert) = inner_copy.state.revert_object(&key, fp, current_fp) {
+                    tracing::error!("cannot revert the metadata of {key}: {revert}");
+                }
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await?;
         temp.armed = false;
         self.inner.cache.invalidate(&target_path.as_key());
         let entry = Entry {

@@ -335,7 +335,8 @@ impl Authenticator {
     }
 }
 
-fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
+/// Splits an `Authorization` value into its scheme and the rest (trimmed).
+pub fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
     match value.iter().position(|&b| b == b' ') {
         Some(i) => (&value[..i], value[i + 1..].trim_ascii()),
         None => (value, &[]),
@@ -343,7 +344,7 @@ fn split_scheme(value: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Decodes `base64(name ":" password)` (RFC 7617); `None` for anything malformed.
-fn parse_basic(encoded: &[u8]) -> Option<(String, String)> {
+pub fn parse_basic(encoded: &[u8]) -> Option<(String, String)> {
     let decoded = STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (name, password) = text.split_once(':')?;

@@ -286,6 +286,24 @@ impl Inner {
 
 /// A temporary file that removes itself unless committed: a failed, cut-off or panicking
 /// upload leaves nothing behind.
+/// Forgets what the cache holds about a path (`None`: everything) when dropped, so that a
+/// write that fails or panics half-way cannot leave the cache serving what was there before
+/// (found by the fault campaign: a failed folder sync after the rename, or a panic in a
+/// delete, left the old bytes cached for up to the cache's TTL).
+struct Forget<'a> {
+    cache: &'a Cache,
+    key: Option<String>,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        match &self.key {
+            Some(key) => self.cache.invalidate(key),
+            None => self.cache.clear(),
+        }
+    }
+}
+
 struct Temp {
     path: PathBuf,
     armed: bool,
@@ -532,6 +550,7 @@ impl Store for FileStore {
         // Under the path's lock: the current version, the caller's check, the metadata commit
         // (quota included); then, once the bytes are on disk, the rename and the folder sync.
         let _guard = self.locks.lock(&target_path.as_key()).await;
+        let _forget = Forget { cache: &self.inner.cache, key: Some(target_path.as_key()) };
         let (path, etag_copy, inner_copy) = (target_path.clone(), etag.clone(), inner.clone());
         let committed = blocking(move || {
             let inner = inner_copy;
@@ -572,10 +591,9 @@ impl Store for FileStore {
         let (temp_file, dir, dest, inner_copy) =
             (temp.path.clone(), parent.clone(), target.clone(), inner.clone());
         let key = target_path.as_key();
-        blocking(move || {
-            let made_visible = synced.and_then(|_| {
-                fs::rename(&temp_file, &dest).and_then(|()| sync_dir(&dir)).map_err(Error::from)
-            });
+        let outcome = blocking(move || {
+            let made_visible =
+                synced.and_then(|_| fs::rename(&temp_file, &dest).map_err(Error::from));
             if let Err(e) = made_visible {
                 // The row must not outlive a version that did not become visible.
                 if let Err(revert) = inner_copy.state.revert_object(&key, fp, current_fp) {
@@ -583,11 +601,13 @@ impl Store for FileStore {
                 }
                 return Err(e);
             }
-            Ok(())
+            // Visible now: the row stays, matching the folder, even if its sync fails (the
+            // request then fails, and its outcome is unknown, as after a crash).
+            sync_dir(&dir).map_err(Error::from)
         })
-        .await?;
+        .await;
+        outcome?;
         temp.armed = false;
-        self.inner.cache.invalidate(&target_path.as_key());
         let entry = Entry {
             path: target_path.clone(),
             kind: Kind::Resource,
@@ -654,7 +674,11 @@ impl Store for FileStore {
         if let Err(refusal) = check(Some(&entry)) {
             return Ok(Err(refusal));
         }
-        let (key, collection) = (entry.path.as_key(), entry.is_collection());
+        // Whatever happens on disk (a failure, a panic), forget what was cached about it.
+        let _forget = Forget {
+            cache: &self.inner.cache,
+            key: (!entry.is_collection()).then(|| entry.path.as_key()),
+        };
         let result = blocking(move || -> Result<(), Error> {
             // Remove the link itself, not what a symlink points to.
             let parent = inner.resolve(&entry.path.parent())?;
@@ -675,12 +699,6 @@ impl Store for FileStore {
             Ok(())
         })
         .await;
-        // Whatever happened on disk, forget what was cached about it.
-        if collection {
-            self.inner.cache.clear()
-        } else {
-            self.inner.cache.invalidate(&key)
-        }
         result.map(Ok)
     }
 }

@@ -6,6 +6,8 @@
 mod access;
 mod auth;
 mod conditional;
+#[path = "../corpus/framing.rs"]
+mod framing;
 mod harness;
 mod methods;
 mod paths;

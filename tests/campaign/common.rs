@@ -1,0 +1,236 @@
+//! What every campaign needs: the real binary as a child process, a small HTTP client with a
+//! deadline on every exchange, seeded randomness, and a walk of ROOT for stray temporary files.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+pub use rand::rngs::StdRng;
+pub use rand::{Rng, SeedableRng};
+
+const BIN: &str = env!("CARGO_BIN_EXE_larder");
+
+/// How a run was asked for: `--long`, `--seed N`, `--only NAME`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub long: bool,
+    pub seed: u64,
+    pub only: Option<String>,
+}
+
+impl Options {
+    pub fn from_args() -> Options {
+        let mut options = Options {
+            long: std::env::var("LARDER_CAMPAIGN").is_ok_and(|v| v == "long"),
+            seed: std::env::var("LARDER_CAMPAIGN_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(7),
+            only: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--long" => options.long = true,
+                "--seed" => {
+                    options.seed = args.next().and_then(|s| s.parse().ok()).expect("--seed N")
+                }
+                "--only" => options.only = args.next(),
+                _ => {} // what cargo's test runner passes along
+            }
+        }
+        options
+    }
+
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
+    }
+
+    /// A generator for one part of a campaign, reproducible from the seed.
+    pub fn rng(&self, part: u64) -> StdRng {
+        StdRng::seed_from_u64(self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ part)
+    }
+}
+
+/// The password of every campaign account.
+pub const PASSWORD: &str = "campaign-pw";
+
+/// The argon2id hash of [`PASSWORD`], computed once.
+pub fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| larder::auth::hash_password(PASSWORD).unwrap())
+}
+
+/// The `Authorization` value of `account`.
+pub fn basic(account: &str) -> String {
+    use base64::Engine;
+    let text = format!("{account}:{PASSWORD}");
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(text))
+}
+
+/// `[[account]]` tables for `names`, each on `plan` (or none).
+pub fn accounts(names: &[&str], plan: Option<&str>) -> String {
+    let hash = password_hash();
+    names
+        .iter()
+        .map(|name| {
+            let plan = plan.map(|p| format!("plan = \"{p}\"\n")).unwrap_or_default();
+            format!("[[account]]\nname = \"{name}\"\npassword = \"{hash}\"\n{plan}")
+        })
+        .collect()
+}
+
+/// A running `larder serve`, killed (SIGKILL) when dropped.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts larder on `root` with `config` and the `FAILPOINTS` value, if any.
+    pub fn start(root: &Path, config: &Path, failpoints: Option<&str>) -> Process {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", root.to_str().unwrap(), "--port", "0", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LARDER_") || key == "FAILPOINTS" || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Process { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory in KiB and open file descriptors, from /proc.
+    pub fn footprint(&self) -> (u64, usize) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count();
+        (rss, fds)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Any failure to get a whole answer: refused, cut off, or past the deadline.
+pub type Failed = Box<dyn std::error::Error + Send + Sync>;
+
+/// One request on a new connection, with a deadline of 30 s for the whole exchange (a hang
+/// is a failure, never a stuck campaign).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, Failed> {
+    let body = body.into();
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut builder = Request::builder().method(method).uri(target).header("host", "campaign");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = sender.send_request(builder.body(Full::new(body))?).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok::<_, Failed>(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| "no answer in 30 s")?
+}
+
+/// Every temporary file (`.larder-tmp…`) under `root`.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with(".larder-tmp") {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The total size of the regular files under `dir` (0 if it does not exist).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// `len` bytes that say who wrote them: `tag` repeated. Distinct tags give distinct bytes.
+pub fn content(tag: &str, len: usize) -> Bytes {
+    let tag = format!("{tag};");
+    Bytes::from(
+        tag.as_bytes().iter().copied().cycle().take(len.max(tag.len())).collect::<Vec<u8>>(),
+    )
+}

@@ -1,0 +1,350 @@
+//! The crash campaign: concurrent PUT, POST, DELETE and purchase traffic against the real
+//! binary, SIGKILL at a seeded moment (after a seeded number of acknowledged requests),
+//! restart, and check every promise against a model of what was acknowledged:
+//!
+//! - every acknowledged write reads back byte for byte (an acknowledged DELETE stays gone);
+//! - a request cut off by the kill left its path whole: the old bytes or the new ones;
+//! - no temporary file survives the restart;
+//! - each account's storage use equals a recount of its folder on disk;
+//! - the balance equals the ledger's sum and the plan's credits minus the purchases, and
+//!   every acknowledged purchase is recorded.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder::state::State;
+use tokio::sync::Notify;
+
+use crate::common::*;
+
+const WRITERS: usize = 3;
+const FILES: usize = 5;
+const ITEMS: usize = 400;
+const PRICE: u64 = 5;
+const CREDITS: u64 = 1000;
+
+/// What a path may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Content {
+    Absent,
+    Bytes(Bytes),
+}
+
+#[derive(Default)]
+struct Model {
+    /// Per path: the acknowledged content, and what a request cut off by the kill would
+    /// have made it.
+    files: HashMap<String, (Content, Option<Content>)>,
+    /// POSTed resources: acknowledged (by Location) and cut off (bytes only).
+    posts: HashMap<String, Bytes>,
+    posts_pending: Vec<Bytes>,
+    purchases: HashSet<String>,
+    purchases_pending: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: AtomicUsize,
+    acked: AtomicUsize,
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let writers: Vec<String> = (0..WRITERS).map(|w| format!("w{w}")).collect();
+    let names: Vec<&str> = writers.iter().map(String::as_str).collect();
+    let text = format!(
+        "{}{}[plan.writer]\nstorage = \"1 GiB\"\ncredits = 0\n[plan.buyer]\nstorage = \"1 MiB\"\ncredits = {CREDITS}\n\
+         [[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"@authenticated\"]\n\
+         [[rule]]\npath = \"/shop\"\nread = [\"@authenticated\"]\nwrite = [\"w0\"]\nprice = {PRICE}\n",
+        accounts(&names, Some("writer")),
+        accounts(&["buyer"], Some("buyer")),
+    );
+    let path = dir.join("larder.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub async fn run(options: &Options) -> Vec<String> {
+    let kills = if options.long { 120 } else { 24 };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("shop")).unwrap();
+    for i in 0..ITEMS {
+        std::fs::write(root.join(format!("shop/item{i}.txt")), format!("item {i}")).unwrap();
+    }
+    let config = config(dir.path());
+    let model = Arc::new(Mutex::new(Model::default()));
+    {
+        let mut model = model.lock().unwrap();
+        for w in 0..WRITERS {
+            for k in 0..FILES {
+                model.files.insert(format!("/w{w}/f{k}.bin"), (Content::Absent, None));
+            }
+        }
+    }
+    let tally = Arc::new(Tally::default());
+    let mut schedule = options.rng(1);
+    let mut verified = 0usize;
+    let mut next_item = 0usize;
+    for cycle in 0..kills {
+        let mut server = Process::start(&root, &config, None);
+        if cycle == 0 {
+            // The first sign-in grants the buyer's credits.
+            let reply = request(
+                server.addr,
+                "GET",
+                "/.larder/account",
+                &[("authorization", &basic("buyer"))],
+                "",
+            )
+            .await
+            .unwrap();
+            assert_eq!(reply.status, 200);
+        }
+        let target = schedule.random_range(2..60usize);
+        let acked_before = tally.acked.load(Ordering::SeqCst);
+        let notify = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let seed = schedule.random::<u64>();
+            tasks.push(tokio::spawn(writer(
+                server.addr,
+                w,
+                seed,
+                model.clone(),
+                tally.clone(),
+                notify.clone(),
+            )));
+        }
+        let first = next_item;
+        next_item += 40;
+        tasks.push(tokio::spawn(buyer(
+            server.addr,
+            first,
+            model.clone(),
+            tally.clone(),
+            notify.clone(),
+        )));
+        // Kill once `target` more requests have been acknowledged (or all traffic ended).
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let notified = notify.notified();
+                if tally.acked.load(Ordering::SeqCst) >= acked_before + target {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "cycle {cycle}: {target} acknowledgements never came");
+        server.kill();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let server = Process::start(&root, &config, None);
+        verified += verify(&server, &root, dir.path(), &model, cycle).await;
+    }
+    let model = model.lock().unwrap();
+    vec![
+        format!("{kills} SIGKILLs, each after a seeded 2-59 acknowledged requests"),
+        format!(
+            "{} requests sent, {} acknowledged",
+            tally.requests.load(Ordering::SeqCst),
+            tally.acked.load(Ordering::SeqCst)
+        ),
+        format!(
+            "{verified} path states verified byte for byte after restarts; {} POSTed resources and {} purchases standing",
+            model.posts.len(),
+            model.purchases.len()
+        ),
+        "no temporary file left, storage use = recount, balance = ledger = credits - purchases, after every restart".into(),
+    ]
+}
+
+/// Writer `w`: PUT, DELETE and POST on its own folder until the server goes away.
+async fn writer(
+    addr: std::net::SocketAddr,
+    w: usize,
+    seed: u64,
+    model: Arc<Mutex<Model>>,
+    tally: Arc<Tally>,
+    notify: Arc<Notify>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let auth = basic(&format!("w{w}"));
+    let headers = [("authorization", auth.as_str())];
+    loop {
+        let op = rng.random_range(0..10);
+        tally.requests.fetch_add(1, Ordering::SeqCst);
+        if op < 2 {
+            let body =
+                content(&format!("post w{w} {}", rng.random::<u64>()), rng.random_range(1..8192));
+            model.lock().unwrap().posts_pending.push(body.clone());
+            match request(addr, "POST", &format!("/w{w}/posts/"), &headers, body.clone()).await {
+                Ok(reply) if reply.status == 201 => {
+                    let location = reply.headers["location"].to_str().unwrap().to_owned();
+                    let mut model = model.lock().unwrap();
+                    model.posts_pending.retain(|b| b != &body);
+                    model.posts.insert(location, body);
+                }
+                Ok(reply) => panic!("POST answered {}: {:?}", reply.status, reply.body),
+                Err(_) => return,
+            }
+        } else {
+            let path = format!("/w{w}/f{}.bin", rng.random_range(0..FILES));
+            let (method, new) = if op < 4 {
+                ("DELETE", Content::Absent)
+            } else {
+                let tag = format!("{path} {}", rng.random::<u64>());
+                ("PUT", Content::Bytes(content(&tag, rng.random_range(1..256 * 1024))))
+            };
+            model.lock().unwrap().files.get_mut(&path).unwrap().1 = Some(new.clone());
+            let body = match &new {
+                Content::Bytes(bytes) => bytes.clone(),
+                Content::Absent => Bytes::new(),
+            };
+            match request(addr, method, &path, &headers, body).await {
+                Ok(reply) => {
+                    let fine = match method {
+                        "PUT" => reply.status == 200 || reply.status == 201,
+                        _ => reply.status == 204 || reply.status == 404,
+                    };
+                    assert!(fine, "{method} {path} answered {}: {:?}", reply.status, reply.body);
+                    *model.lock().unwrap().files.get_mut(&path).unwrap() = (new, None);
+                }
+                Err(_) => return,
+            }
+        }
+        tally.acked.fetch_add(1, Ordering::SeqCst);
+        notify.notify_one();
+    }
+}
+
+/// The buyer: purchases items from `first` on until the server goes away.
+async fn buyer(
+    addr: std::net::SocketAddr,
+    first: usize,
+    model: Arc<Mutex<Model>>,
+    tally: Arc<Tally>,
+    notify: Arc<Notify>,
+) {
+    let auth = basic("buyer");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    for i in first..(first + 40).min(ITEMS) {
+        let path = format!("/shop/item{i}.txt");
+        tally.requests.fetch_add(1, Ordering::SeqCst);
+        model.lock().unwrap().purchases_pending.insert(path.clone());
+        let body = format!("{{\"path\": \"{path}\"}}");
+        match request(addr, "POST", "/.larder/purchases", &headers, body).await {
+            Ok(reply) => {
+                let mut model = model.lock().unwrap();
+                model.purchases_pending.remove(&path);
+                match reply.status {
+                    201 => {
+                        model.purchases.insert(path);
+                    }
+                    402 => {} // out of credits: the ledger check below covers it
+                    status => panic!("purchase answered {status}: {:?}", reply.body),
+                }
+            }
+            Err(_) => return,
+        }
+        tally.acked.fetch_add(1, Ordering::SeqCst);
+        notify.notify_one();
+    }
+}
+
+/// Checks the restarted server against the model, then settles the model to what is there
+/// (a cut-off request's outcome is now known). Returns the number of paths checked.
+async fn verify(
+    server: &Process,
+    root: &Path,
+    _dir: &Path,
+    model: &Mutex<Model>,
+    cycle: usize,
+) -> usize {
+    let strays = temp_files(root);
+    assert!(strays.is_empty(), "cycle {cycle}: temporary files after restart: {strays:?}");
+    let files: Vec<(String, (Content, Option<Content>))> =
+        model.lock().unwrap().files.iter().map(|(p, c)| (p.clone(), c.clone())).collect();
+    let mut checked = 0;
+    for (path, (acked, pending)) in files {
+        let reply = request(server.addr, "GET", &path, &[], "").await.unwrap();
+        let found = match reply.status {
+            200 => Content::Bytes(reply.body),
+            404 => Content::Absent,
+            status => panic!("cycle {cycle}: GET {path} answered {status}"),
+        };
+        assert!(
+            found == acked || Some(&found) == pending.as_ref(),
+            "cycle {cycle}: {path} holds neither its acknowledged nor its cut-off version"
+        );
+        model.lock().unwrap().files.insert(path, (found, None));
+        checked += 1;
+    }
+    // POSTed resources: the acknowledged ones are there; anything else is a whole cut-off one.
+    let (posts, pending): (HashMap<String, Bytes>, Vec<Bytes>) = {
+        let mut model = model.lock().unwrap();
+        (model.posts.clone(), std::mem::take(&mut model.posts_pending))
+    };
+    for (location, bytes) in &posts {
+        let reply = request(server.addr, "GET", location, &[], "").await.unwrap();
+        assert_eq!(reply.status, 200, "cycle {cycle}: acknowledged POST {location} lost");
+        assert!(reply.body == bytes, "cycle {cycle}: {location} changed");
+        checked += 1;
+    }
+    for w in 0..WRITERS {
+        let folder = root.join(format!("w{w}/posts"));
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.flatten() {
+            let location = format!("/w{w}/posts/{}", entry.file_name().to_string_lossy());
+            if posts.contains_key(&location) {
+                continue;
+            }
+            let bytes = Bytes::from(std::fs::read(entry.path()).unwrap());
+            assert!(pending.contains(&bytes), "cycle {cycle}: {location} is not a whole POST body");
+            model.lock().unwrap().posts.insert(location, bytes);
+        }
+    }
+    // Storage use equals a recount of each writer's folder.
+    for w in 0..WRITERS {
+        let account = format!("w{w}");
+        let reply = request(
+            server.addr,
+            "GET",
+            "/.larder/account",
+            &[("authorization", &basic(&account))],
+            "",
+        )
+        .await
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let used = doc["storage"]["used"].as_u64().unwrap();
+        let recount = disk_usage(&root.join(&account));
+        assert_eq!(used, recount, "cycle {cycle}: {account}'s storage use is not the recount");
+    }
+    // The books: balance = ledger = credits - purchases; acknowledged purchases recorded.
+    let state = State::open(&root.join(".larder")).unwrap();
+    let recorded: HashSet<String> =
+        state.purchases_of("buyer").unwrap().into_iter().map(|p| p.path).collect();
+    let balance = state.balance("buyer").unwrap();
+    let ledger: i64 = state.ledger("buyer").unwrap().iter().map(|e| e.amount).sum();
+    assert_eq!(ledger, balance as i64, "cycle {cycle}: the ledger does not sum to the balance");
+    assert_eq!(balance, CREDITS - PRICE * recorded.len() as u64, "cycle {cycle}: balance");
+    let mut model = model.lock().unwrap();
+    for path in &model.purchases {
+        assert!(recorded.contains(path), "cycle {cycle}: acknowledged purchase of {path} lost");
+    }
+    for path in &recorded {
+        assert!(
+            model.purchases.contains(path) || model.purchases_pending.contains(path),
+            "cycle {cycle}: {path} was bought without being asked for"
+        );
+    }
+    model.purchases = recorded;
+    model.purchases_pending.clear();
+    checked
+}

@@ -687,15 +687,41 @@ impl Store for FileStore {
             if is_dir && !recursive && fs::read_dir(&real)?.next().is_some() {
                 return Err(Error::NotEmpty);
             }
-            // Forget the metadata first: if that fails nothing has changed, and if the
-            // removal then fails the file is still served, with metadata derived from it.
-            inner.state.delete_objects(&entry.path.as_key(), entry.is_collection())?;
-            if is_dir {
-                if recursive { fs::remove_dir_all(&real)? } else { fs::remove_dir(&real)? }
-            } else {
-                fs::remove_file(&real)?;
+            // Out of sight first, under a temporary name that opening the store sweeps away
+            // (made durable before the metadata goes); then the metadata; then the bytes. A
+            // crash anywhere leaves the resource with its metadata, or neither. (The crash
+            // campaign found the old order, metadata first, leaving a resource that a crash
+            // kept without its owner, uncounted in its quota.)
+            let hidden = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+            fs::rename(&real, &hidden)?;
+            let put_back = |error: Error| {
+                if let Err(e) = fs::rename(&hidden, &real) {
+                    tracing::error!("cannot put back {}: {e}", real.display());
+                }
+                error
+            };
+            let key = entry.path.as_key();
+            let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sync_dir(&parent)?;
+                inner.state.delete_objects(&key, entry.is_collection())?;
+                Ok::<_, Error>(())
+            }));
+            match forgotten {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(put_back(e)),
+                Err(panic) => {
+                    put_back(Error::NotFound);
+                    std::panic::resume_unwind(panic);
+                }
             }
-            sync_dir(&parent)?;
+            // Gone for good once the metadata is; a crash before this line leaves only a
+            // temporary name to sweep.
+            match (is_dir, recursive) {
+                (true, true) => fs::remove_dir_all(&hidden)?,
+                // Something may have been put inside since it was found empty: keep it.
+                (true, false) => fs::remove_dir(&hidden).map_err(|e| put_back(e.into()))?,
+                (false, _) => fs::remove_file(&hidden)?,
+            }
             Ok(())
         })
         .await;

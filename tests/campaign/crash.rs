@@ -75,6 +75,9 @@ pub async fn run(options: &Options) -> Vec<String> {
     for i in 0..ITEMS {
         std::fs::write(root.join(format!("shop/item{i}.txt")), format!("item {i}")).unwrap();
     }
+    for w in 0..WRITERS {
+        std::fs::create_dir_all(root.join(format!("w{w}/posts"))).unwrap();
+    }
     let config = config(dir.path());
     let model = Arc::new(Mutex::new(Model::default()));
     {
@@ -324,7 +327,22 @@ async fn verify(
         let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
         let used = doc["storage"]["used"].as_u64().unwrap();
         let recount = disk_usage(&root.join(&account));
-        assert_eq!(used, recount, "cycle {cycle}: {account}'s storage use is not the recount");
+        if used != recount {
+            let mut owners = Vec::new();
+            for folder in [format!("/{account}/"), format!("/{account}/posts/")] {
+                let listing =
+                    request(server.addr, "GET", &folder, &[("accept", "application/json")], "")
+                        .await
+                        .unwrap();
+                let doc: serde_json::Value = serde_json::from_slice(&listing.body).unwrap();
+                for entry in doc["entries"].as_array().into_iter().flatten() {
+                    owners.push(format!("{} {} {}", entry["path"], entry["size"], entry["owner"]));
+                }
+            }
+            panic!(
+                "cycle {cycle}: {account}'s storage use {used} is not the recount {recount}: {owners:#?}"
+            );
+        }
     }
     // The books: balance = ledger = credits - purchases; acknowledged purchases recorded.
     let state = State::open(&root.join(".larder")).unwrap();

@@ -161,7 +161,7 @@ pub async fn run(_options: &Options) -> Vec<String> {
                 .unwrap_or_else(|| panic!("{target}: no answer in 10 s"));
             let status: u16 = reply.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
             assert!(
-                (status >= 400 && status < 500)
+                (400..500).contains(&status)
                     || status == 301
                     || status == 201
                     || status == 200

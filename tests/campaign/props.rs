@@ -157,7 +157,7 @@ pub fn run(options: &Options) -> Vec<String> {
     });
     lines.push(format!("path normalisation: {n} targets; every accepted path has no dot, empty, slash or NUL segment and round-trips through its URL"));
 
-    let principals = vec![
+    let principals = [
         Principal::anonymous(),
         Principal::account("alice", false),
         Principal::account("bob", false),

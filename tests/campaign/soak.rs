@@ -13,7 +13,9 @@ use crate::common::*;
 const CONNECTIONS: usize = 64;
 
 pub async fn run(options: &Options) -> Vec<String> {
-    let duration = Duration::from_secs(if options.long { 300 } else { 24 });
+    let default = if options.long { 300 } else { 24 };
+    let seconds = std::env::var("LARDER_SOAK_SECONDS").ok().and_then(|s| s.parse().ok());
+    let duration = Duration::from_secs(seconds.unwrap_or(default));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("list")).unwrap();

@@ -234,3 +234,19 @@ pub fn content(tag: &str, len: usize) -> Bytes {
         tag.as_bytes().iter().copied().cycle().take(len.max(tag.len())).collect::<Vec<u8>>(),
     )
 }
+
+/// The storage `account` is charged for, from `/.larder/account`. Retries past answers other
+/// than 200 (a fault campaign may fail the account's first sign-in, which writes state).
+pub async fn storage_used(addr: SocketAddr, account: &str) -> u64 {
+    let auth = basic(account);
+    for _ in 0..50 {
+        let reply = request(addr, "GET", "/.larder/account", &[("authorization", &auth)], "")
+            .await
+            .unwrap();
+        if reply.status == 200 {
+            let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            return doc["storage"]["used"].as_u64().unwrap();
+        }
+    }
+    panic!("/.larder/account kept failing for {account}");
+}

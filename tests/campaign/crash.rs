@@ -315,17 +315,7 @@ async fn verify(
     // Storage use equals a recount of each writer's folder.
     for w in 0..WRITERS {
         let account = format!("w{w}");
-        let reply = request(
-            server.addr,
-            "GET",
-            "/.larder/account",
-            &[("authorization", &basic(&account))],
-            "",
-        )
-        .await
-        .unwrap();
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-        let used = doc["storage"]["used"].as_u64().unwrap();
+        let used = storage_used(server.addr, &account).await;
         let recount = disk_usage(&root.join(&account));
         if used != recount {
             let mut owners = Vec::new();

@@ -198,28 +198,9 @@ async fn check(
     if reads_work {
         for w in 0..WRITERS {
             let account = format!("w{w}");
-            // The account's first sign-in writes state too: retry past injected failures.
-            let mut reply = None;
-            for _ in 0..50 {
-                let got = request(
-                    addr,
-                    "GET",
-                    "/.larder/account",
-                    &[("authorization", &basic(&account))],
-                    "",
-                )
-                .await
-                .unwrap();
-                if got.status == 200 {
-                    reply = Some(got);
-                    break;
-                }
-            }
-            let reply = reply.unwrap_or_else(|| panic!("{when}: /.larder/account kept failing"));
-            let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
             assert_eq!(
-                doc["storage"]["used"].as_u64(),
-                Some(disk_usage(&root.join(&account))),
+                storage_used(addr, &account).await,
+                disk_usage(&root.join(&account)),
                 "{when}: {account}'s storage use is not the recount"
             );
         }

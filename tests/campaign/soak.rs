@@ -1,8 +1,8 @@
 //! The soak: mixed traffic (GETs of small and large files, listings, ranges, conditional
 //! GETs, PUTs and DELETEs, bad sign-ins) at 64 connections for a fixed time, with the
 //! server's resident memory and open file descriptors sampled every second. Both must be
-//! flat at the end: the last quarter's peak no higher than the second quarter's peak plus a
-//! small allowance.
+//! flat at the end: the last quarter's memory peak no higher than the second quarter's plus a
+//! small allowance, and open descriptors back to the idle count once traffic stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -105,12 +105,9 @@ pub async fn run(options: &Options) -> Vec<String> {
     // 16 MiB or a tenth, whichever is more: allocator noise, not a leak of 64 connections.
     let allowance = (early_rss / 10).max(16 * 1024);
     assert!(late_rss <= early_rss + allowance, "memory grew: {early_rss} KiB → {late_rss} KiB");
-    // Descriptors follow the connections in flight; a leak shows once traffic stops: they
-    // must come back to what the idle server had (polled: closing takes a moment).
-    assert!(
-        late_fds <= early_fds + (early_fds / 10).max(16),
-        "file descriptors grew: {early_fds} → {late_fds}"
-    );
+    // Descriptors follow the connections in flight (their peaks swing with the load); a
+    // leak shows once traffic stops: they must come back to what the idle server had
+    // (polled: closing takes a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
     let (end_rss, end_fds) = loop {
         let (rss, fds) = server.footprint();

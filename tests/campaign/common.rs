@@ -1,10 +1,8 @@
 //! What every campaign needs: the real binary as a child process, a small HTTP client with a
 //! deadline on every exchange, seeded randomness, and a walk of ROOT for stray temporary files.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -15,8 +13,6 @@ use hyper_util::rt::TokioIo;
 
 pub use rand::rngs::StdRng;
 pub use rand::{Rng, SeedableRng};
-
-const BIN: &str = env!("CARGO_BIN_EXE_larder");
 
 /// How a run was asked for: `--long`, `--seed N`, `--only NAME`.
 #[derive(Debug, Clone)]
@@ -88,71 +84,26 @@ pub fn accounts(names: &[&str], plan: Option<&str>) -> String {
         .collect()
 }
 
-/// A running `larder serve`, killed (SIGKILL) when dropped.
-pub struct Process {
-    child: Child,
-    pub addr: SocketAddr,
+pub use crate::larder_process::Process;
+
+/// Starts larder on `root` with `config` and the `FAILPOINTS` value, if any.
+pub fn start(root: &Path, config: &Path, failpoints: Option<&str>) -> Process {
+    let config = ["--config", config.to_str().unwrap()];
+    let env: Vec<(&str, &str)> = failpoints.map(|f| ("FAILPOINTS", f)).into_iter().collect();
+    Process::start(root, &config, &env)
 }
 
-impl Process {
-    /// Starts larder on `root` with `config` and the `FAILPOINTS` value, if any.
-    pub fn start(root: &Path, config: &Path, failpoints: Option<&str>) -> Process {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", root.to_str().unwrap(), "--port", "0", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("LARDER_") || key == "FAILPOINTS" || key == "RUST_LOG" {
-                command.env_remove(key);
-            }
-        }
-        if let Some(failpoints) = failpoints {
-            command.env("FAILPOINTS", failpoints);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Process { child, addr }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Resident memory in KiB and open file descriptors, from /proc.
-    pub fn footprint(&self) -> (u64, usize) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let rss = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count();
-        (rss, fds)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Resident memory in KiB and open file descriptors of `server`, from /proc.
+pub fn footprint(server: &Process) -> (u64, usize) {
+    let pid = server.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    (rss, fds)
 }
 
 /// One answer.

@@ -58,7 +58,7 @@ pub async fn run(options: &Options) -> Vec<String> {
         ),
     )
     .unwrap();
-    let server = Process::start(&root, &config, None);
+    let server = start(&root, &config, None);
     let addr = server.addr;
     let writer = basic("writer");
     let mut lines = Vec::new();

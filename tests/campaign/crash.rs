@@ -93,7 +93,7 @@ pub async fn run(options: &Options) -> Vec<String> {
     let mut verified = 0usize;
     let mut next_item = 0usize;
     for cycle in 0..kills {
-        let mut server = Process::start(&root, &config, None);
+        let mut server = start(&root, &config, None);
         if cycle == 0 {
             // The first sign-in grants the buyer's credits.
             let reply = request(
@@ -147,8 +147,8 @@ pub async fn run(options: &Options) -> Vec<String> {
         for task in tasks {
             task.await.unwrap();
         }
-        let server = Process::start(&root, &config, None);
-        verified += verify(&server, &root, dir.path(), &model, cycle).await;
+        let server = start(&root, &config, None);
+        verified += verify(&server, &root, &model, cycle).await;
     }
     let model = model.lock().unwrap();
     vec![
@@ -262,13 +262,7 @@ async fn buyer(
 
 /// Checks the restarted server against the model, then settles the model to what is there
 /// (a cut-off request's outcome is now known). Returns the number of paths checked.
-async fn verify(
-    server: &Process,
-    root: &Path,
-    _dir: &Path,
-    model: &Mutex<Model>,
-    cycle: usize,
-) -> usize {
+async fn verify(server: &Process, root: &Path, model: &Mutex<Model>, cycle: usize) -> usize {
     let strays = temp_files(root);
     assert!(strays.is_empty(), "cycle {cycle}: temporary files after restart: {strays:?}");
     let files: Vec<(String, (Content, Option<Content>))> =

@@ -84,7 +84,7 @@ async fn scenario(
     )
     .unwrap();
     let enospc = action.contains("enospc");
-    let server = Process::start(&root, &config, Some(&name));
+    let server = start(&root, &config, Some(&name));
     let addr = server.addr;
     let candidates: Arc<Mutex<Candidates>> = Arc::new(Mutex::new(HashMap::new()));
     let counts: Arc<Mutex<HashMap<u16, usize>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -156,7 +156,7 @@ async fn scenario(
     assert_eq!(health.status, 200, "{name}: the server stopped serving");
     check(addr, &root, &candidates, &format!("{name}, live"), point != "store-read").await;
     drop(server);
-    let restarted = Process::start(&root, &config, None);
+    let restarted = start(&root, &config, None);
     check(restarted.addr, &root, &candidates, &format!("{name}, restarted"), true).await;
     Arc::try_unwrap(counts).unwrap().into_inner().unwrap()
 }

@@ -131,7 +131,7 @@ pub async fn run(_options: &Options) -> Vec<String> {
         ),
     )
     .unwrap();
-    let server = Process::start(&root, &config, None);
+    let server = start(&root, &config, None);
     let addr = server.addr;
     let mut tried = 0;
     let still_serving = |case: String| async move {

@@ -16,6 +16,8 @@ mod faults;
 #[path = "../corpus/framing.rs"]
 mod framing;
 mod hostile;
+#[path = "../shared/process.rs"]
+mod larder_process;
 mod props;
 mod soak;
 
@@ -30,39 +32,27 @@ fn main() {
         "campaigns: {mode} run, seed {} (rerun with -- --seed {})",
         options.seed, options.seed
     );
-    let report = |name: &str, started: Instant, lines: Vec<String>| {
+    // Runs one campaign if it was asked for, timed, and prints its lines.
+    let campaign = |name: &str, run: &dyn Fn() -> Vec<String>| {
+        if !options.wants(name) {
+            return;
+        }
+        let started = Instant::now();
+        let lines = run();
         println!("campaign {name}: passed in {:.1} s", started.elapsed().as_secs_f64());
         for line in lines {
             println!("  {line}");
         }
     };
-    if options.wants("props") {
-        let started = Instant::now();
-        report("props", started, props::run(&options));
-    }
-    if options.wants("hostile") {
-        let started = Instant::now();
-        report("hostile", started, runtime.block_on(hostile::run(&options)));
-    }
-    if options.wants("concurrency") {
-        let started = Instant::now();
-        report("concurrency", started, runtime.block_on(concurrency::run(&options)));
-    }
+    campaign("props", &|| props::run(&options));
+    campaign("hostile", &|| runtime.block_on(hostile::run(&options)));
+    campaign("concurrency", &|| runtime.block_on(concurrency::run(&options)));
     #[cfg(feature = "failpoints")]
-    if options.wants("faults") {
-        let started = Instant::now();
-        report("faults", started, runtime.block_on(faults::run(&options)));
-    }
+    campaign("faults", &|| runtime.block_on(faults::run(&options)));
     #[cfg(not(feature = "failpoints"))]
     if options.wants("faults") {
         println!("campaign faults: skipped (build with --features failpoints)");
     }
-    if options.wants("crash") {
-        let started = Instant::now();
-        report("crash", started, runtime.block_on(crash::run(&options)));
-    }
-    if options.wants("soak") {
-        let started = Instant::now();
-        report("soak", started, runtime.block_on(soak::run(&options)));
-    }
+    campaign("crash", &|| runtime.block_on(crash::run(&options)));
+    campaign("soak", &|| runtime.block_on(soak::run(&options)));
 }

@@ -33,9 +33,9 @@ pub async fn run(options: &Options) -> Vec<String> {
         ),
     )
     .unwrap();
-    let server = Process::start(&root, &config, None);
+    let server = start(&root, &config, None);
     let addr = server.addr;
-    let (_, idle_fds) = server.footprint();
+    let (_, idle_fds) = footprint(&server);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -90,7 +90,7 @@ pub async fn run(options: &Options) -> Vec<String> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     while started.elapsed() < duration {
         ticker.tick().await;
-        samples.push(server.footprint());
+        samples.push(footprint(&server));
     }
     stop.store(true, Ordering::SeqCst);
     for client in clients {
@@ -109,12 +109,13 @@ pub async fn run(options: &Options) -> Vec<String> {
     // leak shows once traffic stops: they must come back to what the idle server had
     // (polled: closing takes a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     let (end_rss, end_fds) = loop {
-        let (rss, fds) = server.footprint();
+        poll.tick().await;
+        let (rss, fds) = footprint(&server);
         if fds <= idle_fds + 2 || Instant::now() > deadline {
             break (rss, fds);
         }
-        tokio::task::yield_now().await;
     };
     assert!(
         end_fds <= idle_fds + 2,

@@ -9,6 +9,8 @@ mod conditional;
 #[path = "../corpus/framing.rs"]
 mod framing;
 mod harness;
+#[path = "../shared/process.rs"]
+mod larder_process;
 mod methods;
 mod paths;
 mod payment;

@@ -1,9 +1,9 @@
 //! Tests that run the real `larder` binary: the command line, exit codes, SIGKILL in the
 //! middle of uploads, and (with the `failpoints` feature) every fail point.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,65 +15,7 @@ use larder::state::State;
 use tokio::sync::Mutex;
 
 use crate::harness::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_larder");
-
-fn larder(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LARDER_") || key == "FAILPOINTS" {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-/// A running `larder serve`, killed when dropped.
-struct Process {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Process {
-    fn start(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Process {
-        Process::start_logging(root, extra, env, Stdio::null())
-    }
-
-    fn start_logging(root: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -> Process {
-        let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
-        args.extend_from_slice(extra);
-        let mut command = larder(&args);
-        command.stdout(Stdio::piped()).stderr(log);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Process { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::larder_process::{Process, larder};
 
 async fn request(
     addr: std::net::SocketAddr,

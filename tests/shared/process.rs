@@ -1,0 +1,68 @@
+//! The real `larder` binary as a child process, for the tests that need one (`tests/it`'s
+//! process tests and the campaigns): a clean environment, `serve` on a free port, killed
+//! (SIGKILL) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_larder");
+
+/// `larder ARGS` without any `LARDER_*`, `FAILPOINTS` or `RUST_LOG` from our environment.
+pub fn larder(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LARDER_") || key == "FAILPOINTS" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// A running `larder serve`, killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub fn start(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Process {
+        Process::start_logging(root, extra, env, Stdio::null())
+    }
+
+    pub fn start_logging(root: &Path, extra: &[&str], env: &[(&str, &str)], log: Stdio) -> Process {
+        let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut command = larder(&args);
+        command.stdout(Stdio::piped()).stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Process { child, addr }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

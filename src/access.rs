@@ -160,7 +160,33 @@ pub struct Rule {
     pub price: Option<u64>,
 }
 
+impl std::fmt::Display for Who {
+    /// As written in the configuration file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Anyone => f.write_str("*"),
+            Who::Authenticated => f.write_str("@authenticated"),
+            Who::PathAccount => f.write_str("{account}"),
+            Who::Account(name) => f.write_str(name),
+        }
+    }
+}
+
 impl Rule {
+    /// The rule's path as written in the configuration file (`/home/{account}`).
+    pub fn display_path(&self) -> String {
+        if self.path.is_empty() {
+            return "/".into();
+        }
+        self.path
+            .iter()
+            .map(|p| match p {
+                Pattern::Literal(s) => format!("/{s}"),
+                Pattern::Account => "/{account}".into(),
+            })
+            .collect()
+    }
+
     /// Parses a rule path (`/home/{account}`) into patterns.
     pub fn parse_path(path: &str) -> Result<Vec<Pattern>, String> {
         let rest = path.strip_prefix('/').ok_or("a rule path must start with /")?;
@@ -177,7 +203,8 @@ impl Rule {
             .collect()
     }
 
-    fn who(&self, action: Action) -> &[Who] {
+    /// The principals allowed `action`.
+    pub fn who(&self, action: Action) -> &[Who] {
         match action {
             Action::Read => &self.read,
             Action::List => &self.list,

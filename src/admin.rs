@@ -6,9 +6,10 @@
 //! Tokens made with a token are never wider than it: the same scope or a narrower one,
 //! read-only if it is, expiring no later than it does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::config::{Settings, parse_duration};
 use crate::http::payment::insufficient_credits;
 use crate::http::problem::{Problem, Slug};
 use crate::http::{
-    App, Body, Verb, allow_value, empty, forbidden, full, json_response, method_not_allowed,
+    App, Body, Live, Verb, allow_value, empty, forbidden, full, json_response, method_not_allowed,
     no_content_with, out_of_scope, read_json, unauthenticated,
 };
 use crate::meter::{Price, price_for};
@@ -31,12 +32,13 @@ use crate::store::Store;
 /// What the endpoints need besides the request.
 struct Context<'a, S: Store> {
     app: &'a App<S>,
-    settings: &'a Settings,
+    settings: Arc<Live>,
     identity: &'a Identity,
 }
 
 enum Endpoint {
     Health,
+    Metrics,
     Problem(Slug),
     Account,
     Tokens,
@@ -49,7 +51,7 @@ enum Endpoint {
 impl Endpoint {
     fn allow(&self) -> &'static [Verb] {
         match self {
-            Endpoint::Health | Endpoint::Problem(_) | Endpoint::Account => {
+            Endpoint::Health | Endpoint::Metrics | Endpoint::Problem(_) | Endpoint::Account => {
                 &[Verb::Get, Verb::Head, Verb::Options]
             }
             Endpoint::Tokens | Endpoint::Purchases => {
@@ -61,8 +63,12 @@ impl Endpoint {
         }
     }
 
-    fn needs_account(&self) -> bool {
-        !matches!(self, Endpoint::Health | Endpoint::Problem(_))
+    fn needs_account(&self, settings: &Settings) -> bool {
+        match self {
+            Endpoint::Health | Endpoint::Problem(_) => false,
+            Endpoint::Metrics => !settings.metrics_public,
+            _ => true,
+        }
     }
 }
 
@@ -78,6 +84,7 @@ pub async fn respond<S: Store>(
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let endpoint = match rest.as_slice() {
         ["health"] => Endpoint::Health,
+        ["metrics"] => Endpoint::Metrics,
         ["problems", slug] => {
             Endpoint::Problem(Slug::from_name(slug).ok_or_else(Problem::not_found)?)
         }
@@ -90,7 +97,7 @@ pub async fn respond<S: Store>(
         _ => return Err(Problem::not_found()),
     };
     let account = context.identity.principal.account.clone();
-    if endpoint.needs_account() && account.is_none() {
+    if endpoint.needs_account(&context.settings) && account.is_none() {
         return Err(unauthenticated(&context.settings.realm, None));
     }
     let allow = endpoint.allow();
@@ -101,6 +108,7 @@ pub async fn respond<S: Store>(
     let response = match (endpoint, verb) {
         (_, Verb::Options) => no_content_with(ALLOW, allow_value(allow)),
         (Endpoint::Health, _) => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        (Endpoint::Metrics, _) => metrics(context).await?,
         (Endpoint::Problem(slug), _) => problem_page(slug),
         (Endpoint::Account, _) => {
             json_response(StatusCode::OK, &describe_account(context, account).await?)
@@ -135,6 +143,22 @@ pub async fn respond<S: Store>(
     Ok(if verb == Verb::Head { strip_body(response) } else { response })
 }
 
+/// GET /.larder/metrics: admins, or anyone when `metrics_public`.
+async fn metrics<S: Store>(context: &Context<'_, S>) -> Result<Response<Body>, Problem> {
+    if !context.settings.metrics_public && !context.identity.principal.admin {
+        return Err(forbidden("Only admins may read the metrics."));
+    }
+    let (credits, storage) =
+        context.app.state_call(|state| Ok((state.credit_totals()?, state.total_usage()?))).await?;
+    let text = context.app.metrics().render(credits, storage);
+    Response::builder()
+        .header(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .header(CONTENT_LENGTH, text.len())
+        .header(CACHE_CONTROL, "no-store")
+        .body(full(text))
+        .map_err(|_| Problem::internal())
+}
+
 fn strip_body(response: Response<Body>) -> Response<Body> {
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, empty())
@@ -161,7 +185,7 @@ async fn describe_account<S: Store>(
     name: String,
 ) -> Result<Value, Problem> {
     let configured = context.settings.accounts.get(&name);
-    let plan = context.app.meter().plan_of(&name);
+    let plan = context.settings.meter.plan_of(&name);
     let who = name.clone();
     let (balance, used) =
         context.app.state_call(move |state| Ok((state.balance(&who)?, state.usage(&who)?))).await?;
@@ -198,7 +222,7 @@ async fn buy<S: Store>(
     account: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
-    let body: BuyRequest = read_json(request).await?;
+    let body: BuyRequest = read_json(request, context.app.metrics()).await?;
     let text = body
         .path
         .ok_or_else(|| Problem::new(Slug::BadRequest, "path: the resource to buy is missing."))?;
@@ -264,7 +288,7 @@ async fn top_up<S: Store>(
     if !context.settings.accounts.contains_key(&name) {
         return Err(Problem::not_found());
     }
-    let body: TopUp = read_json(request).await?;
+    let body: TopUp = read_json(request, context.app.metrics()).await?;
     let amount = body.amount.filter(|a| *a != 0).ok_or_else(|| {
         Problem::new(Slug::BadRequest, "amount: a non-zero whole number of credits is needed.")
     })?;
@@ -307,7 +331,7 @@ async fn create_token<S: Store>(
     account: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
-    let body: NewToken = read_json(request).await?;
+    let body: NewToken = read_json(request, context.app.metrics()).await?;
     let bad = |detail: String| Problem::new(Slug::BadRequest, detail);
     let scope = match &body.scope {
         Some(text) => Some(

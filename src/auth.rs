@@ -11,9 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -128,7 +130,10 @@ struct Known {
 
 /// Verifies credentials against the configured accounts and the stored tokens.
 pub struct Authenticator {
-    accounts: HashMap<String, Known>,
+    /// Swapped whole by [`Authenticator::reload`].
+    accounts: ArcSwap<HashMap<String, Known>>,
+    /// Bumped by every reload: a verification begun before one is not remembered.
+    generation: AtomicU64,
     /// Verified against when the account is unknown, so that costs what a known one costs.
     dummy: String,
     /// Key for hashing Authorization values into cache keys; random per process.
@@ -149,18 +154,10 @@ pub struct Authenticator {
 impl Authenticator {
     /// Builds the verifier for the settings' accounts and the tokens in `state`.
     pub fn new(settings: &Settings, state: Arc<State>) -> Self {
-        let accounts = settings
-            .accounts
-            .values()
-            .map(|a| {
-                let credits =
-                    a.plan.as_ref().and_then(|p| settings.plans.get(p)).map_or(0, |p| p.credits);
-                (a.name.clone(), Known { password: a.password.clone(), admin: a.admin, credits })
-            })
-            .collect();
         let dummy = hash_password("larder dummy password").unwrap_or_default();
         Authenticator {
-            accounts,
+            accounts: ArcSwap::from_pointee(known_accounts(settings)),
+            generation: AtomicU64::new(0),
             dummy,
             key: rand::random(),
             cache: Mutex::new(HashMap::new()),
@@ -175,13 +172,22 @@ impl Authenticator {
         }
     }
 
+    /// Puts the settings' accounts in force: credentials verified before are verified again,
+    /// so a removed account or a changed password takes effect at the next request.
+    pub fn reload(&self, settings: &Settings) {
+        self.accounts.store(Arc::new(known_accounts(settings)));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Grants the account's plan credits if this is its first sign-in ever (recorded in the
     /// state database, so once across restarts).
     async fn first_sign_in(&self, account: &str) {
         if self.granted.lock().unwrap_or_else(|e| e.into_inner()).contains(account) {
             return;
         }
-        let credits = self.accounts.get(account).map_or(0, |k| k.credits);
+        let credits = self.accounts.load().get(account).map_or(0, |k| k.credits);
         let (state, name) = (self.state.clone(), account.to_owned());
         match tokio::task::spawn_blocking(move || state.grant_once(&name, credits)).await {
             Ok(Ok(granted)) => {
@@ -229,6 +235,8 @@ impl Authenticator {
             return Err(Failure::BadCredentials);
         };
         self.throttle.check(peer, Some(&name)).map_err(Failure::Throttled)?;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let accounts = self.accounts.load_full();
         // One verification per credential at a time: the others wait for its result.
         let flight = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,7 +244,7 @@ impl Authenticator {
         };
         let verified = flight
             .get_or_init(|| async {
-                let (stored, known) = match self.accounts.get(&name) {
+                let (stored, known) = match accounts.get(&name) {
                     Some(k) => (k.password.clone(), true),
                     None => (self.dummy.clone(), false),
                 };
@@ -256,9 +264,9 @@ impl Authenticator {
         }
         self.throttle.succeeded(peer, &name);
         self.first_sign_in(&name).await;
-        let admin = self.accounts.get(&name).is_some_and(|k| k.admin);
+        let admin = accounts.get(&name).is_some_and(|k| k.admin);
         let principal = Principal::account(&name, admin);
-        self.remember(cache_key, principal.clone());
+        self.remember(cache_key, principal.clone(), generation);
         Ok(Identity { principal, token: None })
     }
 
@@ -308,9 +316,8 @@ impl Authenticator {
         }
         // A token outlives nothing: an account removed from the configuration takes its
         // tokens with it.
-        let known = self.accounts.get(&record.account).ok_or(Failure::InvalidToken)?;
-        let principal =
-            Principal::account(&record.account, known.admin).with_limit(limit_of(&record));
+        let admin = self.accounts.load().get(&record.account).ok_or(Failure::InvalidToken)?.admin;
+        let principal = Principal::account(&record.account, admin).with_limit(limit_of(&record));
         Ok(Identity { principal, token: Some(record) })
     }
 
@@ -326,13 +333,29 @@ impl Authenticator {
         cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(p, _)| p.clone())
     }
 
-    fn remember(&self, key: [u8; 32], principal: Principal) {
+    fn remember(&self, key: [u8; 32], principal: Principal, generation: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return; // verified against accounts a reload has replaced
+        }
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
         cache.insert(key, (principal, Instant::now()));
     }
+}
+
+/// The settings' accounts as the verifier needs them.
+fn known_accounts(settings: &Settings) -> HashMap<String, Known> {
+    settings
+        .accounts
+        .values()
+        .map(|a| {
+            let credits =
+                a.plan.as_ref().and_then(|p| settings.plans.get(p)).map_or(0, |p| p.credits);
+            (a.name.clone(), Known { password: a.password.clone(), admin: a.admin, credits })
+        })
+        .collect()
 }
 
 /// Splits an `Authorization` value into its scheme and the rest (trimmed).

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `hash-password` and `check`. Usage and configuration errors
+//! The command line: `serve`, `hash-password`, `check`, `explain` and `token`. Usage and configuration errors
 //! exit with status 64 (EX_USAGE) after a message naming the file, the key and the problem.
 
 use std::io::{BufRead, Write};
@@ -12,6 +12,7 @@ use crate::config::{Overrides, Settings};
 use crate::http::App;
 use crate::state::State;
 use crate::store::FileStore;
+use crate::telemetry::LogFormat;
 
 /// Exit status for usage and configuration errors (sysexits' EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -29,8 +30,11 @@ enum Command {
     Serve(ServeArgs),
     /// Read a password from standard input and print its argon2id PHC string.
     HashPassword,
-    /// Validate the configuration and print the effective one, secrets redacted.
+    /// Validate the configuration, print the effective one (secrets redacted) and explain
+    /// each rule.
     Check(ServeArgs),
+    /// Print the decision for every method on PATH, and the rule that made it.
+    Explain(ExplainArgs),
     /// Manage bearer tokens (works while the server runs).
     Token {
         #[command(subcommand)]
@@ -66,6 +70,17 @@ struct TokenArgs {
 }
 
 #[derive(Args)]
+struct ExplainArgs {
+    /// The path, like /docs/a.txt (a trailing / names a collection).
+    path: String,
+    /// The account asking [default: an anonymous client]
+    #[arg(long = "as", value_name = "NAME")]
+    account: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     /// The folder whose files are served (created if missing) [default: .]
     #[arg(env = "LARDER_ROOT")]
@@ -91,22 +106,33 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LARDER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// How log lines are written on standard error.
+    #[arg(long, env = "LARDER_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: LogFormat,
 }
 
 impl ServeArgs {
-    fn settings(self) -> Result<Settings, crate::config::Error> {
-        let overrides = Overrides {
-            root: self.root,
-            bind: self.bind,
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            root: self.root.clone(),
+            bind: self.bind.clone(),
             port: self.port,
-            config: self.config,
-            state: self.state,
-            auth: self.auth,
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
-        };
-        Settings::load(overrides, &|key| std::env::var(key).ok())
+            config: self.config.clone(),
+            state: self.state.clone(),
+            auth: self.auth.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
     }
+
+    fn settings(&self) -> Result<Settings, crate::config::Error> {
+        load(self.overrides())
+    }
+}
+
+/// The settings from the flags, the environment and the file they name.
+fn load(overrides: Overrides) -> Result<Settings, crate::config::Error> {
+    Settings::load(overrides, &|key| std::env::var(key).ok())
 }
 
 /// Runs the command line; returns the process's exit status.
@@ -122,12 +148,13 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
         Command::Check(args) => check(args),
+        Command::Explain(args) => explain(args),
         Command::Token { command: TokenCommand::Create(args) } => create_token(args),
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    crate::telemetry::init();
+    crate::telemetry::init(args.log_format);
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let settings = match args.settings() {
@@ -151,7 +178,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, tls)) {
+    match runtime.block_on(run(settings, args.overrides(), tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("larder: {e}");
@@ -160,7 +187,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<()> {
+async fn run(
+    settings: Settings,
+    overrides: Overrides,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Before anything is printed: SIGHUP's default action would end the process.
+    let hangups = signal(SignalKind::hangup())?;
     let state = Arc::new(State::open(&settings.state)?);
     let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
     let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
@@ -169,10 +203,37 @@ async fn run(settings: Settings, tls: Option<Arc<rustls::ServerConfig>>) -> std:
     if settings.open_read_only {
         println!("no accounts or rules: serving {} read-only to everyone", store.root().display());
     }
-    let app = Arc::new(App::new(Arc::new(settings), store, state));
+    let app = Arc::new(App::new(settings, store, state));
+    tokio::spawn(reload_on_hangup(hangups, overrides, app.clone()));
     crate::server::run(listener, app, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On every SIGHUP, reads the configuration again as at start (flags, environment, file) and
+/// puts it in force whole; a file that does not load changes nothing.
+async fn reload_on_hangup<S: crate::store::Store>(
+    mut hangups: tokio::signal::unix::Signal,
+    overrides: Overrides,
+    app: Arc<App<S>>,
+) {
+    while hangups.recv().await.is_some() {
+        let overrides = overrides.clone();
+        match tokio::task::spawn_blocking(move || load(overrides)).await {
+            Ok(Ok(settings)) => {
+                let restart = app.reload(settings);
+                tracing::info!("configuration reloaded");
+                if !restart.is_empty() {
+                    let keys = restart.join(", ");
+                    tracing::warn!("changed but kept until a restart: {keys}");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!("configuration not reloaded, the one in force stays: {e}");
+            }
+            Err(e) => tracing::error!("configuration not reloaded: {e}"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -219,12 +280,38 @@ fn check(args: ServeArgs) -> ExitCode {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "# configuration is valid; secrets are redacted");
             let _ = write!(out, "{}", settings.to_redacted_toml());
+            let _ = writeln!(out, "\n# the rules, explained (the longest matching rule decides)");
+            for line in crate::explain::rules(&settings).lines() {
+                let _ = writeln!(out, "{}", format!("# {line}").trim_end());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("larder: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("larder: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let settings = match args.serve.settings() {
+        Ok(settings) => settings,
+        Err(e) => return fail(e.to_string()),
+    };
+    let path = match crate::path::ResourcePath::parse(&args.path) {
+        Ok(path) => path,
+        Err(e) => return fail(format!("`{}`: {e}", args.path)),
+    };
+    match crate::explain::principal(&settings, args.account.as_deref()) {
+        Ok(principal) => {
+            print!("{}", crate::explain::path(&settings, &path, &principal));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("--as: {e}")),
     }
 }
 

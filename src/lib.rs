@@ -11,12 +11,14 @@
 //! - [`admin`]: the `/.larder/` namespace (health, problem pages).
 //! - [`auth`]: credentials in a request → a [`access::Principal`] (argon2id, cache).
 //! - [`access`]: pure rule evaluation: allow / unauthenticated / forbidden / hidden.
+//! - [`explain`]: the rules and one path's decisions in words (`check`, `explain`).
 //! - [`meter`]: plans, quotas and prices (pure).
 //! - [`config`]: the TOML file, environment and flags merged into [`config::Settings`].
 //! - [`store`]: resources (bytes and metadata) behind the [`store::Store`] trait; the only
 //!   module that touches the served folder.
 //! - [`state`]: the embedded SQLite database (metadata, later tokens and the ledger).
 //! - [`path`]: validated, percent-decoded resource paths.
+//! - [`metrics`]: the counters `/.larder/metrics` shows.
 //! - [`telemetry`]: logging set-up and request ids.
 
 pub mod access;
@@ -24,8 +26,10 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod http;
 pub mod meter;
+pub mod metrics;
 pub mod path;
 pub mod server;
 pub mod state;

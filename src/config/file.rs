@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Error, Settings, parse_size};
-use crate::access::{Pattern, Rule, Who};
+use crate::access::{Rule, Who};
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +25,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub trace: Option<bool>,
+    pub metrics_public: Option<bool>,
+    pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
     #[serde(default)]
@@ -142,6 +144,8 @@ struct Effective<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<String>,
     trace: bool,
+    metrics_public: bool,
+    shutdown_grace: String,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
     rule: Vec<EffectiveRule>,
@@ -178,16 +182,7 @@ struct EffectiveRule {
 
 /// Renders the effective settings as TOML with every secret replaced.
 pub fn render(settings: &Settings) -> String {
-    let names = |list: &[Who]| {
-        list.iter()
-            .map(|w| match w {
-                Who::Anyone => "*".to_owned(),
-                Who::Authenticated => "@authenticated".to_owned(),
-                Who::PathAccount => "{account}".to_owned(),
-                Who::Account(name) => name.clone(),
-            })
-            .collect()
-    };
+    let names = |list: &[Who]| list.iter().map(Who::to_string).collect();
     let effective = Effective {
         bind: settings.bind.to_string(),
         port: settings.port,
@@ -201,6 +196,8 @@ pub fn render(settings: &Settings) -> String {
         tls_cert: settings.tls.as_ref().map(|t| t.cert.display().to_string()),
         tls_key: settings.tls.as_ref().map(|t| t.key.display().to_string()),
         trace: settings.trace,
+        metrics_public: settings.metrics_public,
+        shutdown_grace: format!("{}s", settings.shutdown_grace.as_secs()),
         account: settings
             .accounts
             .values()
@@ -223,7 +220,7 @@ pub fn render(settings: &Settings) -> String {
             .rules()
             .iter()
             .map(|r| EffectiveRule {
-                path: render_path(&r.path),
+                path: r.display_path(),
                 read: names(&r.read),
                 list: names(&r.list),
                 create: names(&r.create),
@@ -236,16 +233,4 @@ pub fn render(settings: &Settings) -> String {
             .collect(),
     };
     toml::to_string(&effective).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-}
-
-fn render_path(path: &[Pattern]) -> String {
-    if path.is_empty() {
-        return "/".into();
-    }
-    path.iter()
-        .map(|p| match p {
-            Pattern::Literal(s) => format!("/{s}"),
-            Pattern::Account => "/{account}".into(),
-        })
-        .collect()
 }

@@ -136,6 +136,10 @@ pub struct Settings {
     pub tls: Option<Tls>,
     /// Whether TRACE is answered (otherwise 405).
     pub trace: bool,
+    /// Whether anyone may read `/.larder/metrics` (otherwise admins only).
+    pub metrics_public: bool,
+    /// How long requests in flight may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
     /// Accounts by name.
     pub accounts: BTreeMap<String, Account>,
     /// Plans by name.
@@ -286,6 +290,13 @@ impl Settings {
             })?,
             None => Duration::from_secs(30),
         };
+        let shutdown_grace = match env_value("SHUTDOWN_GRACE").or(file.shutdown_grace.clone()) {
+            Some(text) => parse_duration(&text).map_err(|_| {
+                let problem = format!("`{text}` is not a duration like \"30s\"");
+                Error::new(&source, "shutdown_grace", problem)
+            })?,
+            None => Duration::from_secs(30),
+        };
         let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             return Err(Error::new(&source, "max_connections", "must be at least 1"));
@@ -321,12 +332,48 @@ impl Settings {
             max_connections,
             tls,
             trace,
+            metrics_public: file.metrics_public.unwrap_or(false),
+            shutdown_grace,
             accounts,
             plans,
             rules: Rules::new(rules, names),
             open_read_only,
             file: overrides.config.clone(),
         })
+    }
+
+    /// `new` as a running server can take it from `self`: the accounts, plans, rules and
+    /// per-request keys of `new`; the sockets, folders and limits set at start from `self`.
+    /// Also returns the keys that differ but need a restart.
+    pub fn reloaded(&self, new: Settings) -> (Settings, Vec<&'static str>) {
+        let mut ignored = Vec::new();
+        let mut keep = |changed: bool, key: &'static str| {
+            if changed {
+                ignored.push(key);
+            }
+        };
+        keep(self.bind != new.bind, "bind");
+        keep(self.port != new.port, "port");
+        keep(self.root != new.root, "root");
+        keep(self.state != new.state, "state");
+        keep(self.tls != new.tls, "tls_cert");
+        keep(self.header_timeout != new.header_timeout, "header_timeout");
+        keep(self.max_connections != new.max_connections, "max_connections");
+        keep(self.sign_in_limit != new.sign_in_limit, "sign_in_limit");
+        keep(self.shutdown_grace != new.shutdown_grace, "shutdown_grace");
+        let settings = Settings {
+            bind: self.bind,
+            port: self.port,
+            root: self.root.clone(),
+            state: self.state.clone(),
+            tls: self.tls.clone(),
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+            sign_in_limit: self.sign_in_limit,
+            shutdown_grace: self.shutdown_grace,
+            ..new
+        };
+        (settings, ignored)
     }
 
     /// The effective configuration as TOML, with password hashes redacted.

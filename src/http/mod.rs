@@ -10,6 +10,7 @@ mod body;
 pub mod conditional;
 pub mod framing;
 mod listing;
+mod logged;
 pub mod payment;
 pub mod problem;
 pub mod range;
@@ -22,12 +23,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use http::header::{
     ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName,
     HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -35,11 +38,13 @@ use crate::access::{Action, Decision, Principal};
 use crate::auth::{Authenticator, Failure};
 use crate::config::Settings;
 use crate::meter::Meter;
+use crate::metrics::Metrics;
 use crate::path::ResourcePath;
 use crate::state::State;
 use crate::store::{Entry, Put, Store};
-use crate::telemetry::{RequestIds, escape};
+use crate::telemetry::RequestIds;
 use conditional::Validators;
+use logged::{Logged, Record};
 use problem::{Problem, Slug};
 
 pub use body::{Body, empty, full};
@@ -124,14 +129,30 @@ struct Trail {
     account: Option<String>,
 }
 
+/// The configuration in force: settings and the plans derived from them, replaced whole by
+/// [`App::reload`]. Derefs to the settings.
+pub struct Live {
+    /// The settings.
+    pub settings: Settings,
+    /// Their plans, by account.
+    pub meter: Meter,
+}
+
+impl std::ops::Deref for Live {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
 /// The application: settings, store and verifier, answering one request at a time.
 pub struct App<S: Store> {
-    settings: Arc<Settings>,
+    live: ArcSwap<Live>,
     store: S,
     state: Arc<State>,
-    meter: Meter,
     auth: Authenticator,
     ids: RequestIds,
+    metrics: Arc<Metrics>,
 }
 
 enum Target {
@@ -144,15 +165,39 @@ enum Target {
 
 impl<S: Store> App<S> {
     /// Builds the application.
-    pub fn new(settings: Arc<Settings>, store: S, state: Arc<State>) -> Self {
+    pub fn new(settings: Settings, store: S, state: Arc<State>) -> Self {
         let auth = Authenticator::new(&settings, state.clone());
         let meter = Meter::new(&settings);
-        App { settings, store, state, meter, auth, ids: RequestIds::new() }
+        App {
+            live: ArcSwap::from_pointee(Live { settings, meter }),
+            store,
+            state,
+            auth,
+            ids: RequestIds::new(),
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The configuration in force (a snapshot: a reload does not change it under the caller).
+    pub fn settings(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts the accounts, plans, rules and other per-request settings of `new` in force for
+    /// every request that starts from now on; the sockets, folders and limits read at start
+    /// stay as they are. Returns the keys that changed but need a restart.
+    pub fn reload(&self, new: Settings) -> Vec<&'static str> {
+        let old = self.settings();
+        let (settings, ignored) = old.settings.reloaded(new);
+        let meter = Meter::new(&settings);
+        self.auth.reload(&settings);
+        self.live.store(Arc::new(Live { settings, meter }));
+        ignored
+    }
+
+    /// The counters `/.larder/metrics` shows.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The store.
@@ -163,11 +208,6 @@ impl<S: Store> App<S> {
     /// Drops a revoked token from memory at once.
     pub fn forget_token(&self, id: &str) {
         self.auth.forget_token(id);
-    }
-
-    /// The plans in force.
-    pub fn meter(&self) -> &Meter {
-        &self.meter
     }
 
     /// Runs `work` on the state database off the async workers; a database error is a 500
@@ -223,17 +263,19 @@ impl<S: Store> App<S> {
         if authenticated && private && !headers.contains_key(CACHE_CONTROL) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
         }
-        tracing::info!(
-            target: "access",
-            request_id = %id,
-            method = %method,
-            path = %escape(&target.to_string()),
-            status = response.status().as_u16(),
-            bytes = %response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-            account = %trail.account.as_deref().unwrap_or("-"),
-        );
-        response
+        let record = Record {
+            id,
+            method,
+            target: target.to_string(),
+            status: response.status().as_u16(),
+            account: trail.account,
+            started,
+        };
+        let (parts, body) = response.into_parts();
+        Response::from_parts(
+            parts,
+            BodyExt::boxed_unsync(Logged::new(body, record, self.metrics.clone())),
+        )
     }
 
     async fn respond(
@@ -252,14 +294,13 @@ impl<S: Store> App<S> {
         let target = parse_target(verb, request.uri())?;
         // Credentials.
         let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        let identity = self
-            .auth
-            .authenticate(authorization, peer)
-            .await
-            .map_err(|failure| unauthenticated(&self.settings.realm, Some(failure)))?;
+        let identity = self.auth.authenticate(authorization, peer).await.map_err(|failure| {
+            self.metrics.sign_in_failed(failure);
+            unauthenticated(&self.settings().realm, Some(failure))
+        })?;
         trail.account = identity.principal.account.clone();
         match target {
-            Target::Star => Ok(options_star(self.settings.trace)),
+            Target::Star => Ok(options_star(self.settings().trace)),
             Target::Larder(rest) => {
                 crate::admin::respond(self, &identity, verb, &rest, request).await
             }
@@ -273,12 +314,12 @@ impl<S: Store> App<S> {
         path: &ResourcePath,
         action: Action,
     ) -> Result<(), Problem> {
-        match self.settings.rules.decide(principal, path.segments(), action) {
+        match self.settings().rules.decide(principal, path.segments(), action) {
             Decision::Allow => Ok(()),
-            Decision::Unauthenticated => Err(unauthenticated(&self.settings.realm, None)),
+            Decision::Unauthenticated => Err(unauthenticated(&self.settings().realm, None)),
             Decision::Forbidden => Err(forbidden("This account may not do this here.")),
             Decision::Hidden => Err(Problem::not_found()),
-            Decision::OutOfScope => Err(out_of_scope(&self.settings.realm)),
+            Decision::OutOfScope => Err(out_of_scope(&self.settings().realm)),
         }
     }
 
@@ -291,7 +332,7 @@ impl<S: Store> App<S> {
             allow.push(Verb::Delete);
         }
         allow.push(Verb::Options);
-        if self.settings.trace {
+        if self.settings().trace {
             allow.push(Verb::Trace);
         }
         allow
@@ -423,6 +464,7 @@ pub fn out_of_scope(realm: &str) -> Problem {
 /// the field.
 pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
     request: Request<Incoming>,
+    metrics: &Metrics,
 ) -> Result<T, Problem> {
     const LIMIT: usize = 64 * 1024;
     let media = content_type(request.headers());
@@ -445,6 +487,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
             None => Problem::new(Slug::BadRequest, "The request body was cut off."),
         })?
         .to_bytes();
+    metrics.received(bytes.len() as u64);
     if bytes.is_empty() {
         return Ok(T::default());
     }

@@ -85,12 +85,12 @@ impl<S: Store> App<S> {
     ) -> Result<Option<Charge>, Problem> {
         let segments = entry.path.segments();
         let Price::Due(price) =
-            price_for(&self.settings.rules, principal, segments, entry.owner.as_deref())
+            price_for(&self.settings().rules, principal, segments, entry.owner.as_deref())
         else {
             return Ok(None);
         };
         let Some(account) = principal.account.clone() else {
-            return Err(unauthenticated(&self.settings.realm, None));
+            return Err(unauthenticated(&self.settings().realm, None));
         };
         let key = entry.path.as_key();
         let who = account.clone();

@@ -138,10 +138,12 @@ impl<S: Store> App<S> {
         let all = self.store.list(&entry.path).await?;
         let members: Vec<&Entry> = all
             .iter()
-            .filter(|m| self.settings.rules.listed(principal, m.path.segments(), m.is_collection()))
+            .filter(|m| {
+                self.settings().rules.listed(principal, m.path.segments(), m.is_collection())
+            })
             .collect();
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-        let rules = &self.settings.rules;
+        let rules = &self.settings().rules;
         let price = |member: &Entry| match member.is_collection() {
             true => None,
             false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 
+use crate::metrics::UploadCounters;
 use crate::store::ByteStream;
 
 /// Why reading a request body stopped.
@@ -43,10 +44,19 @@ pub fn body_error(error: &io::Error) -> Option<&BodyError> {
 
 /// The request body as a stream of data that fails once more than `limit` bytes arrive, or
 /// more than `room` (what the owner's quota leaves).
-pub fn limited(body: Incoming, limit: u64, room: Option<u64>) -> ByteStream {
+pub fn limited(
+    body: Incoming,
+    limit: u64,
+    room: Option<u64>,
+    counters: UploadCounters,
+) -> ByteStream {
     let mut seen: u64 = 0;
     let stream = BodyDataStream::new(body).map(move |chunk| -> io::Result<Bytes> {
-        let chunk = chunk.map_err(|e| io::Error::other(BodyError::Aborted(e)))?;
+        let chunk = chunk.map_err(|e| {
+            counters.aborted.inc();
+            io::Error::other(BodyError::Aborted(e))
+        })?;
+        counters.received.inc_by(chunk.len() as u64);
         seen = seen.saturating_add(chunk.len() as u64);
         if seen > limit {
             return Err(io::Error::other(BodyError::TooLarge(limit)));

@@ -52,7 +52,7 @@ impl<S: Store> App<S> {
             .and_then(|v| v.parse::<u64>().ok());
         let mut room = None;
         if let Some(owner) = &owner
-            && let Some((plan, terms)) = self.meter.plan_of(owner)
+            && let Some((plan, terms)) = self.settings().meter.plan_of(owner)
         {
             let who = owner.clone();
             let used = self.state_call(move |state| state.usage(&who)).await?;
@@ -74,13 +74,13 @@ impl<S: Store> App<S> {
             room = Some(left);
         }
         if let Some(length) = length
-            && length > self.settings.max_upload
+            && length > self.settings().max_upload
         {
             return Err(Problem::new(
                 Slug::ContentTooLarge,
                 format!(
                     "The body is {length} bytes; at most {} are accepted.",
-                    self.settings.max_upload
+                    self.settings().max_upload
                 ),
             ));
         }
@@ -93,7 +93,8 @@ impl<S: Store> App<S> {
 
     /// A store failure of a write, with the owner's quota for a `quota-exceeded` answer.
     async fn write_failure(&self, error: store::Error, owner: Option<&str>) -> Problem {
-        let terms = owner.and_then(|o| self.meter.plan_of(o));
+        let live = self.settings();
+        let terms = owner.and_then(|o| live.meter.plan_of(o));
         let (Some(owner), Some((plan, terms))) = (owner, terms) else { return error.into() };
         match &error {
             store::Error::OverQuota(over) => {
@@ -140,10 +141,14 @@ impl<S: Store> App<S> {
             let upload = Upload {
                 content_type: content_type(request.headers()),
                 owner: principal.account,
-                quotas: self.meter.quotas(),
+                quotas: self.settings().meter.quotas(),
             };
-            let body =
-                upload::limited(request.into_body(), self.settings.max_upload, admitted.room);
+            let body = upload::limited(
+                request.into_body(),
+                self.settings().max_upload,
+                admitted.room,
+                self.metrics.upload(),
+            );
             self.store.put(&path, upload, body, check).await
         };
         match result {
@@ -172,7 +177,12 @@ impl<S: Store> App<S> {
                 Problem::new(Slug::BadRequest, "The multipart body has no valid boundary.")
             })?;
             let room = admitted.room.map(|room| room + MULTIPART_SLACK);
-            let body = upload::limited(request.into_body(), self.settings.max_upload, room);
+            let body = upload::limited(
+                request.into_body(),
+                self.settings().max_upload,
+                room,
+                self.metrics.upload(),
+            );
             return self.post_multipart(collection, principal, body, boundary).await;
         }
         let extension = content_type
@@ -183,8 +193,17 @@ impl<S: Store> App<S> {
             .unwrap_or_default();
         let name = format!("{:016x}{extension}", rand::random::<u64>());
         let path = collection.path.child(&name, false)?;
-        let upload = Upload { content_type, owner: principal.account, quotas: self.meter.quotas() };
-        let body = upload::limited(request.into_body(), self.settings.max_upload, admitted.room);
+        let upload = Upload {
+            content_type,
+            owner: principal.account,
+            quotas: self.settings().meter.quotas(),
+        };
+        let body = upload::limited(
+            request.into_body(),
+            self.settings().max_upload,
+            admitted.room,
+            self.metrics.upload(),
+        );
         match self.store.put(&path, upload, body, must_be_new).await {
             Ok(put) => Ok(stored(put?)),
             Err(e) => Err(self.write_failure(e, admitted.owner.as_deref()).await),
@@ -223,7 +242,7 @@ impl<S: Store> App<S> {
             let upload = Upload {
                 content_type: field.content_type().map(|m| m.to_string()),
                 owner: owner.clone(),
-                quotas: self.meter.quotas(),
+                quotas: self.settings().meter.quotas(),
             };
             let stream: ByteStream =
                 Box::pin(futures_util::StreamExt::map(field, |chunk| chunk.map_err(from_multer)));

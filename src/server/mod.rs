@@ -1,6 +1,6 @@
 //! Sockets and connections: [`run`] serves an already-bound listener until `shutdown`
 //! completes, then stops accepting and lets requests in flight finish (bounded by
-//! [`GRACE`]). Each connection speaks HTTP/1.1 (through [`guard`]) or HTTP/2 (prior
+//! `shutdown_grace`); an HTTP/1.1 answer written meanwhile says `Connection: close`. Each connection speaks HTTP/1.1 (through [`guard`]) or HTTP/2 (prior
 //! knowledge, or ALPN over TLS) through hyper. Past `max_connections`, a new connection gets
 //! one 503 and is closed. Slow clients are dropped after `header_timeout` without holding up
 //! anyone: each connection is its own task. Panics in handlers never reach here:
@@ -15,7 +15,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Response;
@@ -32,15 +31,12 @@ use crate::http::problem::{Problem, Slug};
 use crate::http::{App, Body};
 use crate::store::Store;
 
-/// How long requests in flight may take to finish after shutdown begins.
-pub const GRACE: Duration = Duration::from_secs(30);
-
 /// Counts open connections; a slot is freed when its [`Slot`] drops.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(prometheus::IntGauge);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -53,8 +49,8 @@ pub async fn run<S: Store>(
 ) -> io::Result<()> {
     let settings = app.settings();
     let protocols = Arc::new(Protocols::new(settings.header_timeout));
-    let max_connections = settings.max_connections;
-    let open = Arc::new(AtomicUsize::new(0));
+    let (max_connections, grace) = (settings.max_connections, settings.shutdown_grace);
+    let open = app.metrics().connections().clone();
     let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -72,8 +68,9 @@ pub async fn run<S: Store>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let over = usize::try_from(open.get()).unwrap_or(0) >= max_connections;
+        open.inc();
         let slot = Slot(open.clone());
-        let over = open.fetch_add(1, Ordering::Relaxed) >= max_connections;
         let (app, protocols, tls, watcher) =
             (app.clone(), protocols.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
@@ -105,7 +102,7 @@ pub async fn run<S: Store>(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => tracing::warn!("requests still in flight after {GRACE:?}; stopping"),
+        () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight after {grace:?}; stopping"),
     }
     Ok(())
 }

@@ -36,6 +36,17 @@ pub enum Bought {
     Insufficient(u64),
 }
 
+/// Sums over the whole ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreditTotals {
+    /// Plan grants and top-ups.
+    pub granted: u64,
+    /// Purchases, refunds not subtracted.
+    pub spent: u64,
+    /// Refunds of purchases whose read failed.
+    pub refunded: u64,
+}
+
 /// One ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -111,6 +122,20 @@ fn purchase_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Purchase> {
 }
 
 impl State {
+    /// Credits ever granted (plan grants and top-ups), spent on purchases, and refunded,
+    /// from the ledger: every node's and every run's, so they survive restarts.
+    pub fn credit_totals(&self) -> io::Result<CreditTotals> {
+        let sum = |kinds: &str| {
+            let sql =
+                format!("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind IN ({kinds})");
+            self.db().query_row(&sql, [], |row| row.get::<_, i64>(0)).map_err(to_io)
+        };
+        Ok(CreditTotals {
+            granted: sum("'grant', 'top-up'")?.unsigned_abs(),
+            spent: sum("'purchase'")?.unsigned_abs(),
+            refunded: sum("'refund'")?.unsigned_abs(),
+        })
+    }
     /// Grants a plan's credits the first time an account is seen; true if granted now.
     pub fn grant_once(&self, account: &str, credits: u64) -> io::Result<bool> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));

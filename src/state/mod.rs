@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-pub use credit::{Bought, Entry as LedgerEntry, Purchase};
+pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, Purchase};
 pub use object::{Fingerprint, ObjectMeta, OverQuota};
 pub use token::TokenRecord;
 

@@ -267,6 +267,18 @@ impl State {
         Ok(found)
     }
 
+    /// Bytes that owned resources take, all owners together.
+    pub fn total_usage(&self) -> io::Result<u64> {
+        self.db()
+            .query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner IS NOT NULL AND live = 1",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n.unsigned_abs())
+            .map_err(to_io)
+    }
+
     /// Bytes of `owner`'s live resources.
     pub fn usage(&self, owner: &str) -> io::Result<u64> {
         self.db()

@@ -156,7 +156,7 @@ impl TestServer {
         let root = store.root().to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Arc::new(App::new(Arc::new(settings), store, state));
+        let app = Arc::new(App::new(settings, store, state));
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
             larder::server::run(listener, app, tls, async {

@@ -248,7 +248,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down");
 }
 
 fn hash_password() -> ExitCode {

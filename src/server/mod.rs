@@ -100,6 +100,7 @@ pub async fn run<S: Store>(
         });
     }
     drop(listener);
+    tracing::info!("stopped accepting; finishing requests in flight");
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight after {grace:?}; stopping"),

@@ -12,6 +12,7 @@ mod harness;
 #[path = "../shared/process.rs"]
 mod larder_process;
 mod methods;
+mod operations;
 mod paths;
 mod payment;
 mod process;

@@ -1,0 +1,359 @@
+//! Running it in production: `/.larder/metrics` moved by exactly the traffic sent, the
+//! access log (text and JSON, no secrets), graceful shutdown with uploads in flight, and
+//! configuration reload with SIGHUP.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+use crate::larder_process::{Process, larder};
+
+/// One keep-alive connection: HTTP/1.1 answers one request at a time, and larder counts a
+/// request when its answer is done, so what a request moved is counted before the next one
+/// on the same connection is read.
+struct Connection(SendRequest<Full<Bytes>>);
+
+impl Connection {
+    async fn open(addr: std::net::SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Connection(sender)
+    }
+
+    async fn send(&mut self, method: &str, target: &str, auth: &str, body: &[u8]) -> Reply {
+        let mut request =
+            Request::builder().method(method).uri(target).header("host", "larder.test");
+        if !auth.is_empty() {
+            request = request.header("authorization", auth);
+        }
+        if body.starts_with(b"{") {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        self.0.ready().await.unwrap();
+        let response = self.0.send_request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    async fn scrape(&mut self) -> (Reply, HashMap<String, f64>) {
+        let reply = self.send("GET", "/.larder/metrics", &basic("root"), b"").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+        let samples = reply
+            .text()
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect();
+        (reply, samples)
+    }
+}
+
+fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, name: &str) -> f64 {
+    let value = |m: &HashMap<String, f64>| m.get(name).copied().unwrap_or(0.0);
+    assert!(after.contains_key(name), "no sample {name} in {after:?}");
+    value(after) - value(before)
+}
+
+const SHOP: &str = r#"
+[plan.basic]
+storage = "1 MiB"
+credits = 20
+[[rule]]
+path = "/shop"
+read = ["@authenticated"]
+price = 5
+"#;
+
+fn shop_config() -> String {
+    // The plan must come before the accounts' tables refer to it: give alice hers after.
+    team_config("").replacen("name = \"alice\"\n", "name = \"alice\"\nplan = \"basic\"\n", 1) + SHOP
+}
+
+#[tokio::test]
+async fn metrics_move_by_exactly_the_traffic_sent() {
+    let server = TestServer::with_config(&shop_config()).await;
+    server.place("a.txt", &[b'a'; 100]);
+    server.place("shop/book.pdf", b"%PDF-1.7 a book");
+    let mut c = Connection::open(server.addr).await;
+
+    // Who may read them: admins; others are told to sign in, or refused.
+    let anonymous = server.get("/.larder/metrics", &[]).await;
+    anonymous.assert_problem(401, "unauthenticated");
+    let (first, before) = c.scrape().await;
+    let mut sent = first.body.len();
+    for _ in 0..3 {
+        let reply = c.send("GET", "/a.txt", "", b"").await;
+        assert_eq!(reply.status, 200);
+        sent += reply.body.len();
+    }
+    let missing = c.send("GET", "/missing.txt", "", b"").await;
+    assert_eq!(missing.status, 404);
+    let put = c.send("PUT", "/up.bin", &basic("alice"), &[7u8; 1000]).await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let order = br#"{"path": "/shop/book.pdf"}"#;
+    let bought = c.send("POST", "/.larder/purchases", &basic("alice"), order).await;
+    assert_eq!(bought.status, 201, "{}", bought.text());
+    let wrong = c.send("GET", "/a.txt", &basic_raw("alice:wrong"), b"").await;
+    assert_eq!(wrong.status, 401);
+    let bogus = c.send("GET", "/a.txt", "Bearer lt_bogus", b"").await;
+    assert_eq!(bogus.status, 401);
+    sent += [&missing, &put, &bought, &wrong, &bogus].iter().map(|r| r.body.len()).sum::<usize>();
+    let (_, after) = c.scrape().await;
+
+    let m = |name: &str| moved(&before, &after, name);
+    assert_eq!(m(r#"larder_requests_total{class="2xx",method="GET"}"#), 4.0, "3 reads + a scrape");
+    assert_eq!(m(r#"larder_requests_total{class="4xx",method="GET"}"#), 3.0);
+    assert_eq!(m(r#"larder_requests_total{class="2xx",method="PUT"}"#), 1.0);
+    assert_eq!(m(r#"larder_requests_total{class="2xx",method="POST"}"#), 1.0);
+    assert_eq!(m("larder_request_duration_seconds_count"), 9.0);
+    assert_eq!(m("larder_sent_bytes_total"), sent as f64);
+    assert_eq!(m("larder_received_bytes_total"), (1000 + order.len()) as f64);
+    assert_eq!(m(r#"larder_credits_total{kind="granted"}"#), 20.0, "alice's first sign-in");
+    assert_eq!(m(r#"larder_credits_total{kind="spent"}"#), 5.0);
+    assert_eq!(m("larder_storage_used_bytes"), 1000.0);
+    assert_eq!(m(r#"larder_sign_in_failures_total{reason="bad_credentials"}"#), 1.0);
+    assert_eq!(m(r#"larder_sign_in_failures_total{reason="invalid_token"}"#), 1.0);
+    assert!(after["larder_open_connections"] >= 1.0, "this connection is open");
+
+    let alice = server.get("/.larder/metrics", &[("authorization", &basic("alice"))]).await;
+    alice.assert_problem(403, "forbidden");
+
+    // A client that cuts its upload off: counted once the server has read the cut.
+    let mut cut = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT /cut.bin HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n0123456789",
+        basic("alice")
+    );
+    cut.write_all(head.as_bytes()).await.unwrap();
+    drop(cut);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, now) = c.scrape().await;
+        if moved(&after, &now, "larder_upload_aborts_total") == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cut-off upload was never counted");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_can_be_public() {
+    let server = TestServer::with_config(&team_config("metrics_public = true")).await;
+    let reply = server.get("/.larder/metrics", &[]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("# TYPE larder_requests_total counter"), "{}", reply.text());
+}
+
+/// The server's standard error, line by line, as it comes.
+struct Log(mpsc::Receiver<String>);
+
+impl Log {
+    fn of(server: &mut Process) -> Log {
+        let stderr = server.child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Log(rx)
+    }
+
+    /// The first line from now on that contains `needle` (failing after 20 s).
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+}
+
+fn start_logged(config: &str, extra: &[&str]) -> (tempfile::TempDir, Process, Log) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("larder.toml");
+    std::fs::write(&file, config).unwrap();
+    let root = dir.path().join("root");
+    let mut args = vec!["--config", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut server = Process::start_logging(&root, &args, &[], Stdio::piped());
+    let log = Log::of(&mut server);
+    (dir, server, log)
+}
+
+fn signal(server: &Process, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn send(server: &Process, method: &str, target: &str, auth: &str) -> Reply {
+    let mut c = Connection::open(server.addr).await;
+    c.send(method, target, auth, b"").await
+}
+
+#[tokio::test]
+async fn access_log_has_one_line_per_request_and_no_secrets() {
+    for format in ["text", "json"] {
+        let (_dir, server, log) = start_logged(&team_config(""), &["--log-format", format]);
+        let alice = basic("alice");
+        assert_eq!(send(&server, "GET", "/nothing.txt", &alice).await.status, 404);
+        let secret = "lt_c2VjcmV0LXRva2VuLXZhbHVlLW5vdC10by1iZS1sb2dnZWQ";
+        send(&server, "GET", &format!("/a%0Ab?access_token={secret}"), "").await;
+        let line = log.wait_for("nothing.txt");
+        let cut = log.wait_for("a%0Ab");
+        for text in [&line, &cut] {
+            assert!(!text.contains(PASSWORD) && !text.contains(&alice[6..]), "{text}");
+            assert!(!text.contains(&secret[3..]), "{text}");
+        }
+        assert!(cut.contains("access_token=lt_<redacted>") && !cut.contains('\n'), "{cut}");
+        if format == "json" {
+            let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(doc["target"], "access", "{doc}");
+            assert_eq!(doc["method"], "GET");
+            assert_eq!(doc["path"], "/nothing.txt");
+            assert_eq!(doc["status"], 404);
+            assert_eq!(doc["account"], "alice");
+            assert!(doc["bytes"].as_u64().unwrap() > 0, "a problem document was sent");
+            assert!(doc["ms"].as_f64().is_some() && doc["request_id"].as_str().is_some());
+        } else {
+            for field in ["method=GET", "path=/nothing.txt", "status=404", "account=alice"] {
+                assert!(line.contains(field), "{field} in {line}");
+            }
+            assert!(
+                line.contains("request_id=") && line.contains("bytes=") && line.contains("ms=")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_uploads_in_flight_finish_then_exits_0() {
+    let (dir, mut server, log) = start_logged(&team_config("shutdown_grace = \"20s\""), &[]);
+    let body = vec![b'u'; 64 * 1024];
+    // Three uploads, each past its head (the server asked for the body) and half sent.
+    let mut uploads = Vec::new();
+    for i in 0..3 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "PUT /up{i}.bin HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+            basic("alice"),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut interim = [0u8; 25];
+        stream.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        stream.write_all(&body[..body.len() / 2]).await.unwrap();
+        uploads.push(stream);
+    }
+    signal(&server, "TERM");
+    log.wait_for("stopped accepting");
+    // No new connections once shutdown began.
+    assert!(TcpStream::connect(server.addr).await.is_err(), "still accepting");
+    for (i, stream) in uploads.iter_mut().enumerate() {
+        stream.write_all(&body[body.len() / 2..]).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap(); // the server closes after answering
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "upload {i}: {text}");
+        assert!(text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{text}");
+        let (head, json) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned)
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(json.len(), length, "the answer arrived whole");
+        let stored = std::fs::read(dir.path().join(format!("root/up{i}.bin"))).unwrap();
+        assert!(stored == body, "upload {i} stored whole");
+    }
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_good_file_and_keeps_the_old_one_over_a_broken_one() {
+    let (dir, server, log) = start_logged(&team_config(""), &[]);
+    let file = dir.path().join("larder.toml");
+    std::fs::create_dir_all(dir.path().join("root/private")).unwrap();
+    std::fs::write(dir.path().join("root/private/plan.txt"), "secret plan").unwrap();
+    let carol = basic("carol");
+    assert_eq!(send(&server, "GET", "/private/plan.txt", "").await.status, 401);
+    assert_eq!(send(&server, "GET", "/.larder/account", &carol).await.status, 401);
+
+    // Add carol, drop the /private rule: `/` (anyone reads) now covers /private.
+    let hash = password_hash();
+    let without_private = team_config("")
+        .replace("[[rule]]\npath = \"/private\"\nread = [\"alice\"]\nwrite = [\"alice\"]\n", "");
+    let added = format!("{without_private}[[account]]\nname = \"carol\"\npassword = \"{hash}\"\n");
+    assert!(!added.contains("/private"));
+    std::fs::write(&file, &added).unwrap();
+    signal(&server, "HUP");
+    log.wait_for("configuration reloaded");
+    assert_eq!(send(&server, "GET", "/.larder/account", &carol).await.status, 200);
+    let private = send(&server, "GET", "/private/plan.txt", "").await;
+    assert_eq!((private.status, private.text().as_str()), (200, "secret plan"));
+
+    // A broken file: logged with its file and key; nothing changes.
+    std::fs::write(&file, added.replace(hash, "plain-text")).unwrap();
+    signal(&server, "HUP");
+    let line = log.wait_for("not reloaded");
+    assert!(line.contains("larder.toml") && line.contains("password"), "{line}");
+    assert_eq!(send(&server, "GET", "/.larder/account", &carol).await.status, 200);
+    assert_eq!(send(&server, "GET", "/private/plan.txt", "").await.status, 200);
+}
+
+#[test]
+fn explain_names_the_deciding_rule_for_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("larder.toml");
+    std::fs::write(&file, team_config("")).unwrap();
+    let out =
+        larder(&["explain", "/private/x.txt", "--as", "bob", "--config", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("decided by rule[1] /private"), "{text}");
+    for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "POST", "DELETE"] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(method)), "{method}: {text}");
+    }
+    assert!(text.contains("GET      403: not allowed (read)"), "{text}");
+    let out = larder(&["explain", "/x", "--as", "nobody", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "an unknown account is a usage error");
+}

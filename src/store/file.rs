@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::cache::{self, Cache};
+use super::chunks;
 use super::dirsync::DirSyncs;
 use super::lock::Locks;
 use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
@@ -25,7 +26,7 @@ use crate::state::{Fingerprint, ObjectMeta, State};
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
 /// Bytes read from disk per chunk when streaming a resource.
-const CHUNK: u64 = 512 * 1024;
+const CHUNK: u64 = chunks::CHUNK as u64;
 
 /// A folder of resources.
 pub struct FileStore {
@@ -401,15 +402,15 @@ impl Store for FileStore {
                 }
                 let want = (end - offset).min(CHUNK) as usize;
                 let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0; want];
+                    let mut buf = chunks::take();
                     let mut filled = 0;
                     while filled < want {
-                        match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                        match file.read_at(&mut buf[filled..want], offset + filled as u64)? {
                             0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
                             n => filled += n,
                         }
                     }
-                    Ok(Bytes::from(buf))
+                    Ok(chunks::freeze(buf, want))
                 })
                 .await
                 .map_err(io::Error::other)??;

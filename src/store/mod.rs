@@ -11,6 +11,7 @@
 //!   before the write is made visible, so a check-then-write is atomic.
 
 mod cache;
+mod chunks;
 mod dirsync;
 mod file;
 mod lock;

@@ -22,8 +22,8 @@ pub struct Record {
     pub id: String,
     /// The method.
     pub method: Method,
-    /// The request target as received.
-    pub target: String,
+    /// The request target as received (formatted only if the line is written).
+    pub target: http::Uri,
     /// The status answered.
     pub status: u16,
     /// The account signed in, if any.
@@ -82,7 +82,7 @@ impl Drop for Logged {
             target: "access",
             request_id = %record.id,
             method = %record.method,
-            path = %escape(&redact_tokens(&record.target)),
+            path = %escape(&redact_tokens(&record.target.to_string())),
             status = record.status,
             bytes = self.sent,
             ms = took.as_micros() as f64 / 1000.0,

@@ -266,7 +266,7 @@ impl<S: Store> App<S> {
         let record = Record {
             id,
             method,
-            target: target.to_string(),
+            target,
             status: response.status().as_u16(),
             account: trail.account,
             started,

@@ -35,6 +35,17 @@ struct Admitted {
 }
 
 impl<S: Store> App<S> {
+    /// A request's body as the store reads it: `max_upload` and the owner's `room` enforced
+    /// while it streams, its bytes and a client's cut counted.
+    fn upload_body(&self, request: Request<Incoming>, room: Option<u64>) -> ByteStream {
+        upload::limited(
+            request.into_body(),
+            self.settings().max_upload,
+            room,
+            self.metrics.upload(),
+        )
+    }
+
     /// Quota (402), body size (413) and preconditions (412) from the headers alone. `owner`
     /// is who the written bytes will count against; `declared` says whether Content-Length
     /// measures them (false for multipart, whose framing adds bytes).
@@ -143,12 +154,7 @@ impl<S: Store> App<S> {
                 owner: principal.account,
                 quotas: self.settings().meter.quotas(),
             };
-            let body = upload::limited(
-                request.into_body(),
-                self.settings().max_upload,
-                admitted.room,
-                self.metrics.upload(),
-            );
+            let body = self.upload_body(request, admitted.room);
             self.store.put(&path, upload, body, check).await
         };
         match result {
@@ -177,12 +183,7 @@ impl<S: Store> App<S> {
                 Problem::new(Slug::BadRequest, "The multipart body has no valid boundary.")
             })?;
             let room = admitted.room.map(|room| room + MULTIPART_SLACK);
-            let body = upload::limited(
-                request.into_body(),
-                self.settings().max_upload,
-                room,
-                self.metrics.upload(),
-            );
+            let body = self.upload_body(request, room);
             return self.post_multipart(collection, principal, body, boundary).await;
         }
         let extension = content_type
@@ -198,12 +199,7 @@ impl<S: Store> App<S> {
             owner: principal.account,
             quotas: self.settings().meter.quotas(),
         };
-        let body = upload::limited(
-            request.into_body(),
-            self.settings().max_upload,
-            admitted.room,
-            self.metrics.upload(),
-        );
+        let body = self.upload_body(request, admitted.room);
         match self.store.put(&path, upload, body, must_be_new).await {
             Ok(put) => Ok(stored(put?)),
             Err(e) => Err(self.write_failure(e, admitted.owner.as_deref()).await),

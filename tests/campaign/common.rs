@@ -146,6 +146,21 @@ pub async fn request(
         .map_err(|_| "no answer in 30 s")?
 }
 
+/// Runs `make(0)` … `make(n - 1)` at once, each as its own task; their outputs in order.
+pub async fn at_once<F, Fut>(n: usize, make: F) -> Vec<Fut::Output>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(make(i))).collect();
+    let mut outputs = Vec::with_capacity(n);
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}
+
 /// Every temporary file (`.larder-tmp…`) under `root`.
 pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

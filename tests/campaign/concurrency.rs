@@ -126,27 +126,22 @@ pub async fn run(options: &Options) -> Vec<String> {
         let created =
             request(addr, "PUT", &path, &[("authorization", &writer)], "base").await.unwrap();
         let etag = created.headers["etag"].to_str().unwrap().to_owned();
-        let mut tasks = Vec::new();
-        for c in 0..8 {
+        let matching = at_once(8, |c| {
             let (writer, etag, path) = (writer.clone(), etag.clone(), path.clone());
-            tasks.push(tokio::spawn(async move {
+            async move {
                 let headers = [("authorization", writer.as_str()), ("if-match", etag.as_str())];
                 request(addr, "PUT", &path, &headers, format!("client {c}")).await.unwrap().status
-            }));
-        }
-        let mut fresh = Vec::new();
-        for c in 0..8 {
+            }
+        });
+        let fresh = at_once(8, |c| {
             let (writer, path) = (writer.clone(), format!("/race/new{round}.txt"));
-            fresh.push(tokio::spawn(async move {
+            async move {
                 let headers = [("authorization", writer.as_str()), ("if-none-match", "*")];
                 request(addr, "PUT", &path, &headers, format!("client {c}")).await.unwrap().status
-            }));
-        }
-        for (tasks, won) in [(tasks, 200), (fresh, 201)] {
-            let mut statuses = Vec::new();
-            for task in tasks {
-                statuses.push(task.await.unwrap());
             }
+        });
+        let (matching, fresh) = tokio::join!(matching, fresh);
+        for (statuses, won) in [(matching, 200), (fresh, 201)] {
             assert_eq!(
                 statuses.iter().filter(|s| **s == won).count(),
                 1,
@@ -164,38 +159,30 @@ pub async fn run(options: &Options) -> Vec<String> {
     // Purchase races.
     let buyer = basic("buyer");
     request(addr, "GET", "/.larder/account", &[("authorization", &buyer)], "").await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..40 {
+    let statuses = at_once(40, |i| {
         let buyer = buyer.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let headers = [("authorization", buyer.as_str()), ("content-type", "application/json")];
             let body = format!("{{\"path\": \"/shop/item{i}.txt\"}}");
             request(addr, "POST", "/.larder/purchases", &headers, body).await.unwrap().status
-        }));
-    }
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
+        }
+    })
+    .await;
     let bought = statuses.iter().filter(|s| **s == 201).count();
     assert_eq!(bought, (CREDITS / PRICE) as usize, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 402).count(), 40 - bought, "{statuses:?}");
     let buyer2 = basic("buyer2");
     request(addr, "GET", "/.larder/account", &[("authorization", &buyer2)], "").await.unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
+    let one_step = at_once(16, |_| {
         let buyer2 = buyer2.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let headers = [("authorization", buyer2.as_str()), ("larder-max-price", "5")];
             request(addr, "GET", "/shop/item0.txt", &headers, "").await.unwrap().status
-        }));
-    }
-    for task in tasks {
-        assert_eq!(
-            task.await.unwrap(),
-            200,
-            "a one-step purchase of one item by 16 requests at once"
-        );
+        }
+    })
+    .await;
+    for status in one_step {
+        assert_eq!(status, 200, "a one-step purchase of one item by 16 requests at once");
     }
     let state = State::open(&root.join(".larder")).unwrap();
     for (account, spent) in [("buyer", CREDITS), ("buyer2", PRICE)] {
@@ -211,21 +198,17 @@ pub async fn run(options: &Options) -> Vec<String> {
 
     // Quota races.
     let small = basic("small");
-    let mut tasks = Vec::new();
-    for i in 0..30 {
+    let statuses = at_once(30, |i| {
         let small = small.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let body = Bytes::from(vec![b'q'; 10 * 1024]);
             request(addr, "PUT", &format!("/quota/f{i}.bin"), &[("authorization", &small)], body)
                 .await
                 .unwrap()
                 .status
-        }));
-    }
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
+        }
+    })
+    .await;
     let stored = statuses.iter().filter(|s| **s == 201).count() as u64;
     assert!(
         statuses.iter().all(|s| *s == 201 || *s == 413 || *s == 507 || *s == 402),

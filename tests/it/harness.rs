@@ -10,6 +10,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use larder::config::{Overrides, Settings, env_none};
 use larder::http::App;
@@ -68,6 +69,60 @@ pub fn basic(name: &str) -> String {
 pub fn basic_raw(text: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(text))
 }
+
+/// One HTTP/1.1 client connection, kept alive: requests on it are answered one at a time.
+pub struct Connection(SendRequest<Full<Bytes>>);
+
+impl Connection {
+    /// A new connection to `addr`.
+    pub async fn open(addr: std::net::SocketAddr) -> Result<Connection, BoxError> {
+        let stream = TcpStream::connect(addr).await?;
+        Ok(Connection::over(stream).await)
+    }
+
+    /// HTTP/1.1 over a connected stream.
+    pub async fn over(stream: TcpStream) -> Connection {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Connection(sender)
+    }
+
+    /// Sends one request and reads the whole response; an error if the connection fails.
+    pub async fn try_send(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, BoxError> {
+        let mut request =
+            Request::builder().method(method).uri(target).header("host", "larder.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into()))?;
+        self.0.ready().await?;
+        let response = self.0.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    /// [`Connection::try_send`], failing the test if the connection fails.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        self.try_send(method, target, headers, body).await.unwrap()
+    }
+}
+
+/// Any error, for helpers whose callers may expect failures (a killed server).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response, read whole.
 #[derive(Debug)]
@@ -208,19 +263,7 @@ impl TestServer {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind((std::net::Ipv4Addr::from(source), 0).into()).unwrap();
         let stream = socket.connect(self.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(connection);
-        let mut request =
-            Request::builder().method(method).uri(target).header("host", "larder.test");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body.into())).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+        Connection::over(stream).await.send(method, target, headers, body).await
     }
 
     /// GET with optional headers.

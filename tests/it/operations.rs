@@ -8,63 +8,29 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
 use crate::larder_process::{Process, larder};
 
-/// One keep-alive connection: HTTP/1.1 answers one request at a time, and larder counts a
-/// request when its answer is done, so what a request moved is counted before the next one
-/// on the same connection is read.
-struct Connection(SendRequest<Full<Bytes>>);
-
-impl Connection {
-    async fn open(addr: std::net::SocketAddr) -> Connection {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(connection);
-        Connection(sender)
-    }
-
-    async fn send(&mut self, method: &str, target: &str, auth: &str, body: &[u8]) -> Reply {
-        let mut request =
-            Request::builder().method(method).uri(target).header("host", "larder.test");
-        if !auth.is_empty() {
-            request = request.header("authorization", auth);
-        }
-        if body.starts_with(b"{") {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-        self.0.ready().await.unwrap();
-        let response = self.0.send_request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
-    }
-
-    async fn scrape(&mut self) -> (Reply, HashMap<String, f64>) {
-        let reply = self.send("GET", "/.larder/metrics", &basic("root"), b"").await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        assert_eq!(reply.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
-        let samples = reply
-            .text()
-            .lines()
-            .filter(|line| !line.starts_with('#') && !line.is_empty())
-            .map(|line| {
-                let (name, value) = line.rsplit_once(' ').unwrap();
-                (name.to_owned(), value.parse().unwrap())
-            })
-            .collect();
-        (reply, samples)
-    }
+/// Scrapes `/.larder/metrics` over a keep-alive connection. HTTP/1.1 answers one request at a
+/// time, and larder counts a request when its answer is done, so what a request moved is
+/// counted before the next one on the same connection is read.
+async fn scrape(c: &mut Connection) -> (Reply, HashMap<String, f64>) {
+    let reply = c.send("GET", "/.larder/metrics", &as_(&basic("root")), "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    let samples = reply
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect();
+    (reply, samples)
 }
 
 fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, name: &str) -> f64 {
@@ -73,51 +39,43 @@ fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, name: &str
     value(after) - value(before)
 }
 
-const SHOP: &str = r#"
-[plan.basic]
-storage = "1 MiB"
-credits = 20
-[[rule]]
-path = "/shop"
-read = ["@authenticated"]
-price = 5
-"#;
-
-fn shop_config() -> String {
-    // The plan must come before the accounts' tables refer to it: give alice hers after.
-    team_config("").replacen("name = \"alice\"\n", "name = \"alice\"\nplan = \"basic\"\n", 1) + SHOP
+/// The header list for signing in with `authorization` ("" for none).
+fn as_(authorization: &str) -> Vec<(&'static str, &str)> {
+    if authorization.is_empty() { vec![] } else { vec![("authorization", authorization)] }
 }
 
 #[tokio::test]
 async fn metrics_move_by_exactly_the_traffic_sent() {
-    let server = TestServer::with_config(&shop_config()).await;
+    let server = TestServer::with_config(&crate::payment::shop_config()).await;
     server.place("a.txt", &[b'a'; 100]);
     server.place("shop/book.pdf", b"%PDF-1.7 a book");
-    let mut c = Connection::open(server.addr).await;
+    let mut c = Connection::open(server.addr).await.unwrap();
 
     // Who may read them: admins; others are told to sign in, or refused.
     let anonymous = server.get("/.larder/metrics", &[]).await;
     anonymous.assert_problem(401, "unauthenticated");
-    let (first, before) = c.scrape().await;
+    let (first, before) = scrape(&mut c).await;
     let mut sent = first.body.len();
     for _ in 0..3 {
-        let reply = c.send("GET", "/a.txt", "", b"").await;
+        let reply = c.send("GET", "/a.txt", &[], "").await;
         assert_eq!(reply.status, 200);
         sent += reply.body.len();
     }
-    let missing = c.send("GET", "/missing.txt", "", b"").await;
+    let missing = c.send("GET", "/missing.txt", &[], "").await;
     assert_eq!(missing.status, 404);
-    let put = c.send("PUT", "/up.bin", &basic("alice"), &[7u8; 1000]).await;
+    let put = c.send("PUT", "/up.bin", &as_(&basic("alice")), vec![7u8; 1000]).await;
     assert_eq!(put.status, 201, "{}", put.text());
     let order = br#"{"path": "/shop/book.pdf"}"#;
-    let bought = c.send("POST", "/.larder/purchases", &basic("alice"), order).await;
+    let alice = basic("alice");
+    let json = [("authorization", alice.as_str()), ("content-type", "application/json")];
+    let bought = c.send("POST", "/.larder/purchases", &json, &order[..]).await;
     assert_eq!(bought.status, 201, "{}", bought.text());
-    let wrong = c.send("GET", "/a.txt", &basic_raw("alice:wrong"), b"").await;
+    let wrong = c.send("GET", "/a.txt", &as_(&basic_raw("alice:wrong")), "").await;
     assert_eq!(wrong.status, 401);
-    let bogus = c.send("GET", "/a.txt", "Bearer lt_bogus", b"").await;
+    let bogus = c.send("GET", "/a.txt", &as_("Bearer lt_bogus"), "").await;
     assert_eq!(bogus.status, 401);
     sent += [&missing, &put, &bought, &wrong, &bogus].iter().map(|r| r.body.len()).sum::<usize>();
-    let (_, after) = c.scrape().await;
+    let (_, after) = scrape(&mut c).await;
 
     let m = |name: &str| moved(&before, &after, name);
     assert_eq!(m(r#"larder_requests_total{class="2xx",method="GET"}"#), 4.0, "3 reads + a scrape");
@@ -127,7 +85,7 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(m("larder_request_duration_seconds_count"), 9.0);
     assert_eq!(m("larder_sent_bytes_total"), sent as f64);
     assert_eq!(m("larder_received_bytes_total"), (1000 + order.len()) as f64);
-    assert_eq!(m(r#"larder_credits_total{kind="granted"}"#), 20.0, "alice's first sign-in");
+    assert_eq!(m(r#"larder_credits_total{kind="granted"}"#), 10.0, "alice's first sign-in");
     assert_eq!(m(r#"larder_credits_total{kind="spent"}"#), 5.0);
     assert_eq!(m("larder_storage_used_bytes"), 1000.0);
     assert_eq!(m(r#"larder_sign_in_failures_total{reason="bad_credentials"}"#), 1.0);
@@ -141,13 +99,13 @@ async fn metrics_move_by_exactly_the_traffic_sent() {
     let mut cut = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "PUT /cut.bin HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\ncontent-length: 1000\r\n\r\n0123456789",
-        basic("alice")
+        basic("bob") // alice's 1 KiB quota is used up: hers would be a 402
     );
     cut.write_all(head.as_bytes()).await.unwrap();
     drop(cut);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, now) = c.scrape().await;
+        let (_, now) = scrape(&mut c).await;
         if moved(&after, &now, "larder_upload_aborts_total") == 1.0 {
             break;
         }
@@ -217,8 +175,8 @@ fn signal(server: &Process, name: &str) {
 }
 
 async fn send(server: &Process, method: &str, target: &str, auth: &str) -> Reply {
-    let mut c = Connection::open(server.addr).await;
-    c.send(method, target, auth, b"").await
+    let mut c = Connection::open(server.addr).await.unwrap();
+    c.send(method, target, &as_(auth), "").await
 }
 
 #[tokio::test]

@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use larder::state::State;
 use tokio::sync::Mutex;
 
@@ -23,19 +20,9 @@ async fn request(
     target: &str,
     headers: &[(&str, &str)],
     body: Bytes,
-) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let mut builder = Request::builder().method(method).uri(target).header("host", "larder.test");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = sender.send_request(builder.body(Full::new(body)).unwrap()).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+) -> Result<(u16, Bytes), BoxError> {
+    let reply = Connection::open(addr).await?.try_send(method, target, headers, body).await?;
+    Ok((reply.status, reply.body))
 }
 
 #[test]

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Overrides, Settings};
 use crate::http::App;
 use crate::state::State;
-use crate::store::FileStore;
+use crate::store::{BucketStore, FileStore};
 use crate::telemetry::LogFormat;
 
 /// Exit status for usage and configuration errors (sysexits' EX_USAGE).
@@ -55,7 +55,7 @@ struct TokenArgs {
     /// The configuration file (gives the state folder and the accounts).
     #[arg(long, env = "LARDER_CONFIG")]
     config: Option<PathBuf>,
-    /// The state folder, when there is no configuration file.
+    /// The state folder or postgres:// URL, when there is no configuration file.
     #[arg(long, env = "LARDER_STATE")]
     state: Option<PathBuf>,
     /// Limit the token to this path and what lies beneath it.
@@ -94,9 +94,14 @@ struct ServeArgs {
     /// A TOML configuration file.
     #[arg(long, env = "LARDER_CONFIG")]
     config: Option<PathBuf>,
-    /// Where larder keeps its state [default: ROOT/.larder]
+    /// Where larder keeps its state: a folder [default: ROOT/.larder], or a
+    /// postgres://USER:PASSWORD@HOST/DATABASE shared by several nodes
     #[arg(long, env = "LARDER_STATE")]
     state: Option<PathBuf>,
+    /// Where the bytes live: file:ROOT (the folder, as ROOT gives it) or s3://BUCKET/PREFIX
+    /// (with AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    #[arg(long, env = "LARDER_STORE")]
+    store: Option<String>,
     /// NAME:SECRET@/path:rw,/other:ro or @/path:ro (repeatable; `|` separates several).
     #[arg(long, env = "LARDER_AUTH")]
     auth: Vec<String>,
@@ -119,6 +124,7 @@ impl ServeArgs {
             port: self.port,
             config: self.config.clone(),
             state: self.state.clone(),
+            store: self.store.clone(),
             auth: self.auth.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
@@ -126,7 +132,9 @@ impl ServeArgs {
     }
 
     fn settings(&self) -> Result<Settings, crate::config::Error> {
-        load(self.overrides())
+        let settings = load(self.overrides())?;
+        settings.check_backends()?;
+        Ok(settings)
     }
 }
 
@@ -195,19 +203,60 @@ async fn run(
     use tokio::signal::unix::{SignalKind, signal};
     // Before anything is printed: SIGHUP's default action would end the process.
     let hangups = signal(SignalKind::hangup())?;
-    let state = Arc::new(State::open(&settings.state)?);
-    let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
-    let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{}", listener.local_addr()?);
-    if settings.open_read_only {
-        println!("no accounts or rules: serving {} read-only to everyone", store.root().display());
+    let state = Arc::new(open_state(&settings).await?);
+    match settings.bucket.clone() {
+        None => {
+            let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
+            let listener = bind(&settings, tls.is_some()).await?;
+            if settings.open_read_only {
+                let root = store.root().display();
+                println!("no accounts or rules: serving {root} read-only to everyone");
+            }
+            serve_app(listener, App::new(settings, store, state), hangups, overrides, tls).await?;
+        }
+        Some(at) => {
+            let store =
+                BucketStore::open(crate::store::bucket::connect(&at)?, &at.prefix, state.clone())?;
+            let listener = bind(&settings, tls.is_some()).await?;
+            println!(
+                "serving {at}, named in {}",
+                crate::config::redact_url(settings.database.as_deref().unwrap_or_default())
+            );
+            serve_app(listener, App::new(settings, store, state), hangups, overrides, tls).await?;
+        }
     }
-    let app = Arc::new(App::new(settings, store, state));
-    tokio::spawn(reload_on_hangup(hangups, overrides, app.clone()));
-    crate::server::run(listener, app, tls, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the embedded database, or connects to the shared one (off the async workers: the
+/// PostgreSQL client blocks).
+async fn open_state(settings: &Settings) -> std::io::Result<State> {
+    match settings.database.clone() {
+        Some(url) => tokio::task::spawn_blocking(move || State::connect(&url))
+            .await
+            .map_err(std::io::Error::other)?,
+        None => State::open(&settings.state),
+    }
+}
+
+async fn bind(settings: &Settings, tls: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind((settings.bind, settings.port)).await?;
+    let scheme = if tls { "https" } else { "http" };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
+async fn serve_app<S: crate::store::Store>(
+    listener: tokio::net::TcpListener,
+    app: App<S>,
+    hangups: tokio::signal::unix::Signal,
+    overrides: Overrides,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let app = Arc::new(app);
+    tokio::spawn(reload_on_hangup(hangups, overrides, app.clone()));
+    crate::server::run(listener, app, tls, shutdown_signal()).await
 }
 
 /// On every SIGHUP, reads the configuration again as at start (flags, environment, file) and
@@ -340,9 +389,16 @@ fn create_token(args: TokenArgs) -> ExitCode {
     };
     let request = crate::auth::TokenRequest { scope, read_only: args.read_only, expires_in };
     let (record, secret) = crate::auth::new_token(&args.name, &request);
-    let stored = State::open(&settings.state).and_then(|state| state.insert_token(&record));
-    if let Err(e) = stored {
-        eprintln!("larder: cannot store the token in {}: {e}", settings.state.display());
+    let state = match &settings.database {
+        Some(url) => State::connect(url),
+        None => State::open(&settings.state),
+    };
+    if let Err(e) = state.and_then(|state| state.insert_token(&record)) {
+        let place = match &settings.database {
+            Some(url) => crate::config::redact_url(url),
+            None => settings.state.display().to_string(),
+        };
+        eprintln!("larder: cannot store the token in {place}: {e}");
         return ExitCode::FAILURE;
     }
     println!("{secret}");

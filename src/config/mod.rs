@@ -6,6 +6,7 @@
 //! file, the key and the problem, and nothing is served.
 
 mod auth_flag;
+mod backend;
 mod file;
 mod units;
 
@@ -19,6 +20,7 @@ use argon2::PasswordHash;
 
 use crate::access::{self, Rule, Rules, Who};
 
+pub use backend::{BucketAt, is_database_url, redact_url};
 pub use units::{parse_duration, parse_size};
 
 /// The default `max_upload`: 1 GiB, Apache's default.
@@ -70,8 +72,10 @@ pub struct Overrides {
     pub port: Option<u16>,
     /// `--config`.
     pub config: Option<PathBuf>,
-    /// `--state`.
+    /// `--state`: a folder, or a `postgres://` URL.
     pub state: Option<PathBuf>,
+    /// `--store`: `file:ROOT` or `s3://BUCKET/PREFIX`.
+    pub store: Option<String>,
     /// `--auth`, each possibly holding several rules separated by `|`.
     pub auth: Vec<String>,
     /// `--tls-cert`.
@@ -120,8 +124,12 @@ pub struct Settings {
     pub port: u16,
     /// The served folder.
     pub root: PathBuf,
-    /// Where larder keeps its own state.
+    /// Where larder keeps its own state (the embedded database's folder).
     pub state: PathBuf,
+    /// The bucket holding the bytes instead of ROOT (`--store s3://...`).
+    pub bucket: Option<BucketAt>,
+    /// The shared PostgreSQL database instead of the embedded one (`--state postgres://...`).
+    pub database: Option<String>,
     /// The realm of `WWW-Authenticate` challenges.
     pub realm: String,
     /// The largest request body accepted, in bytes.
@@ -178,12 +186,40 @@ impl Settings {
         let bind = bind_text.parse().map_err(|_| {
             Error::new(&source, "bind", format!("`{bind_text}` is not an IP address"))
         })?;
-        let root = match (&overrides.root, &file.root) {
+        let mut root = match (&overrides.root, &file.root) {
             (Some(root), _) => root.clone(),
             (None, Some(root)) => relative_to_file(root),
             (None, None) => PathBuf::from("."),
         };
+        let (store, store_source) = match (&overrides.store, &file.store) {
+            (Some(store), _) => (Some(store.clone()), "--store"),
+            (None, store) => (store.clone(), source.as_str()),
+        };
+        let mut bucket = None;
+        match store.as_deref() {
+            None => {}
+            Some(text) if text.starts_with("file:") => {
+                if overrides.root.is_some() && overrides.store.is_some() {
+                    let problem = "give ROOT or --store file:ROOT, not both";
+                    return Err(Error::new("--store", "", problem));
+                }
+                let folder = PathBuf::from(&text["file:".len()..]);
+                root = if overrides.store.is_some() { folder } else { relative_to_file(&folder) };
+            }
+            Some(text) => match BucketAt::parse(text) {
+                Some(Ok(at)) => bucket = Some(at),
+                Some(Err(problem)) => return Err(Error::new(store_source, "store", problem)),
+                None => {
+                    let problem = format!("`{text}`: use file:ROOT or s3://BUCKET/PREFIX");
+                    return Err(Error::new(store_source, "store", problem));
+                }
+            },
+        }
+        let state_text = overrides.state.as_ref().or(file.state.as_ref());
+        let database =
+            state_text.and_then(|s| s.to_str()).filter(|s| is_database_url(s)).map(str::to_owned);
         let state = match (&overrides.state, &file.state) {
+            _ if database.is_some() => root.join(".larder"),
             (Some(state), _) => state.clone(),
             (None, Some(state)) => relative_to_file(state),
             (None, None) => root.join(".larder"),
@@ -339,7 +375,28 @@ impl Settings {
             rules: Rules::new(rules, names),
             open_read_only,
             file: overrides.config.clone(),
+            bucket,
+            database,
         })
+    }
+
+    /// Refuses a bucket store without a PostgreSQL state, and the reverse: the nodes sharing
+    /// a bucket share its namespace and ledger in PostgreSQL, and nodes sharing a database
+    /// must see the same bytes.
+    pub fn check_backends(&self) -> Result<(), Error> {
+        if self.bucket.is_some() == self.database.is_some() {
+            return Ok(());
+        }
+        let source = self.file.as_ref().map_or("configuration".into(), |f| f.display().to_string());
+        let (key, problem) = match self.bucket {
+            Some(_) => {
+                ("state", "an s3:// store needs a postgres:// state (its namespace lives there)")
+            }
+            None => {
+                ("store", "a postgres:// state needs an s3:// store (nodes must share the bytes)")
+            }
+        };
+        Err(Error::new(&source, key, problem))
     }
 
     /// `new` as a running server can take it from `self`: the accounts, plans, rules and
@@ -355,7 +412,8 @@ impl Settings {
         keep(self.bind != new.bind, "bind");
         keep(self.port != new.port, "port");
         keep(self.root != new.root, "root");
-        keep(self.state != new.state, "state");
+        keep(self.state != new.state || self.database != new.database, "state");
+        keep(self.bucket != new.bucket, "store");
         keep(self.tls != new.tls, "tls_cert");
         keep(self.header_timeout != new.header_timeout, "header_timeout");
         keep(self.max_connections != new.max_connections, "max_connections");
@@ -366,6 +424,8 @@ impl Settings {
             port: self.port,
             root: self.root.clone(),
             state: self.state.clone(),
+            bucket: self.bucket.clone(),
+            database: self.database.clone(),
             tls: self.tls.clone(),
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,

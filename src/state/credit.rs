@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{State, to_io};
+use super::{Sqlite, to_io};
 
 /// One bought resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +121,7 @@ fn purchase_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Purchase> {
     })
 }
 
-impl State {
+impl Sqlite {
     /// Credits ever granted (plan grants and top-ups), spent on purchases, and refunded,
     /// from the ledger: every node's and every run's, so they survive restarts.
     pub fn credit_totals(&self) -> io::Result<CreditTotals> {
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn ledger_and_balance_move_together() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
         assert!(state.grant_once("alice", 20).unwrap());
         assert!(!state.grant_once("alice", 20).unwrap(), "granted once");
         let Bought::New(bought, left) = state.buy("alice", "/shop/a", 15).unwrap() else {

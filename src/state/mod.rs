@@ -1,20 +1,26 @@
-//! The embedded state database (SQLite in `--state DIR`): what HTTP needs beyond a file's
-//! bytes (stored Content-Type, owner, strong ETag), bearer tokens, and the credit ledger
-//! with balances and purchases.
+//! The state: what HTTP needs beyond a resource's bytes (stored Content-Type, owner, strong
+//! ETag), bearer tokens, and the credit ledger with balances and purchases. [`State`] is
+//! either the embedded [`Sqlite`] database (`--state DIR`, one machine) or a shared
+//! [`Postgres`] database (`--state postgres://…`, any number of nodes); both keep the same
+//! transactions.
 //!
-//! Calls block: async callers run them with `spawn_blocking`. Every write is one transaction
-//! committed with `synchronous = FULL`, so an answered write survives a crash. All calls of
-//! one process go through one connection behind a mutex, so transactions never interleave;
-//! another process (`larder token create`) waits on SQLite's own lock.
+//! Calls block: async callers run them with `spawn_blocking`. Every write is one transaction,
+//! committed durably (`synchronous = FULL`; PostgreSQL's own WAL), so an answered write
+//! survives a crash. SQLite: all calls of one process go through one connection behind a
+//! mutex, so transactions never interleave; another process (`larder token create`) waits on
+//! SQLite's own lock. PostgreSQL: row locks and advisory locks order concurrent transactions
+//! of all nodes (see [`pg`]).
 //!
-//! - [`object`]: metadata rows keyed by path *and* the file's [`Fingerprint`], so a crash
-//!   between a row's insert and its file's rename can never attach metadata to the wrong
-//!   bytes; storage usage per owner, checked against quotas inside the same transaction.
+//! - [`object`]: SQLite's metadata rows keyed by path *and* the file's [`Fingerprint`], so a
+//!   crash between a row's insert and its file's rename can never attach metadata to the
+//!   wrong bytes; storage usage per owner, checked against quotas inside the same transaction.
 //! - [`token`]: token hashes.
 //! - [`credit`]: accounts' balances kept in step with the ledger, and purchases.
+//! - [`pg`]: the same in PostgreSQL, plus the namespace of the bucket store ([`pg::Row`]).
 
 pub mod credit;
 pub mod object;
+pub mod pg;
 pub mod token;
 
 use std::io;
@@ -27,10 +33,99 @@ pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, Purchase};
 pub use object::{Fingerprint, ObjectMeta, OverQuota};
 pub use token::TokenRecord;
 
-/// The state database.
-pub struct State {
+pub use pg::Postgres;
+
+/// The state database: embedded or shared.
+pub enum State {
+    /// SQLite in a folder: one machine, with the folder store.
+    Sqlite(Sqlite),
+    /// PostgreSQL: many nodes, with the bucket store.
+    Postgres(Postgres),
+}
+
+/// Calls the same method on whichever database this is. Only what both keep the same way
+/// goes through here: tokens, credits, usage.
+macro_rules! shared {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl State {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match self {
+                        State::Sqlite(db) => db.$name($($arg),*),
+                        State::Postgres(db) => db.$name($($arg),*),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+shared! {
+    /// Stores a new token.
+    fn insert_token(&self, token: &TokenRecord) -> io::Result<()>;
+    /// The token whose SHA-256 is `hash`, if it exists (expired or not).
+    fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>>;
+    /// An account's tokens, oldest first.
+    fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>>;
+    /// Revokes an account's token; false if it has none with this id.
+    fn delete_token(&self, account: &str, id: &str) -> io::Result<bool>;
+    /// Credits ever granted, spent and refunded, from the ledger.
+    fn credit_totals(&self) -> io::Result<CreditTotals>;
+    /// Grants a plan's credits the first time an account is seen; true if granted now.
+    fn grant_once(&self, account: &str, credits: u64) -> io::Result<bool>;
+    /// The account's balance (0 if it has none yet).
+    fn balance(&self, account: &str) -> io::Result<u64>;
+    /// Adds `amount` credits (negative takes them); `Err(balance)` if that would go below 0.
+    fn add_credits(&self, account: &str, amount: i64) -> io::Result<Result<u64, u64>>;
+    /// Buys `path` for `account` at `price`, at most once.
+    fn buy(&self, account: &str, path: &str, price: u64) -> io::Result<Bought>;
+    /// Undoes a purchase whose resource could not be delivered.
+    fn refund(&self, purchase: &Purchase) -> io::Result<()>;
+    /// The account's purchase of `path`, if any.
+    fn purchase(&self, account: &str, path: &str) -> io::Result<Option<Purchase>>;
+    /// The account's purchases, oldest first.
+    fn purchases_of(&self, account: &str) -> io::Result<Vec<Purchase>>;
+    /// The account's ledger, oldest first.
+    fn ledger(&self, account: &str) -> io::Result<Vec<LedgerEntry>>;
+    /// Bytes that owned resources take, all owners together.
+    fn total_usage(&self) -> io::Result<u64>;
+    /// Bytes of `owner`'s resources.
+    fn usage(&self, owner: &str) -> io::Result<u64>;
+}
+
+impl State {
+    /// Opens (creating if needed) the embedded database `DIR/larder.db`.
+    pub fn open(dir: &Path) -> io::Result<State> {
+        Sqlite::open(dir).map(State::Sqlite)
+    }
+
+    /// Connects to a shared PostgreSQL database (creating larder's tables if missing).
+    pub fn connect(url: &str) -> io::Result<State> {
+        Postgres::connect(url).map(State::Postgres)
+    }
+
+    /// The embedded database, if this is it.
+    pub fn sqlite(&self) -> Option<&Sqlite> {
+        match self {
+            State::Sqlite(db) => Some(db),
+            State::Postgres(_) => None,
+        }
+    }
+
+    /// The shared database, if this is it.
+    pub fn postgres(&self) -> Option<&Postgres> {
+        match self {
+            State::Postgres(db) => Some(db),
+            State::Sqlite(_) => None,
+        }
+    }
+}
+
+/// The embedded state database.
+pub struct Sqlite {
     db: Mutex<Connection>,
-    /// Metadata rows waiting for the next group commit (see [`State::put_object`]).
+    /// Metadata rows waiting for the next group commit (see [`Sqlite::put_object`]).
     puts: Mutex<Vec<object::PutJob>>,
 }
 
@@ -85,15 +180,15 @@ fn to_io(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }
 
-impl State {
+impl Sqlite {
     /// Opens (creating if needed) `DIR/larder.db`.
-    pub fn open(dir: &Path) -> io::Result<State> {
+    pub fn open(dir: &Path) -> io::Result<Sqlite> {
         std::fs::create_dir_all(dir)?;
         let db = Connection::open(dir.join("larder.db")).map_err(to_io)?;
         db.busy_timeout(std::time::Duration::from_secs(10)).map_err(to_io)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
-        Ok(State { db: Mutex::new(db), puts: Mutex::new(Vec::new()) })
+        Ok(Sqlite { db: Mutex::new(db), puts: Mutex::new(Vec::new()) })
     }
 
     fn queued_puts(&self) -> MutexGuard<'_, Vec<object::PutJob>> {

@@ -4,7 +4,7 @@
 //! per path is `live`: the version that counts against its owner's quota. A write marks the
 //! old row not live and inserts the new one live in one transaction, after checking the
 //! owner's quota in that same transaction; the rename follows. If a crash comes between, the
-//! live row names a file that never appeared, and [`State::reconcile_objects`] (run at start)
+//! live row names a file that never appeared, and [`Sqlite::reconcile_objects`] (run at start)
 //! makes the row that matches the file on disk live again.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{State, to_io};
+use super::{Sqlite, to_io};
 
 /// The identity of one version of a file: a write makes a new inode by renaming a new file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,7 +135,7 @@ fn fp_params(fp: Fingerprint) -> (i64, i64, i64) {
     (fp.ino as i64, fp.size as i64, fp.mtime_ns)
 }
 
-impl State {
+impl Sqlite {
     /// The metadata of this version of the file at `path`, if larder stored it.
     pub fn object(&self, path: &str, fp: Fingerprint) -> io::Result<Option<ObjectMeta>> {
         let db = self.db();
@@ -194,7 +194,7 @@ impl State {
         take(&slot).unwrap_or_else(|| Err(io::Error::other("group commit lost a row")))
     }
 
-    /// Undoes [`State::put_object`] when the rename that should follow it failed.
+    /// Undoes [`Sqlite::put_object`] when the rename that should follow it failed.
     pub fn revert_object(
         &self,
         path: &str,
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn rows_follow_versions_and_usage_counts_live_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
         state.put_object("/a", V1, &meta("one", "alice"), None, None).unwrap().unwrap();
         state.put_object("/a", V2, &meta("two", "alice"), Some(V1), None).unwrap().unwrap();
         // Until the rename both versions are described; only the new one counts.
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn quota_is_checked_in_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
         state.put_object("/a", V1, &meta("a", "alice"), None, Some(100)).unwrap().unwrap();
         let big = Fingerprint { ino: 3, size: 71, mtime_ns: 1 };
         let refused = state.put_object("/b", big, &meta("b", "alice"), None, Some(100)).unwrap();
@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn group_commits_keep_every_row_and_every_quota() {
         let dir = tempfile::tempdir().unwrap();
-        let state = Arc::new(State::open(dir.path()).unwrap());
+        let state = Arc::new(Sqlite::open(dir.path()).unwrap());
         let threads: Vec<_> = (0..8u64)
             .map(|t| {
                 let state = state.clone();
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn reconcile_picks_the_file_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
         state.put_object("/a", V1, &meta("one", "alice"), None, None).unwrap().unwrap();
         // A crash after recording V2 but before its rename: V1 is still on disk.
         state.put_object("/a", V2, &meta("two", "alice"), Some(V1), None).unwrap().unwrap();

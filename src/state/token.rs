@@ -4,7 +4,7 @@ use std::io;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{State, to_io};
+use super::{Sqlite, to_io};
 
 /// A bearer token as stored: never the token itself, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl TokenRecord {
 
 const TOKEN_COLUMNS: &str = "id, account, hash, scope, read_only, created, expires";
 
-impl State {
+impl Sqlite {
     /// Stores a new token.
     pub fn insert_token(&self, token: &TokenRecord) -> io::Result<()> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn tokens() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path()).unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
         let token = |id: &str, account: &str, hash: u8| TokenRecord {
             id: id.into(),
             account: account.into(),

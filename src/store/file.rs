@@ -21,7 +21,7 @@ use super::dirsync::DirSyncs;
 use super::lock::Locks;
 use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
-use crate::state::{Fingerprint, ObjectMeta, State};
+use crate::state::{Fingerprint, ObjectMeta, Sqlite, State};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
@@ -65,6 +65,10 @@ impl FileStore {
     /// Opens the store on `root` (created if missing), sweeping temporary files left by a
     /// crash and forgetting metadata of versions no longer on disk.
     pub fn open(root: &Path, state: Arc<State>, state_dir: &Path) -> io::Result<FileStore> {
+        if state.sqlite().is_none() {
+            let problem = "the folder store keeps its metadata in the embedded database";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
+        }
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let reserved = state_dir.canonicalize().ok().filter(|s| s.starts_with(&root));
@@ -166,6 +170,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Inner {
+    /// The embedded database, which [`FileStore::open`] made sure the state is.
+    fn db(&self) -> &Sqlite {
+        self.state.sqlite().expect("FileStore::open checked that the state is SQLite")
+    }
+
     fn is_reserved(&self, path: &Path) -> bool {
         self.reserved.as_ref().is_some_and(|r| path.starts_with(r))
     }
@@ -187,7 +196,7 @@ impl Inner {
     fn entry(&self, path: &ResourcePath, meta: &fs::Metadata) -> Result<Entry, Error> {
         let recorded = match meta.is_dir() {
             true => None,
-            false => self.state.object(&path.with_collection(false).as_key(), fingerprint(meta))?,
+            false => self.db().object(&path.with_collection(false).as_key(), fingerprint(meta))?,
         };
         entry_of(path, meta, recorded)
     }
@@ -270,13 +279,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Makes the metadata agree with the folder (see [`State::reconcile_objects`]).
+    /// Makes the metadata agree with the folder (see [`crate::state::Sqlite::reconcile_objects`]).
     fn reconcile(&self) -> io::Result<()> {
         let on_disk = |key: &str| {
             let file = self.root.join(key.trim_start_matches('/'));
             fs::symlink_metadata(file).ok().filter(|m| m.is_file()).map(|m| fingerprint(&m))
         };
-        let changed = self.state.reconcile_objects(on_disk, derived_etag)?;
+        let changed = self.db().reconcile_objects(on_disk, derived_etag)?;
         if changed > 0 {
             tracing::info!("reconciled {changed} metadata rows with the folder");
         }
@@ -430,7 +439,7 @@ impl Store for FileStore {
         blocking(move || {
             let generation = inner.cache.generation();
             let real = inner.resolve(&path)?;
-            let mut recorded = inner.state.objects_in(&key)?;
+            let mut recorded = inner.db().objects_in(&key)?;
             let mut entries = Vec::new();
             for item in fs::read_dir(&real)? {
                 let item = item?;
@@ -574,7 +583,7 @@ impl Store for FileStore {
             };
             let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
             inner
-                .state
+                .db()
                 .put_object(&path.as_key(), fp, &meta, current_fp, quota)?
                 .map_err(Error::OverQuota)?;
             Ok(Ok((current.is_none(), meta, current_fp)))
@@ -598,7 +607,7 @@ impl Store for FileStore {
                 synced.and_then(|_| fs::rename(&temp_file, &dest).map_err(Error::from));
             if let Err(e) = made_visible {
                 // The row must not outlive a version that did not become visible.
-                if let Err(revert) = inner_copy.state.revert_object(&key, fp, current_fp) {
+                if let Err(revert) = inner_copy.db().revert_object(&key, fp, current_fp) {
                     tracing::error!("cannot revert the metadata of {key}: {revert}");
                 }
                 return Err(e);
@@ -623,10 +632,10 @@ impl Store for FileStore {
         Ok(Ok(Put { entry, created }))
     }
 
-    async fn create_collection<R: Send>(
+    async fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<Put, R>, Error> {
         let path = path.with_collection(true);
         let _guard = self.locks.lock(&path.as_key()).await;
@@ -658,11 +667,11 @@ impl Store for FileStore {
         Ok(Ok(Put { entry, created: true }))
     }
 
-    async fn delete<R: Send>(
+    async fn delete<R: Send + 'static>(
         &self,
         path: &ResourcePath,
         recursive: bool,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<(), R>, Error> {
         let _guard = self.locks.lock(&path.as_key()).await;
         let inner = self.inner.clone();
@@ -705,7 +714,7 @@ impl Store for FileStore {
             let key = entry.path.as_key();
             let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 sync_dir(&parent)?;
-                inner.state.delete_objects(&key, entry.is_collection())?;
+                inner.db().delete_objects(&key, entry.is_collection())?;
                 Ok::<_, Error>(())
             }));
             match forgotten {

@@ -1,6 +1,6 @@
 //! Resources: bytes and their metadata, behind the [`Store`] trait. [`FileStore`] keeps them
-//! in a folder (with metadata in the [`crate::state`] database); an object-store backend
-//! implements the same trait.
+//! in a folder (with metadata in the embedded [`crate::state`] database); [`BucketStore`] in
+//! an S3-compatible bucket, named in PostgreSQL, shared by any number of nodes.
 //!
 //! Contract every backend keeps:
 //! - `open` returns one version: its metadata and a handle whose bytes are exactly that
@@ -10,6 +10,7 @@
 //! - The `check` given to a write runs under the path's lock with the current entry, just
 //!   before the write is made visible, so a check-then-write is atomic.
 
+pub mod bucket;
 mod cache;
 mod chunks;
 mod dirsync;
@@ -26,6 +27,7 @@ use futures_util::Stream;
 
 use crate::path::ResourcePath;
 
+pub use bucket::BucketStore;
 pub use file::FileStore;
 
 /// A stream of bytes: a resource's content, or a request body on its way in.
@@ -198,18 +200,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
     /// Makes the collection at `path` (and missing parents); an existing one is kept.
-    fn create_collection<R: Send>(
+    fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
     /// Removes the resource or collection at `path`; a collection with members only when
     /// `recursive`.
-    fn delete<R: Send>(
+    fn delete<R: Send + 'static>(
         &self,
         path: &ResourcePath,
         recursive: bool,
-        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<(), R>, Error>> + Send;
 }

@@ -1,0 +1,895 @@
+//! The shared state in PostgreSQL, for any number of nodes: the same tokens, credits and
+//! purchases as the embedded database, and the namespace of the bucket store (which path
+//! names which immutable blob, with its metadata).
+//!
+//! How concurrent nodes stay exact:
+//! - Balances: every credit change locks the account's row (`FOR UPDATE`) and writes the
+//!   ledger entry in the same transaction; `CHECK (balance >= 0)` backs it; a purchase is
+//!   `UNIQUE (account, path)`.
+//! - Namespace: a write to a path takes a transaction-scoped advisory lock on it, exclusive,
+//!   after shared ones on each ancestor collection, top down. So writers of one path (on any
+//!   node) take turns, and the caller's precondition `check` sees the current row and decides
+//!   inside that turn: one winner. Deleting a collection holds it exclusively, so it waits
+//!   for writes beneath it and none starts until it is done (no orphan rows).
+//! - Quotas: the owner's advisory lock is taken after the path's, so an owner's writes sum
+//!   its usage one at a time.
+//! - Blobs: a row names its blob; an upload registers its blob as pending first, and the
+//!   commit that makes it visible clears that. A replaced or deleted blob is doomed: deleted
+//!   from the bucket after [`BLOB_GRACE`], so a read that opened it before can still finish.
+//!   A node killed mid-upload leaves a pending blob, doomed after [`PENDING_GRACE`].
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postgres::{Client, NoTls, Transaction};
+
+use super::{Bought, CreditTotals, LedgerEntry, OverQuota, Purchase, TokenRecord};
+
+/// How long a replaced or deleted blob stays readable for reads that opened it before.
+pub const BLOB_GRACE: Duration = Duration::from_secs(15 * 60);
+/// How long an upload may stay unfinished before its blob is taken for abandoned.
+pub const PENDING_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a node that claimed doomed blobs has to delete them before another may.
+const CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
+/// Idle connections kept per node.
+const IDLE: usize = 32;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS token (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    hash BYTEA NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    read_only BOOLEAN NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT
+);
+CREATE INDEX IF NOT EXISTS token_account ON token (account);
+CREATE TABLE IF NOT EXISTS account (
+    name TEXT PRIMARY KEY,
+    balance BIGINT NOT NULL CHECK (balance >= 0),
+    granted BOOLEAN NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id BIGSERIAL PRIMARY KEY,
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    path TEXT,
+    at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_account ON ledger (account);
+CREATE TABLE IF NOT EXISTS purchase (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    path TEXT NOT NULL,
+    price BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    UNIQUE (account, path)
+);
+CREATE TABLE IF NOT EXISTS entry (
+    path TEXT COLLATE "C" PRIMARY KEY,
+    parent TEXT COLLATE "C" NOT NULL,
+    collection BOOLEAN NOT NULL,
+    size BIGINT NOT NULL DEFAULT 0,
+    modified_ns BIGINT NOT NULL,
+    etag TEXT,
+    content_type TEXT,
+    owner TEXT,
+    blob TEXT
+);
+CREATE INDEX IF NOT EXISTS entry_parent ON entry (parent, path);
+CREATE INDEX IF NOT EXISTS entry_owner ON entry (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS blob_pending (blob TEXT PRIMARY KEY, since BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_doomed (blob TEXT PRIMARY KEY, after BIGINT NOT NULL);
+INSERT INTO entry (path, parent, collection, modified_ns) VALUES ('/', '', true, 0)
+    ON CONFLICT DO NOTHING;
+"#;
+
+/// Serialises schema creation between nodes starting together.
+const SCHEMA_LOCK: i64 = 0x6c61_7264_6572;
+
+fn to_io(e: postgres::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn now() -> i64 {
+    now_ns() / 1_000_000_000
+}
+
+/// A PostgreSQL database shared by every node, with a small pool of connections.
+pub struct Postgres {
+    config: postgres::Config,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Each client drives its connection on a small runtime of its own, which may not be
+        // dropped on an async worker: let a plain thread drop them.
+        let idle = std::mem::take(&mut *self.idle());
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
+/// A pooled connection, handed back when dropped (unless broken).
+struct Pooled<'a> {
+    pool: &'a Postgres,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+        {
+            let mut idle = self.pool.idle();
+            if idle.len() < IDLE {
+                idle.push(client);
+            }
+        }
+    }
+}
+
+/// One row of the namespace: a collection, or a resource and the blob holding its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The path without a trailing slash (`/docs`, `/docs/a.txt`; the root is `/`).
+    pub path: String,
+    /// True for collections.
+    pub collection: bool,
+    /// Length in bytes (0 for collections).
+    pub size: u64,
+    /// Last change, nanoseconds since the epoch.
+    pub modified_ns: i64,
+    /// The strong ETag's opaque value (resources).
+    pub etag: Option<String>,
+    /// The Content-Type given when it was stored.
+    pub content_type: Option<String>,
+    /// The account that created it.
+    pub owner: Option<String>,
+    /// The key of the blob in the bucket (resources).
+    pub blob: Option<String>,
+}
+
+const ROW_COLUMNS: &str = "path, collection, size, modified_ns, etag, content_type, owner, blob";
+
+fn row_of(row: &postgres::Row) -> Row {
+    Row {
+        path: row.get(0),
+        collection: row.get(1),
+        size: row.get::<_, i64>(2).max(0) as u64,
+        modified_ns: row.get(3),
+        etag: row.get(4),
+        content_type: row.get(5),
+        owner: row.get(6),
+        blob: row.get(7),
+    }
+}
+
+/// Why a namespace change was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// Nothing at the path.
+    NotFound,
+    /// A resource where a collection is needed, or the reverse.
+    Conflict(String),
+    /// A collection that still has members.
+    NotEmpty,
+    /// Past the owner's quota.
+    OverQuota(OverQuota),
+}
+
+/// How a namespace change ended, other than done.
+#[derive(Debug)]
+pub enum Failed<R> {
+    /// The caller's check refused, with its reason; nothing changed.
+    Check(R),
+    /// The namespace refused; nothing changed.
+    Refused(Refused),
+    /// The database failed; nothing changed.
+    Io(io::Error),
+}
+
+impl<R> From<postgres::Error> for Failed<R> {
+    fn from(e: postgres::Error) -> Self {
+        Failed::Io(to_io(e))
+    }
+}
+
+/// A new version of a resource, as the bucket store hands it to [`Postgres::put_entry`].
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Length in bytes.
+    pub size: u64,
+    /// The strong ETag's opaque value.
+    pub etag: String,
+    /// The Content-Type the client sent.
+    pub content_type: Option<String>,
+    /// The account writing (the owner, unless the resource has one already).
+    pub owner: Option<String>,
+    /// The blob holding the bytes.
+    pub blob: String,
+}
+
+/// The parent collection's key of `path` (`/docs/` for `/docs/a.txt`, `/` at the top).
+pub fn parent_of(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    }
+}
+
+/// The ancestor collections of `path` below the root, top down, without trailing slashes.
+fn ancestors(path: &str) -> Vec<&str> {
+    path.match_indices('/').skip(1).map(|(i, _)| &path[..i]).collect()
+}
+
+fn lock(tx: &mut Transaction<'_>, key: &str, shared: bool) -> Result<(), postgres::Error> {
+    let sql = if shared {
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+    } else {
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+    };
+    tx.execute(sql, &[&key]).map(drop)
+}
+
+/// Takes `path`'s lock exclusively after its ancestors' shared, and returns its current row.
+fn lock_path(tx: &mut Transaction<'_>, path: &str) -> Result<Option<Row>, postgres::Error> {
+    for ancestor in ancestors(path) {
+        lock(tx, ancestor, true)?;
+    }
+    lock(tx, path, false)?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE path = $1");
+    Ok(tx.query_opt(&sql, &[&path])?.as_ref().map(row_of))
+}
+
+/// Makes every ancestor of `path` a collection (creating missing ones); refuses if one is a
+/// resource.
+fn ensure_ancestors<R>(tx: &mut Transaction<'_>, path: &str, at: i64) -> Result<(), Failed<R>> {
+    let ancestors = ancestors(path);
+    for ancestor in &ancestors {
+        tx.execute(
+            "INSERT INTO entry (path, parent, collection, modified_ns) VALUES ($1, $2, true, $3)
+             ON CONFLICT (path) DO NOTHING",
+            &[ancestor, &parent_of(ancestor), &at],
+        )?;
+    }
+    let blocking = tx.query_opt(
+        "SELECT path FROM entry WHERE path = ANY($1) AND NOT collection ORDER BY path LIMIT 1",
+        &[&ancestors],
+    )?;
+    if let Some(row) = blocking {
+        let path: String = row.get(0);
+        return Err(Failed::Refused(Refused::Conflict(format!(
+            "{path} is a resource, not a collection"
+        ))));
+    }
+    Ok(())
+}
+
+/// Marks the parent of `path` changed (a collection's Last-Modified moves with its members).
+fn touch_parent(tx: &mut Transaction<'_>, path: &str, at: i64) -> Result<(), postgres::Error> {
+    let parent = parent_of(path);
+    let parent = if parent == "/" { "/" } else { parent.trim_end_matches('/') };
+    tx.execute(
+        "UPDATE entry SET modified_ns = GREATEST(modified_ns, $2) WHERE path = $1",
+        &[&parent, &at],
+    )
+    .map(drop)
+}
+
+fn doom(tx: &mut Transaction<'_>, blob: &str, after: i64) -> Result<(), postgres::Error> {
+    tx.execute(
+        "INSERT INTO blob_doomed (blob, after) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&blob, &after],
+    )
+    .map(drop)
+}
+
+fn sum(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    owner: &str,
+    path: &str,
+) -> io::Result<u64> {
+    let row = client.query_one(sql, &[&owner, &path]).map_err(to_io)?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+impl Postgres {
+    /// Connects to `url` and creates larder's tables if missing.
+    pub fn connect(url: &str) -> io::Result<Postgres> {
+        let mut config: postgres::Config =
+            url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        config.application_name("larder");
+        config.connect_timeout(Duration::from_secs(10));
+        let pool = Postgres { config, idle: Mutex::new(Vec::new()) };
+        let mut client = pool.client()?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).map_err(to_io)?;
+        let made = client.batch_execute(SCHEMA).map_err(to_io);
+        client.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).map_err(to_io)?;
+        made?;
+        drop(client);
+        Ok(pool)
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn client(&self) -> io::Result<Pooled<'_>> {
+        let pooled = self.idle().pop();
+        let client = match pooled {
+            Some(client) => client,
+            None => self.config.connect(NoTls).map_err(to_io)?,
+        };
+        Ok(Pooled { pool: self, client: Some(client) })
+    }
+
+    // --- Tokens -------------------------------------------------------------------------
+
+    /// Stores a new token.
+    pub fn insert_token(&self, token: &TokenRecord) -> io::Result<()> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.client()?
+            .execute(
+                "INSERT INTO token (id, account, hash, scope, read_only, created, expires)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &token.id,
+                    &token.account,
+                    &token.hash,
+                    &token.scope,
+                    &token.read_only,
+                    &token.created,
+                    &token.expires,
+                ],
+            )
+            .map(drop)
+            .map_err(to_io)
+    }
+
+    fn tokens(
+        &self,
+        filter: &str,
+        value: &(dyn postgres::types::ToSql + Sync),
+    ) -> io::Result<Vec<TokenRecord>> {
+        let sql = format!(
+            "SELECT id, account, hash, scope, read_only, created, expires FROM token
+             WHERE {filter} ORDER BY created, id"
+        );
+        let rows = self.client()?.query(&sql, &[value]).map_err(to_io)?;
+        Ok(rows
+            .iter()
+            .map(|row| TokenRecord {
+                id: row.get(0),
+                account: row.get(1),
+                hash: row.get(2),
+                scope: row.get(3),
+                read_only: row.get(4),
+                created: row.get(5),
+                expires: row.get(6),
+            })
+            .collect())
+    }
+
+    /// The token whose SHA-256 is `hash`, if it exists (expired or not).
+    pub fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>> {
+        Ok(self.tokens("hash = $1", &hash)?.pop())
+    }
+
+    /// An account's tokens, oldest first.
+    pub fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>> {
+        self.tokens("account = $1", &account)
+    }
+
+    /// Revokes an account's token; false if it has none with this id.
+    pub fn delete_token(&self, account: &str, id: &str) -> io::Result<bool> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.client()?
+            .execute("DELETE FROM token WHERE account = $1 AND id = $2", &[&account, &id])
+            .map(|n| n > 0)
+            .map_err(to_io)
+    }
+
+    // --- Credits ------------------------------------------------------------------------
+
+    /// Runs `work` in one transaction on the account's row, locked (created if missing).
+    fn on_account<T>(
+        &self,
+        account: &str,
+        work: impl FnOnce(&mut Transaction<'_>, u64) -> Result<T, postgres::Error>,
+    ) -> io::Result<T> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        tx.execute(
+            "INSERT INTO account (name, balance) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&account],
+        )
+        .map_err(to_io)?;
+        let balance: i64 = tx
+            .query_one("SELECT balance FROM account WHERE name = $1 FOR UPDATE", &[&account])
+            .map_err(to_io)?
+            .get(0);
+        let done = work(&mut tx, balance.max(0) as u64).map_err(to_io)?;
+        tx.commit().map_err(to_io)?;
+        Ok(done)
+    }
+
+    /// Credits ever granted, spent and refunded, from the ledger.
+    pub fn credit_totals(&self) -> io::Result<CreditTotals> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT
+                   COALESCE(SUM(amount) FILTER (WHERE kind IN ('grant', 'top-up')), 0)::BIGINT,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = 'purchase'), 0)::BIGINT,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = 'refund'), 0)::BIGINT
+                 FROM ledger",
+                &[],
+            )
+            .map_err(to_io)?;
+        Ok(CreditTotals {
+            granted: row.get::<_, i64>(0).unsigned_abs(),
+            spent: row.get::<_, i64>(1).unsigned_abs(),
+            refunded: row.get::<_, i64>(2).unsigned_abs(),
+        })
+    }
+
+    /// Grants a plan's credits the first time an account is seen; true if granted now.
+    pub fn grant_once(&self, account: &str, credits: u64) -> io::Result<bool> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, _| {
+            let changed = tx.execute(
+                "UPDATE account SET granted = true WHERE name = $1 AND NOT granted",
+                &[&account],
+            )?;
+            if changed == 1 && credits > 0 {
+                record(tx, account, "grant", credits as i64, None)?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
+    /// The account's balance (0 if it has none yet).
+    pub fn balance(&self, account: &str) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_opt("SELECT balance FROM account WHERE name = $1", &[&account])
+            .map_err(to_io)?;
+        Ok(row.map(|row| row.get::<_, i64>(0).max(0) as u64).unwrap_or(0))
+    }
+
+    /// Adds `amount` credits (negative takes them); `Err(balance)` if that would go below 0.
+    pub fn add_credits(&self, account: &str, amount: i64) -> io::Result<Result<u64, u64>> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, balance| {
+            if amount < 0 && amount.unsigned_abs() > balance {
+                return Ok(Err(balance));
+            }
+            let kind = if amount >= 0 { "top-up" } else { "adjustment" };
+            record(tx, account, kind, amount, None)?;
+            Ok(Ok(balance.saturating_add_signed(amount)))
+        })
+    }
+
+    /// Buys `path` for `account` at `price`, at most once.
+    pub fn buy(&self, account: &str, path: &str, price: u64) -> io::Result<Bought> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, balance| {
+            if let Some(existing) = purchase_in(tx, account, path)? {
+                return Ok(Bought::Existing(existing, balance));
+            }
+            if balance < price {
+                return Ok(Bought::Insufficient(balance));
+            }
+            let purchase = Purchase {
+                id: format!("{:016x}", rand::random::<u64>()),
+                account: account.to_owned(),
+                path: path.to_owned(),
+                price,
+                at: now(),
+            };
+            tx.execute(
+                "INSERT INTO purchase (id, account, path, price, at) VALUES ($1, $2, $3, $4, $5)",
+                &[&purchase.id, &account, &path, &(price as i64), &purchase.at],
+            )?;
+            record(tx, account, "purchase", -(price as i64), Some(path))?;
+            Ok(Bought::New(purchase, balance - price))
+        })
+    }
+
+    /// Undoes a purchase whose resource could not be delivered.
+    pub fn refund(&self, purchase: &Purchase) -> io::Result<()> {
+        self.on_account(&purchase.account, |tx, _| {
+            let removed = tx.execute("DELETE FROM purchase WHERE id = $1", &[&purchase.id])?;
+            if removed == 1 {
+                let amount = purchase.price as i64;
+                record(tx, &purchase.account, "refund", amount, Some(&purchase.path))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The account's purchase of `path`, if any.
+    pub fn purchase(&self, account: &str, path: &str) -> io::Result<Option<Purchase>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        purchase_in(&mut tx, account, path).map_err(to_io)
+    }
+
+    /// The account's purchases, oldest first.
+    pub fn purchases_of(&self, account: &str) -> io::Result<Vec<Purchase>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT id, account, path, price, at FROM purchase WHERE account = $1
+                 ORDER BY at, id",
+                &[&account],
+            )
+            .map_err(to_io)?;
+        Ok(rows.iter().map(purchase_of).collect())
+    }
+
+    /// The account's ledger, oldest first.
+    pub fn ledger(&self, account: &str) -> io::Result<Vec<LedgerEntry>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT kind, amount, path, at FROM ledger WHERE account = $1 ORDER BY id",
+                &[&account],
+            )
+            .map_err(to_io)?;
+        Ok(rows
+            .iter()
+            .map(|row| LedgerEntry {
+                kind: row.get(0),
+                amount: row.get(1),
+                path: row.get(2),
+                at: row.get(3),
+            })
+            .collect())
+    }
+
+    // --- Usage --------------------------------------------------------------------------
+
+    /// Bytes that owned resources take, all owners together.
+    pub fn total_usage(&self) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
+                 WHERE owner IS NOT NULL AND NOT collection",
+                &[],
+            )
+            .map_err(to_io)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// Bytes of `owner`'s resources.
+    pub fn usage(&self, owner: &str) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry WHERE owner = $1 AND NOT collection",
+                &[&owner],
+            )
+            .map_err(to_io)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    // --- Namespace ----------------------------------------------------------------------
+
+    /// The row at `path` (without a trailing slash; `/` for the root).
+    pub fn entry(&self, path: &str) -> io::Result<Option<Row>> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE path = $1");
+        Ok(self.client()?.query_opt(&sql, &[&path]).map_err(to_io)?.as_ref().map(row_of))
+    }
+
+    /// The members of the collection whose key is `dir` (ending in `/`), sorted by name.
+    pub fn members(&self, dir: &str) -> io::Result<Vec<Row>> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE parent = $1 ORDER BY path");
+        Ok(self.client()?.query(&sql, &[&dir]).map_err(to_io)?.iter().map(row_of).collect())
+    }
+
+    /// Registers `blob` as an upload in progress, before its first byte is sent.
+    pub fn begin_upload(&self, blob: &str) -> io::Result<()> {
+        self.client()?
+            .execute("INSERT INTO blob_pending (blob, since) VALUES ($1, $2)", &[&blob, &now()])
+            .map(drop)
+            .map_err(to_io)
+    }
+
+    /// Forgets an upload that will not be committed (its blob is deleted, or doomed).
+    pub fn abandon_upload(&self, blob: &str, deleted: bool) -> io::Result<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        if !deleted {
+            doom(&mut tx, blob, now()).map_err(to_io)?;
+        }
+        tx.execute("DELETE FROM blob_pending WHERE blob = $1", &[&blob]).map_err(to_io)?;
+        tx.commit().map_err(to_io)
+    }
+
+    /// Makes `new` the current version of the resource at `path`, in one transaction:
+    /// takes the path's turn, runs `check` on the current row, holds the owner to `quota`,
+    /// makes the ancestors collections, dooms the replaced blob. Returns whether the path was
+    /// new, and the row as stored.
+    pub fn put_entry<R>(
+        &self,
+        path: &str,
+        new: NewVersion,
+        quota: impl Fn(&str) -> Option<u64>,
+        check: impl FnOnce(Option<&Row>) -> Result<(), R>,
+    ) -> Result<(bool, Row), Failed<R>> {
+        fail::fail_point!("state-write", |_| Err(Failed::Io(io::Error::other(
+            "fail point state-write"
+        ))));
+        let mut client = self.client().map_err(Failed::Io)?;
+        let mut tx = client.transaction()?;
+        let current = lock_path(&mut tx, path)?;
+        if current.as_ref().is_some_and(|row| row.collection) {
+            return Err(Failed::Refused(Refused::Conflict(format!("{path}/ is a collection"))));
+        }
+        check(current.as_ref()).map_err(Failed::Check)?;
+        let owner = current.as_ref().and_then(|row| row.owner.clone()).or(new.owner);
+        if let Some(owner) = &owner
+            && let Some(quota) = quota(owner)
+        {
+            lock(&mut tx, &format!("owner:{owner}"), false)?;
+            let others = sum(
+                &mut tx,
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
+                 WHERE owner = $1 AND NOT collection AND path <> $2",
+                owner,
+                path,
+            )
+            .map_err(Failed::Io)?;
+            let replaced = current.as_ref().filter(|row| row.owner.as_ref() == Some(owner));
+            let replaced = replaced.map(|row| row.size).unwrap_or(0);
+            if others + new.size > quota {
+                return Err(Failed::Refused(Refused::OverQuota(OverQuota {
+                    used: others + replaced,
+                    needed: new.size.saturating_sub(replaced),
+                })));
+            }
+        }
+        let at = now_ns();
+        ensure_ancestors(&mut tx, path, at)?;
+        let stored = Row {
+            path: path.to_owned(),
+            collection: false,
+            size: new.size,
+            modified_ns: at,
+            etag: Some(new.etag),
+            content_type: new.content_type,
+            owner,
+            blob: Some(new.blob),
+        };
+        tx.execute(
+            "INSERT INTO entry (path, parent, collection, size, modified_ns, etag, content_type,
+                                owner, blob)
+             VALUES ($1, $2, false, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (path) DO UPDATE SET collection = false, size = $3, modified_ns = $4,
+                 etag = $5, content_type = $6, owner = $7, blob = $8",
+            &[
+                &stored.path,
+                &parent_of(path),
+                &(stored.size as i64),
+                &at,
+                &stored.etag,
+                &stored.content_type,
+                &stored.owner,
+                &stored.blob,
+            ],
+        )?;
+        if let Some(old) = current.as_ref().and_then(|row| row.blob.as_deref()) {
+            doom(&mut tx, old, now() + BLOB_GRACE.as_secs() as i64)?;
+        }
+        tx.execute("DELETE FROM blob_pending WHERE blob = $1", &[&stored.blob])?;
+        touch_parent(&mut tx, path, at)?;
+        tx.commit()?;
+        Ok((current.is_none(), stored))
+    }
+
+    /// Makes the collection at `path` (and missing ancestors); an existing one is kept.
+    pub fn create_collection<R>(
+        &self,
+        path: &str,
+        check: impl FnOnce(Option<&Row>) -> Result<(), R>,
+    ) -> Result<(bool, Row), Failed<R>> {
+        let mut client = self.client().map_err(Failed::Io)?;
+        let mut tx = client.transaction()?;
+        let current = lock_path(&mut tx, path)?;
+        if let Some(row) = &current
+            && !row.collection
+        {
+            return Err(Failed::Refused(Refused::Conflict(format!("{path} is a resource"))));
+        }
+        check(current.as_ref()).map_err(Failed::Check)?;
+        if let Some(row) = current {
+            return Ok((false, row));
+        }
+        let at = now_ns();
+        ensure_ancestors(&mut tx, path, at)?;
+        tx.execute(
+            "INSERT INTO entry (path, parent, collection, modified_ns) VALUES ($1, $2, true, $3)",
+            &[&path, &parent_of(path), &at],
+        )?;
+        touch_parent(&mut tx, path, at)?;
+        tx.commit()?;
+        let row = Row {
+            path: path.to_owned(),
+            collection: true,
+            size: 0,
+            modified_ns: at,
+            etag: None,
+            content_type: None,
+            owner: None,
+            blob: None,
+        };
+        Ok((true, row))
+    }
+
+    /// Removes the resource or collection at `path` (with its members when `recursive`),
+    /// dooming their blobs.
+    pub fn delete_entry<R>(
+        &self,
+        path: &str,
+        recursive: bool,
+        check: impl FnOnce(&Row) -> Result<(), R>,
+    ) -> Result<(), Failed<R>> {
+        fail::fail_point!("state-write", |_| Err(Failed::Io(io::Error::other(
+            "fail point state-write"
+        ))));
+        let mut client = self.client().map_err(Failed::Io)?;
+        let mut tx = client.transaction()?;
+        let Some(current) = lock_path(&mut tx, path)? else {
+            return Err(Failed::Refused(Refused::NotFound));
+        };
+        check(&current).map_err(Failed::Check)?;
+        let beneath = format!("{path}/");
+        if current.collection && !recursive {
+            let member =
+                tx.query_opt("SELECT 1 FROM entry WHERE parent = $1 LIMIT 1", &[&beneath])?;
+            if member.is_some() {
+                return Err(Failed::Refused(Refused::NotEmpty));
+            }
+        }
+        let gone = tx.query(
+            "DELETE FROM entry WHERE path = $1 OR starts_with(path, $2) RETURNING blob",
+            &[&path, &beneath],
+        )?;
+        let after = now() + BLOB_GRACE.as_secs() as i64;
+        for row in gone {
+            if let Some(blob) = row.get::<_, Option<String>>(0) {
+                doom(&mut tx, &blob, after)?;
+            }
+        }
+        touch_parent(&mut tx, path, now_ns())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` blobs that are due for deletion (doomed ones past their grace,
+    /// and uploads abandoned for longer than [`PENDING_GRACE`]). The claim lasts
+    /// `CLAIM_LEASE`: a node that dies before [`Postgres::forget_blobs`] leaves them to
+    /// another.
+    pub fn claim_blobs(&self, limit: i64) -> io::Result<Vec<String>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        let now = now();
+        let abandoned = now - PENDING_GRACE.as_secs() as i64;
+        tx.execute(
+            "WITH old AS (DELETE FROM blob_pending WHERE since < $1 RETURNING blob)
+             INSERT INTO blob_doomed (blob, after) SELECT blob, $2 FROM old
+             ON CONFLICT DO NOTHING",
+            &[&abandoned, &now],
+        )
+        .map_err(to_io)?;
+        let rows = tx
+            .query(
+                "UPDATE blob_doomed SET after = $2 WHERE blob IN (
+                     SELECT blob FROM blob_doomed WHERE after <= $1 ORDER BY after LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING blob",
+                &[&now, &(now + CLAIM_LEASE.as_secs() as i64), &limit],
+            )
+            .map_err(to_io)?;
+        tx.commit().map_err(to_io)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Forgets blobs once deleted from the bucket.
+    pub fn forget_blobs(&self, blobs: &[String]) -> io::Result<()> {
+        self.client()?
+            .execute("DELETE FROM blob_doomed WHERE blob = ANY($1)", &[&blobs])
+            .map(drop)
+            .map_err(to_io)
+    }
+
+    /// Blobs still referenced or in flight: everything a sweep of the bucket must keep.
+    pub fn known_blobs(&self) -> io::Result<std::collections::HashSet<String>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT blob FROM entry WHERE blob IS NOT NULL
+                 UNION SELECT blob FROM blob_pending UNION SELECT blob FROM blob_doomed",
+                &[],
+            )
+            .map_err(to_io)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+}
+
+fn record(
+    tx: &mut Transaction<'_>,
+    account: &str,
+    kind: &str,
+    amount: i64,
+    path: Option<&str>,
+) -> Result<(), postgres::Error> {
+    tx.execute("UPDATE account SET balance = balance + $2 WHERE name = $1", &[&account, &amount])?;
+    tx.execute(
+        "INSERT INTO ledger (account, kind, amount, path, at) VALUES ($1, $2, $3, $4, $5)",
+        &[&account, &kind, &amount, &path, &now()],
+    )
+    .map(drop)
+}
+
+fn purchase_of(row: &postgres::Row) -> Purchase {
+    Purchase {
+        id: row.get(0),
+        account: row.get(1),
+        path: row.get(2),
+        price: row.get::<_, i64>(3).max(0) as u64,
+        at: row.get(4),
+    }
+}
+
+fn purchase_in(
+    tx: &mut Transaction<'_>,
+    account: &str,
+    path: &str,
+) -> Result<Option<Purchase>, postgres::Error> {
+    let row = tx.query_opt(
+        "SELECT id, account, path, price, at FROM purchase WHERE account = $1 AND path = $2",
+        &[&account, &path],
+    )?;
+    Ok(row.as_ref().map(purchase_of))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_and_ancestors() {
+        assert_eq!(parent_of("/a/b/c.txt"), "/a/b/");
+        assert_eq!(parent_of("/a"), "/");
+        assert_eq!(parent_of("/a/b/"), "/a/");
+        assert_eq!(ancestors("/a/b/c.txt"), ["/a", "/a/b"]);
+        assert!(ancestors("/a").is_empty());
+    }
+}

@@ -1,0 +1,503 @@
+//! [`BucketStore`]: resources as immutable blobs in an S3-compatible bucket, named by a
+//! namespace in PostgreSQL ([`crate::state::pg`]), so any number of nodes can share both.
+//!
+//! A write uploads its bytes to a new blob (`PREFIX/blobs/<random>`; a multipart upload past
+//! [`PART`]), registered as pending first; then one PostgreSQL transaction takes the path's
+//! turn, runs the caller's check on the current row, holds the owner to the quota and points
+//! the path at the new blob. Only that commit makes the version visible, on every node at
+//! once; a refused or failed write deletes its blob, and a node killed mid-upload leaves a
+//! pending blob that a later sweep deletes. The replaced blob stays readable for
+//! [`crate::state::pg::BLOB_GRACE`], so a read that opened it can finish.
+//!
+//! Caches: none for names or metadata (every request asks the database, so a write on any
+//! node is seen by the next request anywhere). Bytes of blobs up to [`CACHED_BLOB`] are kept
+//! by blob name: a blob never changes once written, so a cached one cannot be stale.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as BlobPath;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+
+use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
+use crate::config::BucketAt;
+use crate::path::ResourcePath;
+use crate::state::pg::{Failed, NewVersion, Refused, Row};
+use crate::state::{Postgres, State};
+
+/// Bodies up to this size go up in one request; larger ones as a multipart upload of parts of
+/// this size, at most [`PARTS_IN_FLIGHT`] at once (so an upload holds at most 16 MiB).
+pub const PART: usize = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+/// Blobs up to this size are cached whole, by name.
+pub const CACHED_BLOB: u64 = 1024 * 1024;
+/// The cache's budget.
+const CACHE_BUDGET: usize = 128 * 1024 * 1024;
+/// How often each node looks for blobs due for deletion.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Connects to the bucket with the usual `AWS_*` variables (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...). An `http://` endpoint
+/// is allowed as given.
+pub fn connect(at: &BucketAt) -> io::Result<Arc<dyn ObjectStore>> {
+    let plain_http = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .is_ok_and(|e| e.starts_with("http://"));
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&at.bucket);
+    if plain_http {
+        builder = builder.with_allow_http(true);
+    }
+    let bucket = builder.build().map_err(io::Error::other)?;
+    Ok(Arc::new(bucket))
+}
+
+/// Resources in a bucket, named in PostgreSQL.
+#[derive(Clone)]
+pub struct BucketStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bucket: Arc<dyn ObjectStore>,
+    prefix: String,
+    state: Arc<State>,
+    cache: BlobCache,
+}
+
+/// An opened version: its blob.
+pub struct Handle {
+    blob: String,
+    size: u64,
+}
+
+/// Blob bytes by blob name, oldest out first.
+#[derive(Default)]
+struct BlobCache {
+    held: Mutex<(HashMap<String, Bytes>, VecDeque<String>, usize)>,
+}
+
+impl BlobCache {
+    fn get(&self, blob: &str) -> Option<Bytes> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).0.get(blob).cloned()
+    }
+
+    fn put(&self, blob: &str, bytes: Bytes) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order, size) = &mut *held;
+        if map.insert(blob.to_owned(), bytes.clone()).is_none() {
+            order.push_back(blob.to_owned());
+            *size += bytes.len();
+        }
+        while *size > CACHE_BUDGET {
+            let Some(old) = order.pop_front() else { break };
+            if let Some(gone) = map.remove(&old) {
+                *size -= gone.len();
+            }
+        }
+    }
+}
+
+/// The namespace key of `path`: no trailing slash (`/` for the root).
+fn key_of(path: &ResourcePath) -> String {
+    path.with_collection(false).as_key()
+}
+
+fn guess_type(name: &str) -> String {
+    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
+}
+
+/// The entry a namespace row describes, named as `path` (any form).
+fn entry_of(path: &ResourcePath, row: &Row) -> Entry {
+    let modified = UNIX_EPOCH + Duration::from_nanos(row.modified_ns.max(0) as u64);
+    if row.collection {
+        return Entry {
+            path: path.with_collection(true),
+            kind: Kind::Collection,
+            size: 0,
+            modified,
+            etag: None,
+            content_type: None,
+            owner: None,
+        };
+    }
+    Entry {
+        path: path.with_collection(false),
+        kind: Kind::Resource,
+        size: row.size,
+        modified,
+        etag: row.etag.clone(),
+        content_type: Some(row.content_type.clone().unwrap_or_else(|| guess_type(path.name()))),
+        owner: row.owner.clone(),
+    }
+}
+
+fn bucket_error(e: object_store::Error) -> Error {
+    Error::Io(io::Error::other(e))
+}
+
+/// Runs blocking database work off the async workers; a panic in it stays a panic.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}
+
+/// A namespace change's outcome as the [`Store`] trait gives it.
+fn outcome<T, R>(result: Result<T, Failed<R>>) -> Result<Result<T, R>, Error> {
+    match result {
+        Ok(done) => Ok(Ok(done)),
+        Err(Failed::Check(refusal)) => Ok(Err(refusal)),
+        Err(Failed::Refused(Refused::NotFound)) => Err(Error::NotFound),
+        Err(Failed::Refused(Refused::Conflict(why))) => Err(Error::Conflict(why)),
+        Err(Failed::Refused(Refused::NotEmpty)) => Err(Error::NotEmpty),
+        Err(Failed::Refused(Refused::OverQuota(over))) => Err(Error::OverQuota(over)),
+        Err(Failed::Io(e)) => Err(Error::Io(e)),
+    }
+}
+
+/// An uploaded blob not yet committed: deleted (or, failing that, doomed) when dropped armed,
+/// whether the write was refused, failed, or its request dropped.
+struct Pending {
+    inner: Arc<Inner>,
+    blob: String,
+    armed: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (inner, blob) = (self.inner.clone(), self.blob.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let deleted = inner.bucket.delete(&BlobPath::from(blob.as_str())).await.is_ok();
+            let db = inner.clone();
+            let forgotten = blocking(move || db.db().abandon_upload(&blob, deleted)).await;
+            if let Err(e) = forgotten {
+                tracing::warn!("an abandoned upload stays pending until the sweep: {e}");
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// The shared database, which [`BucketStore::open`] made sure the state is.
+    fn db(&self) -> &Postgres {
+        self.state.postgres().expect("BucketStore::open checked that the state is PostgreSQL")
+    }
+
+    fn new_blob(&self) -> String {
+        let name = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        match self.prefix.is_empty() {
+            true => format!("blobs/{name}"),
+            false => format!("{}/blobs/{name}", self.prefix),
+        }
+    }
+
+    /// Deletes the blobs that are due, in batches; returns how many went.
+    async fn sweep(self: &Arc<Self>) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            let inner = self.clone();
+            let due = blocking(move || inner.db().claim_blobs(256)).await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let mut gone = Vec::with_capacity(due.len());
+            for blob in due {
+                match self.bucket.delete(&BlobPath::from(blob.as_str())).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => gone.push(blob),
+                    Err(e) => tracing::warn!("cannot delete blob {blob}; retried later: {e}"),
+                }
+            }
+            total += gone.len();
+            let inner = self.clone();
+            let stuck = gone.is_empty();
+            blocking(move || inner.db().forget_blobs(&gone)).await?;
+            if stuck {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Uploads `body` to `blob`: one request if it fits in a part, else a multipart upload.
+    /// Returns its size and BLAKE3 ETag.
+    async fn upload(&self, blob: &str, mut body: ByteStream) -> Result<(u64, String), Error> {
+        let location = BlobPath::from(blob);
+        let mut hasher = blake3::Hasher::new();
+        let mut head = Vec::new();
+        let mut gathered = 0usize;
+        let mut more = false;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
+            hasher.update(&chunk);
+            gathered += chunk.len();
+            head.push(chunk);
+            if gathered > PART {
+                more = true;
+                break;
+            }
+        }
+        if !more {
+            let payload: PutPayload = head.into_iter().collect();
+            self.bucket.put(&location, payload).await.map_err(bucket_error)?;
+            return Ok((gathered as u64, hex(&hasher.finalize().as_bytes()[..16])));
+        }
+        let upload = self.bucket.put_multipart(&location).await.map_err(bucket_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let streamed = async {
+            for chunk in head {
+                writer.write(&chunk);
+            }
+            let mut size = gathered as u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(Error::Body)?;
+                fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(bucket_error)?;
+                writer.write(&chunk);
+            }
+            Ok(size)
+        }
+        .await;
+        match streamed {
+            Ok(size) => {
+                writer.finish().await.map_err(bucket_error)?;
+                Ok((size, hex(&hasher.finalize().as_bytes()[..16])))
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!("cannot abort the multipart upload of {blob}: {abort}");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl BucketStore {
+    /// Opens the store on `bucket` under `prefix`, named in `state` (which must be
+    /// PostgreSQL), and starts the node's sweep of doomed blobs.
+    pub fn open(
+        bucket: Arc<dyn ObjectStore>,
+        prefix: &str,
+        state: Arc<State>,
+    ) -> io::Result<BucketStore> {
+        if state.postgres().is_none() {
+            let problem = "the bucket store keeps its namespace in PostgreSQL";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
+        }
+        let inner = Arc::new(Inner {
+            bucket,
+            prefix: prefix.trim_matches('/').to_owned(),
+            state,
+            cache: BlobCache::default(),
+        });
+        let weak = Arc::downgrade(&inner);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    match inner.sweep().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("deleted {n} blobs no longer named"),
+                        Err(e) => tracing::warn!("blob sweep: {e}"),
+                    }
+                }
+            });
+        }
+        Ok(BucketStore { inner })
+    }
+
+    /// Deletes now every blob that is due (what each node does every minute).
+    pub async fn sweep(&self) -> io::Result<usize> {
+        self.inner.sweep().await
+    }
+
+    /// The bucket (for `larder migrate`).
+    pub fn bucket(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.bucket
+    }
+}
+
+impl Store for BucketStore {
+    type Handle = Handle;
+
+    async fn open(&self, path: &ResourcePath) -> Result<Opened<Handle>, Error> {
+        fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+        let (inner, key) = (self.inner.clone(), key_of(path));
+        let Some(row) = blocking(move || inner.db().entry(&key)).await? else {
+            return Ok(None);
+        };
+        let entry = entry_of(path, &row);
+        let handle = match (row.collection, row.blob) {
+            (false, Some(blob)) => Some(Handle { blob, size: row.size }),
+            _ => None,
+        };
+        Ok(Some((entry, handle)))
+    }
+
+    async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
+        fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+        let end = start.saturating_add(len).min(handle.size);
+        if start >= end {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let location = BlobPath::from(handle.blob.as_str());
+        if handle.size <= CACHED_BLOB {
+            let bytes = match self.inner.cache.get(&handle.blob) {
+                Some(bytes) => bytes,
+                None => {
+                    let got = self.inner.bucket.get(&location).await.map_err(bucket_error)?;
+                    let bytes = got.bytes().await.map_err(bucket_error)?;
+                    if bytes.len() as u64 != handle.size {
+                        let problem = format!("blob {} is not its recorded size", handle.blob);
+                        return Err(Error::Io(io::Error::other(problem)));
+                    }
+                    self.inner.cache.put(&handle.blob, bytes.clone());
+                    bytes
+                }
+            };
+            let slice = bytes.slice(start as usize..end as usize);
+            return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
+        }
+        let options =
+            GetOptions { range: Some(GetRange::Bounded(start..end)), ..GetOptions::default() };
+        let got = self.inner.bucket.get_opts(&location, options).await.map_err(bucket_error)?;
+        Ok(Box::pin(got.into_stream().map_err(io::Error::other)))
+    }
+
+    async fn list(&self, path: &ResourcePath) -> Result<Arc<Vec<Entry>>, Error> {
+        let (inner, key) = (self.inner.clone(), key_of(path));
+        let dir = path.with_collection(true);
+        let dir_key = dir.as_key();
+        let (row, members) = blocking(move || {
+            let row = inner.db().entry(&key)?;
+            let members = inner.db().members(&dir_key)?;
+            Ok::<_, io::Error>((row, members))
+        })
+        .await?;
+        match row {
+            None => return Err(Error::NotFound),
+            Some(row) if !row.collection => {
+                return Err(Error::Conflict(
+                    "a resource stands where a collection is needed".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let mut entries = Vec::with_capacity(members.len());
+        for member in &members {
+            let name = member.path.rsplit('/').next().unwrap_or_default();
+            let Ok(child) = dir.child(name, member.collection) else { continue };
+            entries.push(entry_of(&child, member));
+        }
+        Ok(Arc::new(entries))
+    }
+
+    async fn put<R: Send + 'static>(
+        &self,
+        path: &ResourcePath,
+        upload: Upload,
+        body: ByteStream,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> Result<Result<Put, R>, Error> {
+        let target = path.with_collection(false);
+        let blob = self.inner.new_blob();
+        let inner = self.inner.clone();
+        let registered = blob.clone();
+        blocking(move || inner.db().begin_upload(&registered)).await?;
+        let mut pending = Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true };
+        let (size, etag) = self.inner.upload(&blob, body).await?;
+        let new =
+            NewVersion { size, etag, content_type: upload.content_type, owner: upload.owner, blob };
+        let (inner, key, named) = (self.inner.clone(), key_of(&target), target.clone());
+        let quotas = upload.quotas;
+        let committed = blocking(move || {
+            inner.db().put_entry(
+                &key,
+                new,
+                |owner| quotas.get(owner).copied(),
+                |row| check(row.map(|row| entry_of(&named, row)).as_ref()),
+            )
+        })
+        .await;
+        let (created, row) = match outcome(committed)? {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        pending.armed = false;
+        Ok(Ok(Put { entry: entry_of(&target, &row), created }))
+    }
+
+    async fn create_collection<R: Send + 'static>(
+        &self,
+        path: &ResourcePath,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> Result<Result<Put, R>, Error> {
+        let dir = path.with_collection(true);
+        let (inner, key, named) = (self.inner.clone(), key_of(&dir), dir.clone());
+        let made = blocking(move || {
+            inner
+                .db()
+                .create_collection(&key, |row| check(row.map(|row| entry_of(&named, row)).as_ref()))
+        })
+        .await;
+        Ok(outcome(made)?.map(|(created, row)| Put { entry: entry_of(&dir, &row), created }))
+    }
+
+    async fn delete<R: Send + 'static>(
+        &self,
+        path: &ResourcePath,
+        recursive: bool,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> Result<Result<(), R>, Error> {
+        let (inner, key, named) = (self.inner.clone(), key_of(path), path.clone());
+        let deleted = blocking(move || {
+            inner.db().delete_entry(&key, recursive, |row| check(Some(&entry_of(&named, row))))
+        })
+        .await;
+        outcome(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_entries_named_as_asked() {
+        let row = Row {
+            path: "/docs/a.txt".into(),
+            collection: false,
+            size: 3,
+            modified_ns: 1_500_000_000,
+            etag: Some("abc".into()),
+            content_type: None,
+            owner: Some("alice".into()),
+            blob: Some("blobs/x".into()),
+        };
+        let path = ResourcePath::parse("/docs/a.txt").unwrap();
+        let entry = entry_of(&path, &row);
+        assert_eq!(entry.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(entry.modified, UNIX_EPOCH + Duration::from_millis(1500));
+        let dir = Row { collection: true, ..row };
+        assert!(entry_of(&ResourcePath::parse("/docs/a.txt").unwrap(), &dir).is_collection());
+    }
+}

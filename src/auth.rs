@@ -145,6 +145,9 @@ pub struct Authenticator {
     verifying: tokio::sync::Semaphore,
     /// Tokens looked up, by SHA-256; revocation through [`Authenticator::forget_token`].
     tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+    /// How long a looked-up token is trusted: [`TOKEN_TTL`], or zero when the state is
+    /// shared, since another node may revoke it (each Bearer request then asks PostgreSQL).
+    token_ttl: Duration,
     state: Arc<State>,
     throttle: Throttle,
     /// Accounts whose first-sign-in grant is known to be recorded.
@@ -166,6 +169,7 @@ impl Authenticator {
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),
             tokens: Mutex::new(HashMap::new()),
+            token_ttl: if state.postgres().is_some() { Duration::ZERO } else { TOKEN_TTL },
             state,
             throttle: Throttle::new(settings.sign_in_limit),
             granted: Mutex::new(HashSet::new()),
@@ -288,7 +292,7 @@ impl Authenticator {
             let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
             tokens
                 .get(&hash)
-                .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+                .filter(|(_, at)| at.elapsed() < self.token_ttl)
                 .map(|(record, _)| record.clone())
         };
         let record = match cached {

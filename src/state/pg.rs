@@ -16,7 +16,8 @@
 //! - Blobs: a row names its blob; an upload registers its blob as pending first, and the
 //!   commit that makes it visible clears that. A replaced or deleted blob is doomed: deleted
 //!   from the bucket after [`BLOB_GRACE`], so a read that opened it before can still finish.
-//!   A node killed mid-upload leaves a pending blob, doomed after [`PENDING_GRACE`].
+//!   A node killed mid-upload leaves a pending blob, doomed after [`PENDING_GRACE`] unless a
+//!   row names it (a commit whose answer was lost).
 
 use std::io;
 use std::sync::{Mutex, MutexGuard};
@@ -803,7 +804,9 @@ impl Postgres {
         let abandoned = now - PENDING_GRACE.as_secs() as i64;
         tx.execute(
             "WITH old AS (DELETE FROM blob_pending WHERE since < $1 RETURNING blob)
-             INSERT INTO blob_doomed (blob, after) SELECT blob, $2 FROM old
+             INSERT INTO blob_doomed (blob, after)
+                 SELECT blob, $2 FROM old WHERE NOT EXISTS (
+                     SELECT 1 FROM entry WHERE entry.blob = old.blob)
              ON CONFLICT DO NOTHING",
             &[&abandoned, &now],
         )

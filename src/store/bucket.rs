@@ -149,42 +149,57 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
+/// What a refused namespace change gives the caller: the check's refusal, or an error.
+fn refusal<R>(failed: Failed<R>) -> Result<R, Error> {
+    match failed {
+        Failed::Check(refusal) => Ok(refusal),
+        Failed::Refused(Refused::NotFound) => Err(Error::NotFound),
+        Failed::Refused(Refused::Conflict(why)) => Err(Error::Conflict(why)),
+        Failed::Refused(Refused::NotEmpty) => Err(Error::NotEmpty),
+        Failed::Refused(Refused::OverQuota(over)) => Err(Error::OverQuota(over)),
+        Failed::Io(e) => Err(Error::Io(e)),
+    }
+}
+
 /// A namespace change's outcome as the [`Store`] trait gives it.
 fn outcome<T, R>(result: Result<T, Failed<R>>) -> Result<Result<T, R>, Error> {
     match result {
         Ok(done) => Ok(Ok(done)),
-        Err(Failed::Check(refusal)) => Ok(Err(refusal)),
-        Err(Failed::Refused(Refused::NotFound)) => Err(Error::NotFound),
-        Err(Failed::Refused(Refused::Conflict(why))) => Err(Error::Conflict(why)),
-        Err(Failed::Refused(Refused::NotEmpty)) => Err(Error::NotEmpty),
-        Err(Failed::Refused(Refused::OverQuota(over))) => Err(Error::OverQuota(over)),
-        Err(Failed::Io(e)) => Err(Error::Io(e)),
+        Err(failed) => refusal(failed).map(Err),
     }
 }
 
-/// An uploaded blob not yet committed: deleted (or, failing that, doomed) when dropped armed,
-/// whether the write was refused, failed, or its request dropped.
+/// An uploaded blob not yet committed. A refused or failed write discards it before
+/// answering; if the request is dropped instead, dropping this discards it in the background.
 struct Pending {
     inner: Arc<Inner>,
     blob: String,
     armed: bool,
 }
 
+impl Pending {
+    /// Deletes the blob and forgets the upload (or dooms the blob, if it cannot be deleted).
+    async fn discard(mut self) {
+        self.armed = false;
+        discard(self.inner.clone(), self.blob.clone()).await;
+    }
+}
+
+async fn discard(inner: Arc<Inner>, blob: String) {
+    let deleted = inner.bucket.delete(&BlobPath::from(blob.as_str())).await.is_ok();
+    let forgotten = blocking(move || inner.db().abandon_upload(&blob, deleted)).await;
+    if let Err(e) = forgotten {
+        tracing::warn!("an abandoned upload stays pending until the sweep: {e}");
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(discard(self.inner.clone(), self.blob.clone()));
         }
-        let (inner, blob) = (self.inner.clone(), self.blob.clone());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        runtime.spawn(async move {
-            let deleted = inner.bucket.delete(&BlobPath::from(blob.as_str())).await.is_ok();
-            let db = inner.clone();
-            let forgotten = blocking(move || db.db().abandon_upload(&blob, deleted)).await;
-            if let Err(e) = forgotten {
-                tracing::warn!("an abandoned upload stays pending until the sweep: {e}");
-            }
-        });
     }
 }
 
@@ -424,11 +439,21 @@ impl Store for BucketStore {
         let registered = blob.clone();
         blocking(move || inner.db().begin_upload(&registered)).await?;
         let mut pending = Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true };
-        let (size, etag) = self.inner.upload(&blob, body).await?;
+        let (size, etag) = match self.inner.upload(&blob, body).await {
+            Ok(uploaded) => uploaded,
+            Err(e) => {
+                pending.discard().await;
+                return Err(e);
+            }
+        };
         let new =
             NewVersion { size, etag, content_type: upload.content_type, owner: upload.owner, blob };
         let (inner, key, named) = (self.inner.clone(), key_of(&target), target.clone());
         let quotas = upload.quotas;
+        // From here the commit may happen even if this request is dropped: only a certain
+        // refusal discards the blob. After a database failure (was the commit made?) it stays
+        // pending, and the sweep deletes it only if no row names it.
+        pending.armed = false;
         let committed = blocking(move || {
             inner.db().put_entry(
                 &key,
@@ -438,11 +463,14 @@ impl Store for BucketStore {
             )
         })
         .await;
-        let (created, row) = match outcome(committed)? {
+        let (created, row) = match committed {
             Ok(done) => done,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(Failed::Io(e)) => return Err(Error::Io(e)),
+            Err(refused) => {
+                pending.discard().await;
+                return refusal(refused).map(Err);
+            }
         };
-        pending.armed = false;
         Ok(Ok(Put { entry: entry_of(&target, &row), created }))
     }
 

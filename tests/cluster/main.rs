@@ -1,0 +1,131 @@
+//! Two larder nodes sharing one bucket (Garage) and one PostgreSQL database, with clients
+//! alternating between them: SPEC sections 3, 4 and 5 across nodes, a cross-node `If-Match`
+//! race, purchase and quota races with exact balances, and a node killed with SIGKILL under
+//! load. A plain program (`harness = false`) that prints what each scenario did.
+//!
+//! It needs the services `scripts/services start` starts (and `scripts/test` sources):
+//! `LARDER_TEST_DATABASE` (a PostgreSQL URL whose role may create databases),
+//! `LARDER_TEST_BUCKET`, and the `AWS_*` variables of the S3 endpoint. Each scenario gets
+//! its own database and key prefix. `-- --only NAME` runs one scenario.
+
+// A failed unwrap here is a found defect, reported with a backtrace.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code, unused_imports)]
+#[path = "../campaign/common.rs"]
+mod common;
+#[path = "../shared/process.rs"]
+mod larder_process;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use common::Process;
+
+/// Two (or more) nodes over one fresh database and one fresh prefix of the test bucket.
+pub struct Cluster {
+    /// The running nodes (a killed one stays, dead).
+    pub nodes: Vec<Process>,
+    /// The configuration file every node reads.
+    pub config: PathBuf,
+    /// The scenario's database.
+    pub database: String,
+    _dir: tempfile::TempDir,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `scripts/services start` and source .tools/services/env")
+    })
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes named `name` with the configuration `config` (accounts, plans,
+    /// rules; the store and state are added here).
+    pub fn start(name: &str, config: &str, nodes: usize) -> Cluster {
+        let base = required("LARDER_TEST_DATABASE");
+        let bucket = required("LARDER_TEST_BUCKET");
+        let unique = format!("{name}_{}_{:08x}", std::process::id(), rand::random::<u32>());
+        let database = {
+            let base = base.clone();
+            let unique = unique.clone();
+            // The postgres client keeps a runtime of its own: use it off ours.
+            std::thread::spawn(move || {
+                let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+                admin.batch_execute(&format!("CREATE DATABASE {unique}")).unwrap();
+                let (head, _) = base.rsplit_once('/').unwrap();
+                format!("{head}/{unique}")
+            })
+            .join()
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("larder.toml");
+        let prefix = unique.replace('_', "-");
+        let text = format!("store = \"s3://{bucket}/{prefix}\"\nstate = \"{database}\"\n{config}");
+        std::fs::write(&path, text).unwrap();
+        let mut cluster = Cluster { nodes: Vec::new(), config: path, database, _dir: dir };
+        for _ in 0..nodes {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// Starts one more node; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let root = self._dir.path().join(format!("node{}", self.nodes.len()));
+        std::fs::create_dir_all(&root).unwrap();
+        let config = ["--config", self.config.to_str().unwrap()];
+        self.nodes.push(Process::start(&root, &config, &[]));
+        self.nodes.len() - 1
+    }
+
+    /// The address of node `i`.
+    pub fn addr(&self, i: usize) -> std::net::SocketAddr {
+        self.nodes[i].addr
+    }
+
+    /// Runs `sql` on the scenario's database (off the async workers) and returns the first
+    /// column of the first row as an integer.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let (url, sql) = (self.database.clone(), sql.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.query_one(&sql, &[]).unwrap().get(0)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn main() {
+    let only = {
+        let mut args = std::env::args().skip(1);
+        let mut only = None;
+        while let Some(arg) = args.next() {
+            if arg == "--only" {
+                only = args.next();
+            }
+        }
+        only
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let scenario = |name: &str, run: &dyn Fn() -> Vec<String>| {
+        if only.as_deref().is_some_and(|o| o != name) {
+            return;
+        }
+        let started = Instant::now();
+        let lines = run();
+        println!("cluster {name}: passed in {:.1} s", started.elapsed().as_secs_f64());
+        for line in lines {
+            println!("  {line}");
+        }
+    };
+    scenario("spec", &|| runtime.block_on(scenarios::spec()));
+    scenario("if_match_race", &|| runtime.block_on(scenarios::if_match_race()));
+    scenario("purchase_race", &|| runtime.block_on(scenarios::purchase_race()));
+    scenario("quota_race", &|| runtime.block_on(scenarios::quota_race()));
+    scenario("kill", &|| runtime.block_on(scenarios::kill_under_load()));
+}

@@ -35,6 +35,9 @@ enum Command {
     Check(ServeArgs),
     /// Print the decision for every method on PATH, and the rule that made it.
     Explain(ExplainArgs),
+    /// Move a folder and its state to a bucket and PostgreSQL, then verify (resumable: run it
+    /// again to finish or to catch up).
+    Migrate(MigrateArgs),
     /// Manage bearer tokens (works while the server runs).
     Token {
         #[command(subcommand)]
@@ -67,6 +70,25 @@ struct TokenArgs {
     /// Lifetime, like 30d or 12h (default: no expiry).
     #[arg(long)]
     expires: Option<String>,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The installation to move: file:ROOT
+    #[arg(long)]
+    from: String,
+    /// Its state folder [default: ROOT/.larder]
+    #[arg(long)]
+    from_state: Option<PathBuf>,
+    /// Where the bytes go: s3://BUCKET/PREFIX (with the AWS_* variables, as for serve)
+    #[arg(long)]
+    to: String,
+    /// Where the state goes: postgres://USER:PASSWORD@HOST/DATABASE
+    #[arg(long, env = "LARDER_TO_STATE")]
+    to_state: String,
+    /// Only compare the two sides; copy nothing.
+    #[arg(long)]
+    verify_only: bool,
 }
 
 #[derive(Args)]
@@ -157,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::HashPassword => hash_password(),
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
+        Command::Migrate(args) => migrate(args),
         Command::Token { command: TokenCommand::Create(args) } => create_token(args),
     }
 }
@@ -361,6 +384,62 @@ fn explain(args: ExplainArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("--as: {e}")),
+    }
+}
+
+fn migrate(args: MigrateArgs) -> ExitCode {
+    crate::telemetry::init(crate::telemetry::LogFormat::default());
+    let fail = |message: String| {
+        eprintln!("larder: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let Some(root) = args.from.strip_prefix("file:").map(PathBuf::from) else {
+        return fail(format!("--from `{}`: use file:ROOT", args.from));
+    };
+    let to = match crate::config::BucketAt::parse(&args.to) {
+        Some(Ok(to)) => to,
+        Some(Err(problem)) => return fail(format!("--to: {problem}")),
+        None => return fail(format!("--to `{}`: use s3://BUCKET/PREFIX", args.to)),
+    };
+    if !crate::config::is_database_url(&args.to_state) {
+        return fail("--to-state: use postgres://USER:PASSWORD@HOST/DATABASE".into());
+    }
+    let state_dir = args.from_state.clone().unwrap_or_else(|| root.join(".larder"));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let run = async {
+        let (source, from, target, to_state) =
+            crate::migrate::open(&root, &state_dir, &to, &args.to_state).await?;
+        let say = |line: &str| println!("{line}");
+        let mut report = if args.verify_only {
+            crate::migrate::Report::default()
+        } else {
+            crate::migrate::copy(&source, &from, &target, &to_state, &say).await?
+        };
+        crate::migrate::verify(&source, &from, &target, &to_state, &mut report).await?;
+        Ok::<_, std::io::Error>(report)
+    };
+    match runtime.block_on(run) {
+        Ok(report) => {
+            println!(
+                "copied {} resources ({} bytes), skipped {} already there, {} collections",
+                report.copied, report.bytes, report.skipped, report.collections
+            );
+            println!(
+                "verified {} resources (BLAKE3 of the bytes, ETag, type, owner) and {} balances",
+                report.verified, report.balances
+            );
+            for mismatch in &report.mismatches {
+                println!("MISMATCH {mismatch}");
+            }
+            if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("larder: migrate: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub mod explain;
 pub mod http;
 pub mod meter;
 pub mod metrics;
+pub mod migrate;
 pub mod path;
 pub mod server;
 pub mod state;

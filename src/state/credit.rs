@@ -111,7 +111,7 @@ fn purchase_in(
     .optional()
 }
 
-fn purchase_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Purchase> {
+pub(super) fn purchase_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Purchase> {
     Ok(Purchase {
         id: row.get(0)?,
         account: row.get(1)?,

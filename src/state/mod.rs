@@ -19,6 +19,7 @@
 //! - [`pg`]: the same in PostgreSQL, plus the namespace of the bucket store ([`pg::Row`]).
 
 pub mod credit;
+pub mod export;
 pub mod object;
 pub mod pg;
 pub mod token;

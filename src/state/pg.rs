@@ -348,6 +348,18 @@ impl Postgres {
         Ok(Pooled { pool: self, client: Some(client) })
     }
 
+    /// Runs `work` in one transaction, committed if it succeeds.
+    pub(super) fn in_transaction<T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> io::Result<T> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        let done = work(&mut tx).map_err(to_io)?;
+        tx.commit().map_err(to_io)?;
+        Ok(done)
+    }
+
     // --- Tokens -------------------------------------------------------------------------
 
     /// Stores a new token.
@@ -791,6 +803,52 @@ impl Postgres {
         touch_parent(&mut tx, path, now_ns())?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Puts `row` at its path as it is, owner, ETag and time included (`larder migrate`):
+    /// ancestors become collections, a replaced blob is doomed, `row.blob` is no longer
+    /// pending. An existing collection is kept.
+    pub fn import_entry(&self, row: &Row) -> io::Result<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(to_io)?;
+        let current = lock_path(&mut tx, &row.path).map_err(to_io)?;
+        if row.collection && current.as_ref().is_some_and(|c| c.collection) {
+            return Ok(());
+        }
+        ensure_ancestors::<()>(&mut tx, &row.path, row.modified_ns).map_err(
+            |failed| match failed {
+                Failed::Io(e) => e,
+                Failed::Refused(Refused::Conflict(why)) => io::Error::other(why),
+                other => io::Error::other(format!("{other:?}")),
+            },
+        )?;
+        tx.execute(
+            "INSERT INTO entry (path, parent, collection, size, modified_ns, etag, content_type,
+                                owner, blob)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (path) DO UPDATE SET collection = $3, size = $4, modified_ns = $5,
+                 etag = $6, content_type = $7, owner = $8, blob = $9",
+            &[
+                &row.path,
+                &parent_of(&row.path),
+                &row.collection,
+                &(row.size as i64),
+                &row.modified_ns,
+                &row.etag,
+                &row.content_type,
+                &row.owner,
+                &row.blob,
+            ],
+        )
+        .map_err(to_io)?;
+        if let Some(old) = current.and_then(|c| c.blob).filter(|old| Some(old) != row.blob.as_ref())
+        {
+            doom(&mut tx, &old, now() + BLOB_GRACE.as_secs() as i64).map_err(to_io)?;
+        }
+        if let Some(blob) = &row.blob {
+            tx.execute("DELETE FROM blob_pending WHERE blob = $1", &[blob]).map_err(to_io)?;
+        }
+        tx.commit().map_err(to_io)
     }
 
     /// Claims up to `limit` blobs that are due for deletion (doomed ones past their grace,

@@ -26,7 +26,7 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         Ok(TokenRecord {
             id: row.get(0)?,
             account: row.get(1)?,

@@ -345,9 +345,42 @@ impl BucketStore {
         self.inner.sweep().await
     }
 
-    /// The bucket (for `larder migrate`).
-    pub fn bucket(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.bucket
+    /// Stores `body` as the resource `entry` describes, keeping its ETag, type, owner and
+    /// time (`larder migrate`); a collection `entry` is made with no body.
+    pub async fn import(&self, entry: &Entry, body: Option<ByteStream>) -> Result<(), Error> {
+        let modified_ns = entry
+            .modified
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+        let mut row = Row {
+            path: key_of(&entry.path),
+            collection: entry.is_collection(),
+            size: entry.size,
+            modified_ns,
+            etag: entry.etag.clone(),
+            content_type: entry.content_type.clone(),
+            owner: entry.owner.clone(),
+            blob: None,
+        };
+        let mut pending = None;
+        if let Some(body) = body {
+            let blob = self.inner.new_blob();
+            let (inner, registered) = (self.inner.clone(), blob.clone());
+            blocking(move || inner.db().begin_upload(&registered)).await?;
+            pending = Some(Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true });
+            let (size, _) = self.inner.upload(&blob, body).await?;
+            if size != entry.size {
+                let problem = format!("{}: read {size} bytes, expected {}", entry.path, entry.size);
+                return Err(Error::Io(io::Error::other(problem)));
+            }
+            row.blob = Some(blob);
+        }
+        if let Some(pending) = &mut pending {
+            pending.armed = false;
+        }
+        let inner = self.inner.clone();
+        blocking(move || inner.db().import_entry(&row)).await?;
+        Ok(())
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Cluster {
     pub config: PathBuf,
     /// The scenario's database.
     pub database: String,
+    /// The scenario's place in the bucket: `s3://BUCKET/PREFIX`.
+    pub store: String,
     _dir: tempfile::TempDir,
 }
 
@@ -63,9 +65,10 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("larder.toml");
         let prefix = unique.replace('_', "-");
-        let text = format!("store = \"s3://{bucket}/{prefix}\"\nstate = \"{database}\"\n{config}");
+        let store = format!("s3://{bucket}/{prefix}");
+        let text = format!("store = \"{store}\"\nstate = \"{database}\"\n{config}");
         std::fs::write(&path, text).unwrap();
-        let mut cluster = Cluster { nodes: Vec::new(), config: path, database, _dir: dir };
+        let mut cluster = Cluster { nodes: Vec::new(), config: path, database, store, _dir: dir };
         for _ in 0..nodes {
             cluster.add_node();
         }
@@ -128,4 +131,5 @@ fn main() {
     scenario("purchase_race", &|| runtime.block_on(scenarios::purchase_race()));
     scenario("quota_race", &|| runtime.block_on(scenarios::quota_race()));
     scenario("kill", &|| runtime.block_on(scenarios::kill_under_load()));
+    scenario("migrate", &|| runtime.block_on(scenarios::migrate()));
 }

@@ -554,4 +554,38 @@ write = ["alice"]
         assert_eq!(settings.realm, "env");
         assert_eq!(settings.max_upload, 5);
     }
+
+    #[test]
+    fn store_and_state_choose_the_backends() {
+        let both =
+            load_text("store = \"s3://larder-data/site\"\nstate = \"postgres://l:pw@db/larder\"")
+                .unwrap();
+        let at = both.bucket.clone().unwrap();
+        assert_eq!((at.bucket.as_str(), at.prefix.as_str()), ("larder-data", "site"));
+        assert_eq!(both.database.as_deref(), Some("postgres://l:pw@db/larder"));
+        assert!(both.check_backends().is_ok());
+        let rendered = both.to_redacted_toml();
+        assert!(rendered.contains("postgres://l:<redacted>@db/larder"), "{rendered}");
+        assert!(!rendered.contains("pw"), "{rendered}");
+
+        let folder = load_text("store = \"file:served\"").unwrap();
+        assert!(folder.root.ends_with("served") && folder.bucket.is_none());
+
+        let half = load_text("store = \"s3://larder-data\"").unwrap();
+        let error = half.check_backends().unwrap_err();
+        assert_eq!(error.key, "state", "{error}");
+        let other = load_text("state = \"postgresql://db/larder\"").unwrap();
+        assert_eq!(other.check_backends().unwrap_err().key, "store");
+
+        for bad in ["store = \"ftp://x\"", "store = \"s3://UPPER/x\""] {
+            let error = load_text(bad).unwrap_err();
+            assert_eq!(error.key, "store", "{bad}: {error}");
+        }
+        let overrides = Overrides {
+            root: Some("/srv".into()),
+            store: Some("file:/other".into()),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(overrides, &env_none).is_err(), "ROOT and --store file: both");
+    }
 }

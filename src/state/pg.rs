@@ -19,11 +19,12 @@
 //!   A node killed mid-upload leaves a pending blob, doomed after [`PENDING_GRACE`] unless a
 //!   row names it (a commit whose answer was lost).
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{Bought, CreditTotals, LedgerEntry, OverQuota, Purchase, TokenRecord};
 
@@ -33,8 +34,8 @@ pub const BLOB_GRACE: Duration = Duration::from_secs(15 * 60);
 pub const PENDING_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a node that claimed doomed blobs has to delete them before another may.
 const CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
-/// Idle connections kept per node.
-const IDLE: usize = 32;
+/// Connections a node opens at most; past that, callers wait for one to be free.
+const CONNECTIONS: usize = 32;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS token (
@@ -103,17 +104,31 @@ fn now() -> i64 {
     now_ns() / 1_000_000_000
 }
 
-/// A PostgreSQL database shared by every node, with a small pool of connections.
+/// A PostgreSQL database shared by every node, with a pool of at most [`CONNECTIONS`].
 pub struct Postgres {
     config: postgres::Config,
-    idle: Mutex<Vec<Client>>,
+    slots: Mutex<Slots>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Slots {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// A connection and the statements prepared on it (a prepared query is one round trip;
+/// a query by text is two).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Each client drives its connection on a small runtime of its own, which may not be
         // dropped on an async worker: let a plain thread drop them.
-        let idle = std::mem::take(&mut *self.idle());
+        let idle = std::mem::take(&mut self.slots().idle);
         if !idle.is_empty() {
             let _ = std::thread::spawn(move || drop(idle)).join();
         }
@@ -123,32 +138,46 @@ impl Drop for Postgres {
 /// A pooled connection, handed back when dropped (unless broken).
 struct Pooled<'a> {
     pool: &'a Postgres,
-    client: Option<Client>,
+    conn: Option<Conn>,
+}
+
+impl Pooled<'_> {
+    /// `sql` prepared on this connection, once.
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        let conn = self.conn.as_mut().expect("present until dropped");
+        if let Some(statement) = conn.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = conn.client.prepare(sql)?;
+        conn.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
 }
 
 impl std::ops::Deref for Pooled<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
+        &self.conn.as_ref().expect("present until dropped").client
     }
 }
 
 impl std::ops::DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        &mut self.conn.as_mut().expect("present until dropped").client
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take()
-            && !client.is_closed()
-        {
-            let mut idle = self.pool.idle();
-            if idle.len() < IDLE {
-                idle.push(client);
-            }
+        let Some(conn) = self.conn.take() else { return };
+        let mut slots = self.pool.slots();
+        if conn.client.is_closed() {
+            slots.open -= 1;
+        } else {
+            slots.idle.push(conn);
         }
+        drop(slots);
+        self.pool.freed.notify_one();
     }
 }
 
@@ -174,6 +203,10 @@ pub struct Row {
 }
 
 const ROW_COLUMNS: &str = "path, collection, size, modified_ns, etag, content_type, owner, blob";
+const ENTRY_BY_PATH: &str = "SELECT path, collection, size, modified_ns, etag, content_type, \
+                             owner, blob FROM entry WHERE path = $1";
+const MEMBERS: &str = "SELECT path, collection, size, modified_ns, etag, content_type, owner, \
+                       blob FROM entry WHERE parent = $1 ORDER BY path";
 
 fn row_of(row: &postgres::Row) -> Row {
     Row {
@@ -325,7 +358,7 @@ impl Postgres {
             url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         config.application_name("larder");
         config.connect_timeout(Duration::from_secs(10));
-        let pool = Postgres { config, idle: Mutex::new(Vec::new()) };
+        let pool = Postgres { config, slots: Mutex::new(Slots::default()), freed: Condvar::new() };
         let mut client = pool.client()?;
         client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).map_err(to_io)?;
         let made = client.batch_execute(SCHEMA).map_err(to_io);
@@ -335,17 +368,36 @@ impl Postgres {
         Ok(pool)
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A connection: an idle one, a new one while fewer than [`CONNECTIONS`] are open, or
+    /// the next one handed back.
     fn client(&self) -> io::Result<Pooled<'_>> {
-        let pooled = self.idle().pop();
-        let client = match pooled {
-            Some(client) => client,
-            None => self.config.connect(NoTls).map_err(to_io)?,
-        };
-        Ok(Pooled { pool: self, client: Some(client) })
+        let mut slots = self.slots();
+        loop {
+            if let Some(conn) = slots.idle.pop() {
+                return Ok(Pooled { pool: self, conn: Some(conn) });
+            }
+            if slots.open < CONNECTIONS {
+                slots.open += 1;
+                break;
+            }
+            slots = self.freed.wait(slots).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(slots);
+        match self.config.connect(NoTls) {
+            Ok(client) => {
+                let conn = Conn { client, statements: HashMap::new() };
+                Ok(Pooled { pool: self, conn: Some(conn) })
+            }
+            Err(e) => {
+                self.slots().open -= 1;
+                self.freed.notify_one();
+                Err(to_io(e))
+            }
+        }
     }
 
     /// Runs `work` in one transaction, committed if it succeeds.
@@ -385,14 +437,12 @@ impl Postgres {
 
     fn tokens(
         &self,
-        filter: &str,
+        sql: &'static str,
         value: &(dyn postgres::types::ToSql + Sync),
     ) -> io::Result<Vec<TokenRecord>> {
-        let sql = format!(
-            "SELECT id, account, hash, scope, read_only, created, expires FROM token
-             WHERE {filter} ORDER BY created, id"
-        );
-        let rows = self.client()?.query(&sql, &[value]).map_err(to_io)?;
+        let mut client = self.client()?;
+        let statement = client.prepared(sql).map_err(to_io)?;
+        let rows = client.query(&statement, &[value]).map_err(to_io)?;
         Ok(rows
             .iter()
             .map(|row| TokenRecord {
@@ -409,12 +459,16 @@ impl Postgres {
 
     /// The token whose SHA-256 is `hash`, if it exists (expired or not).
     pub fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>> {
-        Ok(self.tokens("hash = $1", &hash)?.pop())
+        let sql = "SELECT id, account, hash, scope, read_only, created, expires FROM token
+                   WHERE hash = $1";
+        Ok(self.tokens(sql, &hash)?.pop())
     }
 
     /// An account's tokens, oldest first.
     pub fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>> {
-        self.tokens("account = $1", &account)
+        let sql = "SELECT id, account, hash, scope, read_only, created, expires FROM token
+                   WHERE account = $1 ORDER BY created, id";
+        self.tokens(sql, &account)
     }
 
     /// Revokes an account's token; false if it has none with this id.
@@ -616,14 +670,16 @@ impl Postgres {
 
     /// The row at `path` (without a trailing slash; `/` for the root).
     pub fn entry(&self, path: &str) -> io::Result<Option<Row>> {
-        let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE path = $1");
-        Ok(self.client()?.query_opt(&sql, &[&path]).map_err(to_io)?.as_ref().map(row_of))
+        let mut client = self.client()?;
+        let statement = client.prepared(ENTRY_BY_PATH).map_err(to_io)?;
+        Ok(client.query_opt(&statement, &[&path]).map_err(to_io)?.as_ref().map(row_of))
     }
 
     /// The members of the collection whose key is `dir` (ending in `/`), sorted by name.
     pub fn members(&self, dir: &str) -> io::Result<Vec<Row>> {
-        let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE parent = $1 ORDER BY path");
-        Ok(self.client()?.query(&sql, &[&dir]).map_err(to_io)?.iter().map(row_of).collect())
+        let mut client = self.client()?;
+        let statement = client.prepared(MEMBERS).map_err(to_io)?;
+        Ok(client.query(&statement, &[&dir]).map_err(to_io)?.iter().map(row_of).collect())
     }
 
     /// Registers `blob` as an upload in progress, before its first byte is sent.

@@ -102,6 +102,22 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let (url, name) = (required("LARDER_TEST_DATABASE"), self.database.rsplit('/').next());
+        let name = name.unwrap_or_default().to_owned();
+        // Best effort: the services' data folder is the test's own.
+        let _ = std::thread::spawn(move || {
+            let mut admin = postgres::Client::connect(&url, postgres::NoTls).ok()?;
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).ok()
+        })
+        .join();
+    }
+}
+
 fn main() {
     let only = {
         let mut args = std::env::args().skip(1);

@@ -148,4 +148,5 @@ fn main() {
     scenario("quota_race", &|| runtime.block_on(scenarios::quota_race()));
     scenario("kill", &|| runtime.block_on(scenarios::kill_under_load()));
     scenario("migrate", &|| runtime.block_on(scenarios::migrate()));
+    scenario("sweep", &|| runtime.block_on(scenarios::sweep()));
 }

@@ -564,3 +564,78 @@ pub async fn migrate() -> Vec<String> {
             .into(),
     ]
 }
+
+/// The sweep: replaced and deleted blobs go once their grace is over (made over here by
+/// moving their time back in the database), abandoned uploads go, and a pending blob that a
+/// row names (a commit whose answer was lost) stays.
+pub async fn sweep() -> Vec<String> {
+    use object_store::ObjectStore;
+    use object_store::path::Path as BlobPath;
+
+    let config = format!(
+        "{}[[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"erin\"]\n",
+        accounts(&["erin"], None)
+    );
+    let cluster = Cluster::start("sweep", &config, 1);
+    let a = cluster.addr(0);
+    assert_eq!(put(a, "/kept.txt", "erin", "version one").await.status, 201);
+    assert_eq!(put(a, "/kept.txt", "erin", "version two").await.status, 200);
+    assert_eq!(put(a, "/gone.txt", "erin", "deleted").await.status, 201);
+    let auth = basic("erin");
+    let deleted = request(a, "DELETE", "/gone.txt", &[("authorization", &auth)], "").await.unwrap();
+    assert_eq!(deleted.status, 204);
+
+    // The node's own view of the bucket and the database, as `larder` opens them.
+    let at = larder::config::BucketAt::parse(&cluster.store).unwrap().unwrap();
+    let bucket = larder::store::bucket::connect(&at).unwrap();
+    let url = cluster.database.clone();
+    let state = tokio::task::spawn_blocking(move || larder::state::State::connect(&url))
+        .await
+        .unwrap()
+        .unwrap();
+    let state = Arc::new(state);
+    let store =
+        larder::store::BucketStore::open(bucket.clone(), &at.prefix, state.clone()).unwrap();
+
+    let blobs = |sql: &'static str| {
+        let url = cluster.database.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client.query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect::<Vec<String>>()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let doomed = blobs("SELECT blob FROM blob_doomed ORDER BY blob").await;
+    assert_eq!(doomed.len(), 2, "the replaced and the deleted version");
+    assert_eq!(store.sweep().await.unwrap(), 0, "within their grace, blobs stay");
+
+    // An abandoned upload (nothing names it) and a lost commit's blob (a row names it).
+    let live = blobs("SELECT blob FROM entry WHERE path = '/kept.txt'").await.remove(0);
+    let orphan = format!("{}/blobs/orphan", at.prefix);
+    bucket.put(&BlobPath::from(orphan.as_str()), "abandoned".into()).await.unwrap();
+    let sql = format!(
+        "UPDATE blob_doomed SET after = 0; INSERT INTO blob_pending (blob, since) VALUES \
+         ('{orphan}', 0), ('{live}', 0)"
+    );
+    let url = cluster.database.clone();
+    tokio::task::spawn_blocking(move || {
+        postgres::Client::connect(&url, postgres::NoTls).unwrap().batch_execute(&sql).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.sweep().await.unwrap(), 3);
+    for blob in doomed.iter().chain([&orphan]) {
+        let gone = bucket.get(&BlobPath::from(blob.as_str())).await;
+        assert!(matches!(gone, Err(object_store::Error::NotFound { .. })), "{blob}: {gone:?}");
+    }
+    assert_eq!(&get(a, "/kept.txt", None).await.body[..], b"version two");
+    assert!(blobs("SELECT blob FROM blob_doomed").await.is_empty());
+    vec![
+        "a replaced and a deleted blob kept through their grace, then deleted with an \
+          abandoned upload's; a pending blob that a row names kept and still served"
+            .into(),
+    ]
+}

@@ -149,4 +149,5 @@ fn main() {
     scenario("kill", &|| runtime.block_on(scenarios::kill_under_load()));
     scenario("migrate", &|| runtime.block_on(scenarios::migrate()));
     scenario("sweep", &|| runtime.block_on(scenarios::sweep()));
+    scenario("large", &|| runtime.block_on(scenarios::large()));
 }

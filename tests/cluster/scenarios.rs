@@ -639,3 +639,36 @@ pub async fn sweep() -> Vec<String> {
             .into(),
     ]
 }
+
+/// A large upload streams: 96 MiB in through one node, out through the other, while the
+/// writing node's peak memory stays far below the file's size.
+pub async fn large() -> Vec<String> {
+    let config = format!(
+        "max_upload = \"1 GiB\"\n{}[[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"erin\"]\n",
+        accounts(&["erin"], None)
+    );
+    let cluster = Cluster::start("large", &config, 2);
+    let (a, b) = (cluster.addr(0), cluster.addr(1));
+    let len = 96 << 20;
+    let body = content("large", len);
+    let reply = put(a, "/large.bin", "erin", body.clone()).await;
+    assert_eq!(reply.status, 201);
+    let peak = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    };
+    let written_peak = peak(cluster.nodes[0].child.id());
+    assert!(written_peak < 64, "the writing node peaked at {written_peak} MiB for a 96 MiB upload");
+    let read = get(b, "/large.bin", None).await;
+    assert_eq!(read.status, 200);
+    assert!(read.body == body, "the bytes read through the other node differ");
+    let tail = request(b, "GET", "/large.bin", &[("range", "bytes=-10")], "").await.unwrap();
+    assert_eq!((tail.status, &tail.body[..]), (206, &body[len - 10..]));
+    let parts = cluster.count("SELECT COUNT(*) FROM entry WHERE path = '/large.bin'").await;
+    assert_eq!(parts, 1);
+    vec![format!(
+        "96 MiB PUT through node 0 (multipart, 8 MiB parts) peaked at {written_peak} MiB \
+         resident; read back whole and by range through node 1"
+    )]
+}

@@ -24,7 +24,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as BlobPath;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
 
-use super::{ByteStream, Entry, Error, Kind, Opened, Put, Store, Upload};
+use super::{
+    ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
+};
 use crate::config::BucketAt;
 use crate::path::ResourcePath;
 use crate::state::pg::{Failed, NewVersion, Refused, Row};
@@ -105,10 +107,6 @@ impl BlobCache {
 /// The namespace key of `path`: no trailing slash (`/` for the root).
 fn key_of(path: &ResourcePath) -> String {
     path.with_collection(false).as_key()
-}
-
-fn guess_type(name: &str) -> String {
-    mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
 }
 
 /// The entry a namespace row describes, named as `path` (any form).
@@ -247,25 +245,12 @@ impl Inner {
     /// Returns its size and BLAKE3 ETag.
     async fn upload(&self, blob: &str, mut body: ByteStream) -> Result<(u64, String), Error> {
         let location = BlobPath::from(blob);
-        let mut hasher = blake3::Hasher::new();
-        let mut head = Vec::new();
-        let mut gathered = 0usize;
-        let mut more = false;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
-            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
-            hasher.update(&chunk);
-            gathered += chunk.len();
-            head.push(chunk);
-            if gathered > PART {
-                more = true;
-                break;
-            }
-        }
+        let Head { chunks: head, len: gathered, more, mut hasher } =
+            gather(&mut body, PART).await?;
         if !more {
             let payload: PutPayload = head.into_iter().collect();
             self.bucket.put(&location, payload).await.map_err(bucket_error)?;
-            return Ok((gathered as u64, hex(&hasher.finalize().as_bytes()[..16])));
+            return Ok((gathered as u64, etag_of(&hasher)));
         }
         let upload = self.bucket.put_multipart(&location).await.map_err(bucket_error)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
@@ -288,7 +273,7 @@ impl Inner {
         match streamed {
             Ok(size) => {
                 writer.finish().await.map_err(bucket_error)?;
-                Ok((size, hex(&hasher.finalize().as_bytes()[..16])))
+                Ok((size, etag_of(&hasher)))
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -298,10 +283,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl BucketStore {

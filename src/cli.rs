@@ -252,13 +252,10 @@ async fn run(
     Ok(())
 }
 
-/// Opens the embedded database, or connects to the shared one (off the async workers: the
-/// PostgreSQL client blocks).
+/// Opens the embedded database, or connects to the shared one.
 async fn open_state(settings: &Settings) -> std::io::Result<State> {
-    match settings.database.clone() {
-        Some(url) => tokio::task::spawn_blocking(move || State::connect(&url))
-            .await
-            .map_err(std::io::Error::other)?,
+    match &settings.database {
+        Some(url) => State::connect_from_async(url).await,
         None => State::open(&settings.state),
     }
 }

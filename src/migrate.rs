@@ -51,12 +51,7 @@ pub async fn open(
 ) -> io::Result<(FileStore, Arc<State>, BucketStore, Arc<State>)> {
     let source_state = Arc::new(State::open(state_dir)?);
     let source = FileStore::open(root, source_state.clone(), state_dir)?;
-    let url = database.to_owned();
-    let target_state = Arc::new(
-        tokio::task::spawn_blocking(move || State::connect(&url))
-            .await
-            .map_err(io::Error::other)??,
-    );
+    let target_state = Arc::new(State::connect_from_async(database).await?);
     let bucket = crate::store::bucket::connect(to)?;
     let target = BucketStore::open(bucket, &to.prefix, target_state.clone())?;
     Ok((source, source_state, target, target_state))

@@ -25,6 +25,19 @@ pub struct Purchase {
     pub at: i64,
 }
 
+impl Purchase {
+    /// A new purchase of `path` by `account` at `price`, now, with a fresh id.
+    pub fn new(account: &str, path: &str, price: u64) -> Purchase {
+        Purchase {
+            id: format!("{:016x}", rand::random::<u64>()),
+            account: account.to_owned(),
+            path: path.to_owned(),
+            price,
+            at: now(),
+        }
+    }
+}
+
 /// The outcome of a purchase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bought {
@@ -60,7 +73,8 @@ pub struct Entry {
     pub at: i64,
 }
 
-fn now() -> i64 {
+/// Seconds since the epoch.
+pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -192,13 +206,7 @@ impl Sqlite {
         if balance < price {
             return Ok(Bought::Insufficient(balance));
         }
-        let purchase = Purchase {
-            id: format!("{:016x}", rand::random::<u64>()),
-            account: account.to_owned(),
-            path: path.to_owned(),
-            price,
-            at: now(),
-        };
+        let purchase = Purchase::new(account, path, price);
         tx.execute(
             "INSERT INTO purchase (id, account, path, price, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![purchase.id, account, path, price as i64, purchase.at],

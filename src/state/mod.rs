@@ -106,6 +106,13 @@ impl State {
         Postgres::connect(url).map(State::Postgres)
     }
 
+    /// [`State::connect`] from async code: the PostgreSQL client blocks (and owns a runtime
+    /// of its own), so it connects on the blocking pool.
+    pub async fn connect_from_async(url: &str) -> io::Result<State> {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || State::connect(&url)).await.map_err(io::Error::other)?
+    }
+
     /// The embedded database, if this is it.
     pub fn sqlite(&self) -> Option<&Sqlite> {
         match self {

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::{Client, NoTls, Statement, Transaction};
 
+use super::credit::now;
 use super::{Bought, CreditTotals, LedgerEntry, OverQuota, Purchase, TokenRecord};
 
 /// How long a replaced or deleted blob stays readable for reads that opened it before.
@@ -98,10 +99,6 @@ fn to_io(e: postgres::Error) -> io::Error {
 
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
-fn now() -> i64 {
-    now_ns() / 1_000_000_000
 }
 
 /// A PostgreSQL database shared by every node, with a pool of at most [`CONNECTIONS`].
@@ -202,11 +199,22 @@ pub struct Row {
     pub blob: Option<String>,
 }
 
-const ROW_COLUMNS: &str = "path, collection, size, modified_ns, etag, content_type, owner, blob";
-const ENTRY_BY_PATH: &str = "SELECT path, collection, size, modified_ns, etag, content_type, \
-                             owner, blob FROM entry WHERE path = $1";
-const MEMBERS: &str = "SELECT path, collection, size, modified_ns, etag, content_type, owner, \
-                       blob FROM entry WHERE parent = $1 ORDER BY path";
+/// The columns [`row_of`] reads, in its order.
+macro_rules! row_columns {
+    () => {
+        "path, collection, size, modified_ns, etag, content_type, owner, blob"
+    };
+}
+const ENTRY_BY_PATH: &str = concat!("SELECT ", row_columns!(), " FROM entry WHERE path = $1");
+const MEMBERS: &str =
+    concat!("SELECT ", row_columns!(), " FROM entry WHERE parent = $1 ORDER BY path");
+
+/// The start of every token query: the columns `Postgres::tokens` reads, in its order.
+macro_rules! select_tokens {
+    () => {
+        "SELECT id, account, hash, scope, read_only, created, expires FROM token"
+    };
+}
 
 fn row_of(row: &postgres::Row) -> Row {
     Row {
@@ -294,8 +302,7 @@ fn lock_path(tx: &mut Transaction<'_>, path: &str) -> Result<Option<Row>, postgr
         lock(tx, ancestor, true)?;
     }
     lock(tx, path, false)?;
-    let sql = format!("SELECT {ROW_COLUMNS} FROM entry WHERE path = $1");
-    Ok(tx.query_opt(&sql, &[&path])?.as_ref().map(row_of))
+    Ok(tx.query_opt(ENTRY_BY_PATH, &[&path])?.as_ref().map(row_of))
 }
 
 /// Makes every ancestor of `path` a collection (creating missing ones); refuses if one is a
@@ -339,16 +346,6 @@ fn doom(tx: &mut Transaction<'_>, blob: &str, after: i64) -> Result<(), postgres
         &[&blob, &after],
     )
     .map(drop)
-}
-
-fn sum(
-    client: &mut impl postgres::GenericClient,
-    sql: &str,
-    owner: &str,
-    path: &str,
-) -> io::Result<u64> {
-    let row = client.query_one(sql, &[&owner, &path]).map_err(to_io)?;
-    Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
 impl Postgres {
@@ -459,16 +456,12 @@ impl Postgres {
 
     /// The token whose SHA-256 is `hash`, if it exists (expired or not).
     pub fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>> {
-        let sql = "SELECT id, account, hash, scope, read_only, created, expires FROM token
-                   WHERE hash = $1";
-        Ok(self.tokens(sql, &hash)?.pop())
+        Ok(self.tokens(concat!(select_tokens!(), " WHERE hash = $1"), &hash)?.pop())
     }
 
     /// An account's tokens, oldest first.
     pub fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>> {
-        let sql = "SELECT id, account, hash, scope, read_only, created, expires FROM token
-                   WHERE account = $1 ORDER BY created, id";
-        self.tokens(sql, &account)
+        self.tokens(concat!(select_tokens!(), " WHERE account = $1 ORDER BY created, id"), &account)
     }
 
     /// Revokes an account's token; false if it has none with this id.
@@ -571,13 +564,7 @@ impl Postgres {
             if balance < price {
                 return Ok(Bought::Insufficient(balance));
             }
-            let purchase = Purchase {
-                id: format!("{:016x}", rand::random::<u64>()),
-                account: account.to_owned(),
-                path: path.to_owned(),
-                price,
-                at: now(),
-            };
+            let purchase = Purchase::new(account, path, price);
             tx.execute(
                 "INSERT INTO purchase (id, account, path, price, at) VALUES ($1, $2, $3, $4, $5)",
                 &[&purchase.id, &account, &path, &(price as i64), &purchase.at],
@@ -727,14 +714,14 @@ impl Postgres {
             && let Some(quota) = quota(owner)
         {
             lock(&mut tx, &format!("owner:{owner}"), false)?;
-            let others = sum(
-                &mut tx,
-                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
-                 WHERE owner = $1 AND NOT collection AND path <> $2",
-                owner,
-                path,
-            )
-            .map_err(Failed::Io)?;
+            let others: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
+                     WHERE owner = $1 AND NOT collection AND path <> $2",
+                    &[owner, &path],
+                )?
+                .get(0);
+            let others = others.max(0) as u64;
             let replaced = current.as_ref().filter(|row| row.owner.as_ref() == Some(owner));
             let replaced = replaced.map(|row| row.size).unwrap_or(0);
             if others + new.size > quota {

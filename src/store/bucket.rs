@@ -59,7 +59,6 @@ pub fn connect(at: &BucketAt) -> io::Result<Arc<dyn ObjectStore>> {
 }
 
 /// Resources in a bucket, named in PostgreSQL.
-#[derive(Clone)]
 pub struct BucketStore {
     inner: Arc<Inner>,
 }
@@ -113,15 +112,7 @@ fn key_of(path: &ResourcePath) -> String {
 fn entry_of(path: &ResourcePath, row: &Row) -> Entry {
     let modified = UNIX_EPOCH + Duration::from_nanos(row.modified_ns.max(0) as u64);
     if row.collection {
-        return Entry {
-            path: path.with_collection(true),
-            kind: Kind::Collection,
-            size: 0,
-            modified,
-            etag: None,
-            content_type: None,
-            owner: None,
-        };
+        return Entry::collection(path, modified);
     }
     Entry {
         path: path.with_collection(false),
@@ -343,21 +334,20 @@ impl BucketStore {
             owner: entry.owner.clone(),
             blob: None,
         };
-        let mut pending = None;
         if let Some(body) = body {
             let blob = self.inner.new_blob();
             let (inner, registered) = (self.inner.clone(), blob.clone());
             blocking(move || inner.db().begin_upload(&registered)).await?;
-            pending = Some(Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true });
+            let mut pending =
+                Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true };
             let (size, _) = self.inner.upload(&blob, body).await?;
             if size != entry.size {
                 let problem = format!("{}: read {size} bytes, expected {}", entry.path, entry.size);
                 return Err(Error::Io(io::Error::other(problem)));
             }
-            row.blob = Some(blob);
-        }
-        if let Some(pending) = &mut pending {
+            // From here the import may commit: a failure leaves the blob pending (see `put`).
             pending.armed = false;
+            row.blob = Some(blob);
         }
         let inner = self.inner.clone();
         blocking(move || inner.db().import_entry(&row)).await?;

@@ -110,15 +110,7 @@ fn entry_of(
 ) -> Result<Entry, Error> {
     let modified = meta.modified()?;
     if meta.is_dir() {
-        return Ok(Entry {
-            path: path.with_collection(true),
-            kind: Kind::Collection,
-            size: 0,
-            modified,
-            etag: None,
-            content_type: None,
-            owner: None,
-        });
+        return Ok(Entry::collection(path, modified));
     }
     let (etag, content_type, owner) = match recorded {
         Some(ObjectMeta { etag, content_type, owner }) => (etag, content_type, owner),

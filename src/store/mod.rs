@@ -62,6 +62,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The collection at `path` (named in collection form), last changed at `modified`.
+    pub fn collection(path: &ResourcePath, modified: SystemTime) -> Entry {
+        Entry {
+            path: path.with_collection(true),
+            kind: Kind::Collection,
+            size: 0,
+            modified,
+            etag: None,
+            content_type: None,
+            owner: None,
+        }
+    }
+
     /// True for collections.
     pub fn is_collection(&self) -> bool {
         self.kind == Kind::Collection

@@ -114,6 +114,20 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+impl Reply {
+    /// The body as JSON; a body that is not JSON fails with what it was.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The header's value, or "" when absent.
+    #[allow(dead_code)] // tests/cluster shares this file and reads headers; no campaign does
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+}
+
 /// Any failure to get a whole answer: refused, cut off, or past the deadline.
 pub type Failed = Box<dyn std::error::Error + Send + Sync>;
 
@@ -210,8 +224,7 @@ pub async fn storage_used(addr: SocketAddr, account: &str) -> u64 {
             .await
             .unwrap();
         if reply.status == 200 {
-            let doc: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-            return doc["storage"]["used"].as_u64().unwrap();
+            return reply.json()["storage"]["used"].as_u64().unwrap();
         }
     }
     panic!("/.larder/account kept failing for {account}");

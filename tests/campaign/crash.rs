@@ -318,7 +318,7 @@ async fn verify(server: &Process, root: &Path, model: &Mutex<Model>, cycle: usiz
                     request(server.addr, "GET", &folder, &[("accept", "application/json")], "")
                         .await
                         .unwrap();
-                let doc: serde_json::Value = serde_json::from_slice(&listing.body).unwrap();
+                let doc = listing.json();
                 for entry in doc["entries"].as_array().into_iter().flatten() {
                     owners.push(format!("{} {} {}", entry["path"], entry["size"], entry["owner"]));
                 }

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue, LOCATION,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -18,6 +21,8 @@ use serde_json::{Value, json};
 use crate::access::Action;
 use crate::auth::{Identity, TokenRequest, limit_of, new_token, now_seconds};
 use crate::config::{Settings, parse_duration};
+use crate::http::conditional::{Outcome, Preconditions, Validators};
+use crate::http::page::{self, Asset};
 use crate::http::payment::insufficient_credits;
 use crate::http::problem::{Problem, Slug};
 use crate::http::{
@@ -40,6 +45,7 @@ enum Endpoint {
     Health,
     Metrics,
     Problem(Slug),
+    Asset(&'static Asset),
     Account,
     Tokens,
     Token(String),
@@ -51,9 +57,11 @@ enum Endpoint {
 impl Endpoint {
     fn allow(&self) -> &'static [Verb] {
         match self {
-            Endpoint::Health | Endpoint::Metrics | Endpoint::Problem(_) | Endpoint::Account => {
-                &[Verb::Get, Verb::Head, Verb::Options]
-            }
+            Endpoint::Health
+            | Endpoint::Metrics
+            | Endpoint::Problem(_)
+            | Endpoint::Asset(_)
+            | Endpoint::Account => &[Verb::Get, Verb::Head, Verb::Options],
             Endpoint::Tokens | Endpoint::Purchases => {
                 &[Verb::Get, Verb::Head, Verb::Post, Verb::Options]
             }
@@ -65,7 +73,7 @@ impl Endpoint {
 
     fn needs_account(&self, settings: &Settings) -> bool {
         match self {
-            Endpoint::Health | Endpoint::Problem(_) => false,
+            Endpoint::Health | Endpoint::Problem(_) | Endpoint::Asset(_) => false,
             Endpoint::Metrics => !settings.metrics_public,
             _ => true,
         }
@@ -88,6 +96,7 @@ pub async fn respond<S: Store>(
         ["problems", slug] => {
             Endpoint::Problem(Slug::from_name(slug).ok_or_else(Problem::not_found)?)
         }
+        ["ui", name] => Endpoint::Asset(page::asset(name).ok_or_else(Problem::not_found)?),
         ["account"] => Endpoint::Account,
         ["tokens"] => Endpoint::Tokens,
         ["tokens", id] => Endpoint::Token((*id).to_owned()),
@@ -110,6 +119,7 @@ pub async fn respond<S: Store>(
         (Endpoint::Health, _) => json_response(StatusCode::OK, &json!({ "status": "ok" })),
         (Endpoint::Metrics, _) => metrics(context).await?,
         (Endpoint::Problem(slug), _) => problem_page(slug),
+        (Endpoint::Asset(asset), _) => serve_asset(asset, &request),
         (Endpoint::Account, _) => {
             json_response(StatusCode::OK, &describe_account(context, account).await?)
         }
@@ -412,6 +422,33 @@ async fn revoke_token<S: Store>(
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Ok(response)
+}
+
+/// A file of the web interface: revalidated on every use (`no-cache`), so a new binary's
+/// assets are picked up at once and an unchanged one costs a 304.
+fn serve_asset(asset: &Asset, request: &Request<Incoming>) -> Response<Body> {
+    let etag = HeaderValue::from_str(&format!("\"{}\"", asset.etag))
+        .unwrap_or(HeaderValue::from_static("\"\""));
+    let validators = Validators { etag: Some(&asset.etag), modified: None };
+    let fresh = Preconditions::parse(request.headers()).evaluate(true, Some(validators));
+    let mut response = match fresh {
+        Outcome::NotModified => {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        }
+        _ => {
+            let mut response = Response::new(full(asset.bytes));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+            response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(asset.bytes.len()));
+            response
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(ETAG, etag);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 fn problem_page(slug: Slug) -> Response<Body> {

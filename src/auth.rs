@@ -42,6 +42,8 @@ const TOKEN_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 10_000;
 /// Every token starts with this, so a leaked one is easy to recognise (and to scan for).
 pub const TOKEN_PREFIX: &str = "lt_";
+/// The cookie in which the web interface keeps its token, for reads (links, previews).
+pub const TOKEN_COOKIE: &str = "larder-token";
 
 /// Why credentials did not yield a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +204,26 @@ impl Authenticator {
             }
             Ok(Err(e)) => tracing::error!(account, "cannot record the first sign-in: {e}"),
             Err(e) => tracing::error!(account, "cannot record the first sign-in: {e}"),
+        }
+    }
+
+    /// The identity the web interface's cookie ([`TOKEN_COOKIE`]) gives a request without
+    /// `Authorization`: its token's, or anonymous when there is none or its token is no longer
+    /// valid (a stale cookie must not lock anyone out of public pages; the page forgets it). The
+    /// caller takes cookies for safe methods only, so a cookie never authorizes a change.
+    pub async fn from_cookies<'a>(
+        &self,
+        fields: impl Iterator<Item = &'a http::HeaderValue>,
+    ) -> Identity {
+        let token = fields
+            .filter_map(|field| field.to_str().ok())
+            .flat_map(cookie::Cookie::split_parse)
+            .filter_map(Result::ok)
+            .find(|cookie| cookie.name() == TOKEN_COOKIE)
+            .map(|cookie| cookie.value().to_owned());
+        match token {
+            Some(token) => self.bearer(token.as_bytes()).await.unwrap_or_else(|_| Identity::anonymous()),
+            None => Identity::anonymous(),
         }
     }
 

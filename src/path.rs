@@ -12,6 +12,11 @@ pub const MAX_PATH: usize = 4096;
 /// Names starting with this are larder's temporary files: never served, listed or writable.
 pub const TEMP_PREFIX: &str = ".larder-tmp.";
 
+/// One segment percent-encoded for a URL, as [`ResourcePath::to_url`] encodes each.
+pub fn encode_segment(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
 /// Why a request target is not a valid resource path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalid {

@@ -1,5 +1,5 @@
-//! Listings of collections, in JSON (the default) or HTML (when the client prefers it), and
-//! the JSON description of one stored resource. Every name in HTML is escaped.
+//! Listings of collections in JSON (HTML pages are `page`'s), the negotiation between the
+//! two, and the JSON description of one stored resource.
 
 use serde_json::{Value, json};
 
@@ -82,59 +82,6 @@ pub fn json(
     serde_json::to_vec(&document).unwrap_or_default()
 }
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The listing of `collection` with `members` as an HTML page.
-pub fn html(
-    collection: &Entry,
-    members: &[&Entry],
-    price: impl Fn(&Entry) -> Option<u64>,
-) -> Vec<u8> {
-    let title = escape(&collection.path.as_key());
-    let mut page = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Index of {title}</title>\n</head>\n<body>\n<h1>Index of {title}</h1>\n\
-         <table>\n<thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Size</th>\
-         <th scope=\"col\">Modified</th><th scope=\"col\">Price</th></tr></thead>\n<tbody>\n"
-    );
-    if !collection.path.is_root() {
-        let parent = escape(&collection.path.parent().to_url());
-        page.push_str(&format!(
-            "<tr><td><a href=\"{parent}\">../</a></td><td></td><td></td><td></td></tr>\n"
-        ));
-    }
-    for member in members {
-        let mut name = escape(member.path.name());
-        if member.is_collection() {
-            name.push('/');
-        }
-        let size = if member.is_collection() { String::new() } else { member.size.to_string() };
-        let price = price(member).map(|p| format!("{p} credits")).unwrap_or_default();
-        page.push_str(&format!(
-            "<tr><td><a href=\"{}\">{name}</a></td><td>{size}</td><td>{}</td><td>{price}</td></tr>\n",
-            escape(&member.path.to_url()),
-            humantime::format_rfc3339_seconds(member.modified),
-        ));
-    }
-    page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
-    page.into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,10 +95,5 @@ mod tests {
         assert_eq!(negotiate(Some("application/json")), Format::Json);
         assert_eq!(negotiate(Some("text/html;q=0.5, application/json")), Format::Json);
         assert_eq!(negotiate(Some("text/*")), Format::Html);
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(escape("<script>\"'&"), "&lt;script&gt;&quot;&#39;&amp;");
     }
 }

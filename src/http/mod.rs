@@ -11,6 +11,7 @@ pub mod conditional;
 pub mod framing;
 mod listing;
 mod logged;
+pub mod page;
 pub mod payment;
 pub mod problem;
 pub mod range;
@@ -26,7 +27,8 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use http::header::{
-    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, HeaderName,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HeaderMap,
+    HeaderName,
     HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
@@ -235,7 +237,6 @@ impl<S: Store> App<S> {
         let id = self.ids.next();
         let method = request.method().clone();
         let target = request.uri().clone();
-        let authenticated = request.headers().contains_key(AUTHORIZATION);
         let mut trail = Trail::default();
         let outcome =
             AssertUnwindSafe(self.respond(request, peer, &mut trail)).catch_unwind().await;
@@ -260,7 +261,7 @@ impl<S: Store> App<S> {
         }
         // Answers to signed-in requests are the caller's own: shared caches keep out (a 304
         // carries the Cache-Control its 200 would, RFC 9110 §15.4.5).
-        if authenticated && private && !headers.contains_key(CACHE_CONTROL) {
+        if trail.account.is_some() && private && !headers.contains_key(CACHE_CONTROL) {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
         }
         let record = Record {
@@ -294,10 +295,15 @@ impl<S: Store> App<S> {
         let target = parse_target(verb, request.uri())?;
         // Credentials.
         let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        let identity = self.auth.authenticate(authorization, peer).await.map_err(|failure| {
-            self.metrics.sign_in_failed(failure);
-            unauthenticated(&self.settings().realm, Some(failure))
-        })?;
+        let identity = match authorization {
+            None if matches!(verb, Verb::Get | Verb::Head) => {
+                self.auth.from_cookies(request.headers().get_all(COOKIE).iter()).await
+            }
+            _ => self.auth.authenticate(authorization, peer).await.map_err(|failure| {
+                self.metrics.sign_in_failed(failure);
+                unauthenticated(&self.settings().realm, Some(failure))
+            })?,
+        };
         trail.account = identity.principal.account.clone();
         match target {
             Target::Star => Ok(options_star(self.settings().trace)),

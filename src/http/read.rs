@@ -1,10 +1,12 @@
 //! Reads: a resource (whole, one range, several ranges as `multipart/byteranges`, after its
 //! preconditions) and a collection's listing.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue,
+    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue,
     RANGE, VARY,
 };
 use http::{Request, Response, StatusCode};
@@ -14,10 +16,11 @@ use super::conditional::{Outcome, Preconditions};
 use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
 use super::problem::{Problem, Slug};
 use super::{
-    App, Body, Verb, body, empty, full, listing, not_modified, precondition_failed, range,
+    App, Body, Verb, body, empty, full, listing, not_modified, page, precondition_failed, range,
     representation_headers, validators,
 };
-use crate::access::Principal;
+use crate::access::{Action, Decision, Principal};
+use crate::meter::{Price, price_for};
 use crate::store::{ByteStream, Entry, Store};
 
 impl<S: Store> App<S> {
@@ -124,6 +127,7 @@ impl<S: Store> App<S> {
         }
         out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
         out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        page::confine(out, entry.content_type.as_deref());
         Ok(response)
     }
 
@@ -143,15 +147,19 @@ impl<S: Store> App<S> {
             })
             .collect();
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-        let rules = &self.settings().rules;
-        let price = |member: &Entry| match member.is_collection() {
-            true => None,
-            false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
-        };
+        let live = self.settings();
+        let rules = &live.rules;
         let (bytes, content_type) = match listing::negotiate(accept) {
-            listing::Format::Json => (listing::json(entry, &members, price), "application/json"),
+            listing::Format::Json => {
+                let price = |member: &Entry| match member.is_collection() {
+                    true => None,
+                    false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
+                };
+                (listing::json(entry, &members, price), "application/json")
+            }
             listing::Format::Html => {
-                (listing::html(entry, &members, price), "text/html; charset=utf-8")
+                let page = self.page(entry, &members, principal, request.uri().query()).await?;
+                (page, "text/html; charset=utf-8")
             }
         };
         let mut response =
@@ -159,14 +167,65 @@ impl<S: Store> App<S> {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        headers.insert(VARY, HeaderValue::from_static("Accept"));
+        headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
         if content_type.starts_with("text/html") {
-            headers.insert(
-                HeaderName::from_static("content-security-policy"),
-                HeaderValue::from_static("default-src 'none'"),
-            );
+            page::secure_headers(headers);
         }
         Ok(response)
+    }
+}
+
+impl<S: Store> App<S> {
+    /// The HTML page of `collection`: each member with what the caller may do with it, and
+    /// what it must pay (one look at the caller's purchases when anything here is priced).
+    async fn page(
+        &self,
+        collection: &Entry,
+        members: &[&Entry],
+        principal: &Principal,
+        query: Option<&str>,
+    ) -> Result<Vec<u8>, Problem> {
+        let live = self.settings();
+        let rules = &live.rules;
+        let allowed = |entry: &Entry, action| {
+            rules.decide(principal, entry.path.segments(), action) == Decision::Allow
+        };
+        let price_of = |member: &Entry| match member.is_collection() {
+            true => None,
+            false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
+        };
+        let bought: HashSet<String> = match &principal.account {
+            Some(account) if members.iter().any(|m| price_of(m).is_some()) => {
+                let account = account.clone();
+                let purchases = self.state_call(move |state| state.purchases_of(&account)).await?;
+                purchases.into_iter().map(|p| p.path).collect()
+            }
+            _ => HashSet::new(),
+        };
+        let rows = members
+            .iter()
+            .map(|member| {
+                let owner = member.owner.as_deref();
+                let due = matches!(
+                    price_for(rules, principal, member.path.segments(), owner),
+                    Price::Due(_)
+                );
+                page::Row {
+                    entry: member,
+                    price: price_of(member),
+                    due: due && !bought.contains(&member.path.as_key()),
+                    bought: due && bought.contains(&member.path.as_key()),
+                    deletable: allowed(member, Action::Delete),
+                }
+            })
+            .collect();
+        Ok(page::render(page::Listing {
+            collection,
+            rows,
+            account: principal.account.as_deref(),
+            writable: allowed(collection, Action::Create),
+            order: page::Order::from_query(query),
+        }))
     }
 }
 

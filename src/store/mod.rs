@@ -211,7 +211,7 @@ pub(crate) fn etag_of(hasher: &blake3::Hasher) -> String {
 }
 
 /// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

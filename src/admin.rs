@@ -439,7 +439,9 @@ fn serve_asset(asset: &Asset, request: &Request<Incoming>) -> Response<Body> {
         }
         _ => {
             let mut response = Response::new(full(asset.bytes));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
             response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(asset.bytes.len()));
             response
         }

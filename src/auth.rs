@@ -222,7 +222,9 @@ impl Authenticator {
             .find(|cookie| cookie.name() == TOKEN_COOKIE)
             .map(|cookie| cookie.value().to_owned());
         match token {
-            Some(token) => self.bearer(token.as_bytes()).await.unwrap_or_else(|_| Identity::anonymous()),
+            Some(token) => {
+                self.bearer(token.as_bytes()).await.unwrap_or_else(|_| Identity::anonymous())
+            }
             None => Identity::anonymous(),
         }
     }

@@ -28,8 +28,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use http::header::{
     ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, HeaderMap,
-    HeaderName,
-    HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, LAST_MODIFIED, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;

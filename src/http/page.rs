@@ -53,10 +53,7 @@ static ASSETS: LazyLock<Vec<(&'static str, Asset)>> = LazyLock::new(|| {
         Asset { bytes, content_type, etag }
     };
     vec![
-        (
-            "app.js",
-            asset(include_bytes!("../../ui/app.js"), "text/javascript; charset=utf-8"),
-        ),
+        ("app.js", asset(include_bytes!("../../ui/app.js"), "text/javascript; charset=utf-8")),
         ("app.css", asset(include_bytes!("../../ui/app.css"), "text/css; charset=utf-8")),
     ]
 });

@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue,
-    RANGE, VARY,
+    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE, VARY,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;

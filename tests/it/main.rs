@@ -18,4 +18,5 @@ mod payment;
 mod process;
 mod tls;
 mod tokens;
+mod ui;
 mod wire;

@@ -100,7 +100,7 @@ async fn listings_in_json_and_escaped_html() {
     let listing = server.get("/docs/", &[]).await;
     assert_eq!(listing.status, 200);
     assert_eq!(listing.header("content-type"), "application/json");
-    assert_eq!(listing.header("vary"), "Accept");
+    assert_eq!(listing.header("vary"), "Accept, Cookie");
     let doc = listing.json();
     assert_eq!(doc["path"], "/docs/");
     let entries = doc["entries"].as_array().unwrap();

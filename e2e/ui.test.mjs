@@ -306,6 +306,20 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     assert.equal(await listed.text(), 'Hello from the browser.\n'.repeat(10));
   });
 
+  await t.test('files dropped on the page are uploaded', async () => {
+    const files = await page.evaluateHandle(() => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File(['dropped\n'], 'dropped.txt', { type: 'text/plain' }));
+      return transfer;
+    });
+    await page.dispatchEvent('body', 'dragenter', { dataTransfer: files });
+    assert.equal(await page.locator('#drop').isVisible(), true, 'the drop zone shows');
+    await page.dispatchEvent('body', 'drop', { dataTransfer: files });
+    await page.waitForSelector('#uploads li.done:has-text("dropped.txt")');
+    await row(page, 'dropped.txt').waitFor();
+    assert.equal(await page.locator('#drop').isVisible(), false);
+  });
+
   await t.test('uploading over an existing name asks first (412), then replaces', async () => {
     await page.setInputFiles('#picker', {
       name: 'hello.txt', mimeType: 'text/plain', buffer: Buffer.from('Hello again.\n'),
@@ -347,6 +361,7 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     await page.click('#ask-yes');
     await page.waitForSelector('#status:has-text("Bought guide.pdf for 4 credits; your balance is 6 credits.")');
     assert.equal(await guide.locator('td.price').innerText(), 'Bought');
+    await screenshot(page, 'shop-listing');
     await guide.getByRole('button', { name: 'Preview guide.pdf' }).click();
     const frame = page.locator('#preview[open] iframe');
     await frame.waitFor();

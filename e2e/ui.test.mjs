@@ -160,6 +160,7 @@ async function accessible(page, what) {
     const result = await window.axe.run(document, {
       runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
     });
+    if (result.passes.length < 10) throw new Error(`axe checked only ${result.passes.length} rules`);
     return result.violations.map((v) => ({
       id: v.id,
       impact: v.impact,
@@ -167,6 +168,7 @@ async function accessible(page, what) {
       nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')),
     }));
   }, axeSource);
+  for (const v of found) console.log(`# axe, ${what}: ${v.impact} ${v.id} (${v.help}) at ${v.nodes.join(', ')}`);
   const bad = found.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   assert.deepEqual(bad, [], `${what}: axe found ${JSON.stringify(bad, null, 1)}`);
   return found;

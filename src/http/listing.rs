@@ -1,7 +1,7 @@
 //! Listings of collections in JSON (HTML pages are `page`'s), the negotiation between the
 //! two, and the JSON description of one stored resource.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::store::Entry;
 
@@ -48,18 +48,36 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// The JSON description of a stored resource or collection.
-pub fn describe(entry: &Entry) -> Value {
-    json!({
-        "name": entry.path.name(),
-        "path": entry.path.to_url(),
-        "type": if entry.is_collection() { "collection" } else { "resource" },
-        "size": entry.size,
-        "etag": entry.etag.as_ref().map(|e| format!("\"{e}\"")),
-        "content_type": entry.content_type,
-        "modified": humantime::format_rfc3339_seconds(entry.modified).to_string(),
-        "owner": entry.owner,
-    })
+/// The JSON description of a stored resource or collection (a listing's entry, with `price`
+/// when it has one).
+#[derive(Serialize)]
+pub struct Described<'a> {
+    name: &'a str,
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    etag: Option<String>,
+    content_type: Option<&'a str>,
+    modified: String,
+    owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price: Option<u64>,
+}
+
+/// Describes `entry`.
+pub fn describe(entry: &Entry) -> Described<'_> {
+    Described {
+        name: entry.path.name(),
+        path: entry.path.to_url(),
+        kind: if entry.is_collection() { "collection" } else { "resource" },
+        size: entry.size,
+        etag: entry.etag.as_ref().map(|e| format!("\"{e}\"")),
+        content_type: entry.content_type.as_deref(),
+        modified: humantime::format_rfc3339_seconds(entry.modified).to_string(),
+        owner: entry.owner.as_deref(),
+        price: None,
+    }
 }
 
 /// The listing of `collection` with `members` as JSON; priced members carry `price`.
@@ -68,18 +86,16 @@ pub fn json(
     members: &[&Entry],
     price: impl Fn(&Entry) -> Option<u64>,
 ) -> Vec<u8> {
-    let entries: Vec<Value> = members
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        path: String,
+        entries: Vec<Described<'a>>,
+    }
+    let entries = members
         .iter()
-        .map(|member| {
-            let mut entry = describe(member);
-            if let Some(price) = price(member) {
-                entry["price"] = json!(price);
-            }
-            entry
-        })
+        .map(|member| Described { price: price(member), ..describe(member) })
         .collect();
-    let document = json!({ "path": collection.path.to_url(), "entries": entries });
-    serde_json::to_vec(&document).unwrap_or_default()
+    serde_json::to_vec(&Listing { path: collection.path.to_url(), entries }).unwrap_or_default()
 }
 
 #[cfg(test)]

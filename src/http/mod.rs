@@ -575,13 +575,14 @@ fn insert_location(headers: &mut HeaderMap, path: &ResourcePath) {
 }
 
 /// A JSON answer.
-pub fn json_response(status: StatusCode, document: &serde_json::Value) -> Response<Body> {
+pub fn json_response(status: StatusCode, document: &impl serde::Serialize) -> Response<Body> {
     let bytes = serde_json::to_vec(document).unwrap_or_default();
-    let mut response = Response::new(full(bytes.clone()));
+    let len = bytes.len();
+    let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     response
 }
 

@@ -103,8 +103,11 @@ impl Order {
         order
     }
 
-    fn sort(self, rows: &mut [Row<'_>]) {
-        rows.sort_by(|a, b| {
+    /// Sorts `rows`, folders first; names compare without case (each lowered once).
+    fn sort(self, rows: &mut Vec<Row<'_>>) {
+        let mut keyed: Vec<_> =
+            rows.drain(..).map(|row| (row.entry.path.name().to_lowercase(), row)).collect();
+        keyed.sort_by(|(a_name, a), (b_name, b)| {
             let (a, b) = (a.entry, b.entry);
             let by = match self.column {
                 Column::Name => std::cmp::Ordering::Equal,
@@ -112,10 +115,11 @@ impl Order {
                 Column::Type => type_of(a).cmp(type_of(b)),
                 Column::Modified => a.modified.cmp(&b.modified),
             }
-            .then_with(|| a.path.name().to_lowercase().cmp(&b.path.name().to_lowercase()));
+            .then_with(|| a_name.cmp(b_name));
             let by = if self.descending { by.reverse() } else { by };
             b.is_collection().cmp(&a.is_collection()).then(by)
         });
+        rows.extend(keyed.into_iter().map(|(_, row)| row));
     }
 }
 

@@ -161,11 +161,11 @@ impl<S: Store> App<S> {
                 (page, "text/html; charset=utf-8")
             }
         };
-        let mut response =
-            Response::new(if verb == Verb::Head { empty() } else { full(bytes.clone()) });
+        let len = bytes.len();
+        let mut response = Response::new(if verb == Verb::Head { empty() } else { full(bytes) });
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
         if content_type.starts_with("text/html") {
             page::secure_headers(headers);

@@ -431,6 +431,18 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     await page.fill('#ask-input', 'drafts');
     await page.click('#ask-yes');
     await row(page, 'drafts').waitFor();
+    // A folder that is not empty is confirmed twice (409, then Depth: infinity).
+    const token = (await context.cookies()).find((c) => c.name === 'larder-token').value;
+    const inside = await fetch(`${base}/home/alice/drafts/plan.txt`, {
+      method: 'PUT', headers: { Authorization: `Bearer ${token}` }, body: 'plan',
+    });
+    assert.equal(inside.status, 201);
+    await row(page, 'drafts').getByRole('button', { name: 'Delete drafts' }).click();
+    await page.click('#ask-yes');
+    await page.waitForSelector('#ask[open]:has-text("drafts/ is not empty")');
+    await page.click('#ask-yes');
+    await page.waitForSelector('#status:has-text("Deleted drafts.")');
+    assert.equal((await page.request.head(`${base}/home/alice/drafts/plan.txt`)).status(), 404);
     await row(page, 'hello.txt').getByRole('button', { name: 'Delete hello.txt' }).click();
     await page.waitForSelector('#ask[open]:has-text("Delete hello.txt?")');
     await screenshot(page, 'delete-confirm');
@@ -461,6 +473,32 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     assert.ok(wide <= 390, `the page is ${wide}px wide`);
     await screenshot(page, 'phone');
     await page.setViewportSize({ width: 1100, height: 720 });
+  });
+
+  await t.test('a token revoked elsewhere is forgotten at the next page', async () => {
+    const other = await browser.newContext();
+    const made = await fetch(`${base}/.larder/tokens`, {
+      method: 'POST',
+      headers: {
+        Authorization: `Basic ${Buffer.from('alice:correct horse').toString('base64')}`,
+        'Content-Type': 'application/json',
+      },
+      body: '{"expires_in": "1h"}',
+    });
+    const { id, token } = await made.json();
+    const url = new URL(base);
+    await other.addCookies([{ name: 'larder-token', value: token, domain: url.hostname, path: '/', sameSite: 'Strict' }]);
+    const tab = await other.newPage();
+    await tab.goto(`${base}/docs/`);
+    assert.equal(await tab.locator('#signed-in-as').innerText(), 'Signed in as alice');
+    const gone = await fetch(`${base}/.larder/tokens/${id}`, {
+      method: 'DELETE', headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(gone.status, 204);
+    await tab.reload();
+    await tab.waitForSelector('#sign-in-button:not([hidden])');
+    assert.equal((await other.cookies()).find((c) => c.name === 'larder-token'), undefined);
+    await other.close();
   });
 
   await t.test('sign out revokes the token', async () => {

@@ -165,8 +165,10 @@
     });
   }
 
-  // ---- Header: who is signed in.
+  // ---- Header: who is signed in. The server read the page with the cookie: if it saw no
+  // account, the token has expired or was revoked, so forget it.
   const signIn = $('sign-in');
+  if (!account && token()) forgetToken();
   if (account) {
     $('account-button').hidden = false;
     $('sign-out-button').hidden = !token();

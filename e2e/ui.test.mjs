@@ -404,8 +404,10 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     assert.equal(await page.locator('#account-plan').innerText(), 'small');
     assert.equal(await page.locator('#account-balance').innerText(), '6 credits');
     assert.match(await page.locator('#account-storage').innerText(), /of 1\.0 MiB used/);
-    const meter = page.locator('#account-meter');
-    assert.ok(Number(await meter.getAttribute('value')) === 0 || (await meter.evaluate((m) => m.value)) > 400 * KiB);
+    // Used: photos.zip (400 KiB) and the small files beside it, of a 1 MiB plan.
+    const [used, quota] = await page.locator('#account-meter').evaluate((m) => [m.value, m.max]);
+    assert.equal(quota, 1024 * KiB);
+    assert.ok(used > 400 * KiB && used < 450 * KiB, `the bar shows ${used} bytes used`);
     await accessible(page, 'account panel');
     await screenshot(page, 'account-panel');
     const before = await page.locator('#token-rows tr').count();

@@ -18,7 +18,7 @@ use super::{
     App, Body, Verb, body, empty, full, listing, not_modified, page, precondition_failed, range,
     representation_headers, validators,
 };
-use crate::access::{Action, Decision, Principal};
+use crate::access::{Action, Decision, Principal, Rules};
 use crate::meter::{Price, price_for};
 use crate::store::{ByteStream, Entry, Store};
 
@@ -150,10 +150,7 @@ impl<S: Store> App<S> {
         let rules = &live.rules;
         let (bytes, content_type) = match listing::negotiate(accept) {
             listing::Format::Json => {
-                let price = |member: &Entry| match member.is_collection() {
-                    true => None,
-                    false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
-                };
+                let price = |member: &Entry| list_price(rules, member);
                 (listing::json(entry, &members, price), "application/json")
             }
             listing::Format::Html => {
@@ -189,10 +186,7 @@ impl<S: Store> App<S> {
         let allowed = |entry: &Entry, action| {
             rules.decide(principal, entry.path.segments(), action) == Decision::Allow
         };
-        let price_of = |member: &Entry| match member.is_collection() {
-            true => None,
-            false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
-        };
+        let price_of = |member: &Entry| list_price(rules, member);
         let bought: HashSet<String> = match &principal.account {
             Some(account) if members.iter().any(|m| price_of(m).is_some()) => {
                 let account = account.clone();
@@ -225,6 +219,14 @@ impl<S: Store> App<S> {
             writable: allowed(collection, Action::Create),
             order: page::Order::from_query(query),
         }))
+    }
+}
+
+/// The price a listing shows for `member`: its rule's, for resources.
+fn list_price(rules: &Rules, member: &Entry) -> Option<u64> {
+    match member.is_collection() {
+        true => None,
+        false => rules.matching(member.path.segments()).and_then(|m| m.rule.price),
     }
 }
 

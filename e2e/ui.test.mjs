@@ -364,11 +364,15 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     await page.waitForSelector('#status:has-text("Bought guide.pdf for 4 credits; your balance is 6 credits.")');
     assert.equal(await guide.locator('td.price').innerText(), 'Bought');
     await screenshot(page, 'shop-listing');
+    // The preview's iframe itself fetches the PDF (with the page's cookie) and gets it.
+    const pdfLoaded = page.waitForResponse((r) => r.url() === `${base}/shop/guide.pdf`);
     await guide.getByRole('button', { name: 'Preview guide.pdf' }).click();
     const frame = page.locator('#preview[open] iframe');
     await frame.waitFor();
-    const pdfAnswer = await page.request.get(`${base}/shop/guide.pdf`);
+    assert.equal(await frame.getAttribute('src'), '/shop/guide.pdf');
+    const pdfAnswer = await pdfLoaded;
     assert.equal(pdfAnswer.status(), 200, 'the page reads what it bought');
+    assert.equal(pdfAnswer.headers()['content-type'], 'application/pdf');
     await screenshot(page, 'bought-preview-pdf');
     await page.keyboard.press('Escape');
 

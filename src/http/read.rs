@@ -15,8 +15,8 @@ use super::conditional::{Outcome, Preconditions};
 use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
 use super::problem::{Problem, Slug};
 use super::{
-    App, Body, Verb, body, empty, full, listing, not_modified, page, precondition_failed, range,
-    representation_headers, validators,
+    App, Body, Live, Verb, body, empty, full, listing, not_modified, page, precondition_failed,
+    range, representation_headers, validators,
 };
 use crate::access::{Action, Decision, Principal, Rules};
 use crate::meter::{Price, price_for};
@@ -154,7 +154,8 @@ impl<S: Store> App<S> {
                 (listing::json(entry, &members, price), "application/json")
             }
             listing::Format::Html => {
-                let page = self.page(entry, &members, principal, request.uri().query()).await?;
+                let query = request.uri().query();
+                let page = self.page(&live, entry, &members, principal, query).await?;
                 (page, "text/html; charset=utf-8")
             }
         };
@@ -176,12 +177,12 @@ impl<S: Store> App<S> {
     /// what it must pay (one look at the caller's purchases when anything here is priced).
     async fn page(
         &self,
+        live: &Live,
         collection: &Entry,
         members: &[&Entry],
         principal: &Principal,
         query: Option<&str>,
     ) -> Result<Vec<u8>, Problem> {
-        let live = self.settings();
         let rules = &live.rules;
         let allowed = |entry: &Entry, action| {
             rules.decide(principal, entry.path.segments(), action) == Decision::Allow
@@ -203,11 +204,12 @@ impl<S: Store> App<S> {
                     price_for(rules, principal, member.path.segments(), owner),
                     Price::Due(_)
                 );
+                let paid = due && bought.contains(&member.path.as_key());
                 page::Row {
                     entry: member,
                     price: price_of(member),
-                    due: due && !bought.contains(&member.path.as_key()),
-                    bought: due && bought.contains(&member.path.as_key()),
+                    due: due && !paid,
+                    bought: paid,
                     deletable: allowed(member, Action::Delete),
                 }
             })

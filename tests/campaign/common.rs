@@ -14,6 +14,17 @@ use hyper_util::rt::TokioIo;
 pub use rand::rngs::StdRng;
 pub use rand::{Rng, SeedableRng};
 
+/// Runs one campaign or scenario (`kind` names which) and prints `KIND NAME: passed in S s`,
+/// then its lines, indented: the lines `scripts/test` counts.
+pub fn report(kind: &str, name: &str, run: &dyn Fn() -> Vec<String>) {
+    let started = std::time::Instant::now();
+    let lines = run();
+    println!("{kind} {name}: passed in {:.1} s", started.elapsed().as_secs_f64());
+    for line in lines {
+        println!("  {line}");
+    }
+}
+
 /// How a run was asked for: `--long`, `--seed N`, `--only NAME`.
 #[derive(Debug, Clone)]
 pub struct Options {

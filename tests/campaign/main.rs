@@ -21,8 +21,6 @@ mod larder_process;
 mod props;
 mod soak;
 
-use std::time::Instant;
-
 fn main() {
     let options = common::Options::from_args();
     let runtime =
@@ -37,12 +35,7 @@ fn main() {
         if !options.wants(name) {
             return;
         }
-        let started = Instant::now();
-        let lines = run();
-        println!("campaign {name}: passed in {:.1} s", started.elapsed().as_secs_f64());
-        for line in lines {
-            println!("  {line}");
-        }
+        common::report("campaign", name, run);
     };
     campaign("props", &|| props::run(&options));
     campaign("hostile", &|| runtime.block_on(hostile::run(&options)));

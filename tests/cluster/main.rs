@@ -19,7 +19,6 @@ mod larder_process;
 mod scenarios;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use common::Process;
 
@@ -135,12 +134,7 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != name) {
             return;
         }
-        let started = Instant::now();
-        let lines = run();
-        println!("cluster {name}: passed in {:.1} s", started.elapsed().as_secs_f64());
-        for line in lines {
-            println!("  {line}");
-        }
+        common::report("cluster", name, run);
     };
     scenario("spec", &|| runtime.block_on(scenarios::spec()));
     scenario("if_match_race", &|| runtime.block_on(scenarios::if_match_race()));

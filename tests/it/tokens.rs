@@ -5,7 +5,7 @@ use larder::state::State;
 
 use crate::harness::*;
 
-async fn new_token(server: &TestServer, auth: &str, body: &str) -> Reply {
+pub async fn new_token(server: &TestServer, auth: &str, body: &str) -> Reply {
     server
         .send(
             "POST",

@@ -5,19 +5,12 @@
 
 use crate::harness::*;
 use crate::payment::shop_config;
+use crate::tokens::new_token;
 
 const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 async fn token(server: &TestServer, account: &str) -> String {
-    let auth = basic(account);
-    let made = server
-        .send(
-            "POST",
-            "/.larder/tokens",
-            &[("authorization", auth.as_str()), ("content-type", "application/json")],
-            r#"{"expires_in": "1h"}"#,
-        )
-        .await;
+    let made = new_token(server, &basic(account), r#"{"expires_in": "1h"}"#).await;
     assert_eq!(made.status, 201, "{}", made.text());
     made.json()["token"].as_str().unwrap().to_owned()
 }

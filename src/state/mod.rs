@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, Purchase};
-pub use object::{Fingerprint, ObjectMeta, OverQuota};
+pub use object::{Described, Fingerprint, ObjectMeta, OverQuota};
 pub use token::TokenRecord;
 
 pub use pg::Postgres;
@@ -135,6 +135,9 @@ pub struct Sqlite {
     db: Mutex<Connection>,
     /// Metadata rows waiting for the next group commit (see [`Sqlite::put_object`]).
     puts: Mutex<Vec<object::PutJob>>,
+    /// Whether [`Sqlite::put_object`] may commit without waiting for the disk (see
+    /// [`Sqlite::relax_object_commits`]).
+    relaxed: std::sync::atomic::AtomicBool,
 }
 
 const SCHEMA: &str = "
@@ -196,7 +199,7 @@ impl Sqlite {
         db.busy_timeout(std::time::Duration::from_secs(10)).map_err(to_io)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
-        Ok(Sqlite { db: Mutex::new(db), puts: Mutex::new(Vec::new()) })
+        Ok(Sqlite { db: Mutex::new(db), puts: Mutex::new(Vec::new()), relaxed: Default::default() })
     }
 
     fn queued_puts(&self) -> MutexGuard<'_, Vec<object::PutJob>> {

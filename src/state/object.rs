@@ -37,6 +37,14 @@ pub struct ObjectMeta {
     pub owner: Option<String>,
 }
 
+/// What a file on disk says of itself when its row does not match it.
+pub enum Described {
+    /// Written by larder, which kept its metadata in the file: the row it should have.
+    Stored(ObjectMeta),
+    /// Changed behind larder's back: its derived ETag.
+    Changed(String),
+}
+
 /// A write refused because it would take the owner past its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverQuota {
@@ -186,12 +194,37 @@ impl Sqlite {
             return done; // a previous holder of the connection committed it
         }
         let jobs = std::mem::take(&mut *self.queued_puts());
-        let outcomes = commit_puts(&mut db, &jobs);
+        let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
+        let outcomes = match relaxed {
+            true => match db.pragma_update(None, "synchronous", "NORMAL") {
+                Ok(()) => {
+                    let outcomes = commit_puts(&mut db, &jobs);
+                    let restored = db.pragma_update(None, "synchronous", "FULL").map_err(to_io);
+                    restored.map(|()| outcomes)
+                }
+                Err(e) => Err(to_io(e)),
+            },
+            false => Ok(commit_puts(&mut db, &jobs)),
+        };
+        // Without `synchronous = FULL` back, no other transaction may run on this connection.
+        let outcomes = match outcomes {
+            Ok(outcomes) => outcomes,
+            Err(e) => panic!("cannot set the state database's synchronous mode: {e}"),
+        };
         for (job, outcome) in jobs.iter().zip(outcomes) {
             *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         }
         drop(db);
         take(&slot).unwrap_or_else(|| Err(io::Error::other("group commit lost a row")))
+    }
+
+    /// From now on, [`Sqlite::put_object`] commits with `synchronous = NORMAL`: in the
+    /// operating system's hands at once (a crash of larder loses nothing), on the disk with
+    /// the next durable commit or checkpoint. For a store whose files carry their own
+    /// metadata, so that what a crash of the machine takes from here can be rebuilt from them
+    /// (see `FileStore::open`). Every other transaction stays `synchronous = FULL`.
+    pub fn relax_object_commits(&self) {
+        self.relaxed.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Undoes [`Sqlite::put_object`] when the rename that should follow it failed.
@@ -293,13 +326,15 @@ impl Sqlite {
 
     /// Makes the rows agree with the files: `on_disk(path)` gives the fingerprint of the file
     /// at `path` now (`None` if there is none). Per path, the row matching the file becomes
-    /// live; if none matches (the file was changed behind larder's back) the live row is
-    /// moved to the file's fingerprint, keeping its owner; rows of vanished files go.
-    /// Returns how many rows changed.
+    /// live; if none matches, the live row is moved to the file's fingerprint with what
+    /// `describe(path, fingerprint)` says of that version: larder's own metadata (a version
+    /// whose row a crash of the machine took), or an ETag alone (the file was changed behind
+    /// larder's back: the owner and type stay). Rows of vanished files go. Returns how many
+    /// rows changed.
     pub fn reconcile_objects(
         &self,
         on_disk: impl Fn(&str) -> Option<Fingerprint>,
-        derived_etag: impl Fn(Fingerprint) -> String,
+        describe: impl Fn(&str, Fingerprint) -> Described,
     ) -> io::Result<usize> {
         let mut db = self.db();
         let tx = db.transaction().map_err(to_io)?;
@@ -340,11 +375,22 @@ impl Sqlite {
                     }
                 } else if let (Some(disk), None, true) = (disk, keep, *live) {
                     let (dino, dsize, dmtime) = fp_params(disk);
-                    tx.execute(
-                        "UPDATE object SET ino = ?5, size = ?6, mtime_ns = ?7, etag = ?8, live = 1
-                         WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
-                        params![path, ino, size, mtime, dino, dsize, dmtime, derived_etag(disk)],
-                    )
+                    match describe(&path, disk) {
+                        Described::Stored(meta) => tx.execute(
+                            "UPDATE object SET ino = ?5, size = ?6, mtime_ns = ?7, etag = ?8,
+                             content_type = ?9, owner = ?10, live = 1
+                             WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                            params![
+                                path, ino, size, mtime, dino, dsize, dmtime, meta.etag,
+                                meta.content_type, meta.owner
+                            ],
+                        ),
+                        Described::Changed(etag) => tx.execute(
+                            "UPDATE object SET ino = ?5, size = ?6, mtime_ns = ?7, etag = ?8, live = 1
+                             WHERE path = ?1 AND ino = ?2 AND size = ?3 AND mtime_ns = ?4",
+                            params![path, ino, size, mtime, dino, dsize, dmtime, etag],
+                        ),
+                    }
                     .map_err(to_io)?;
                     changed += 1;
                 } else {
@@ -458,7 +504,7 @@ mod tests {
             "/edited" => Some(edited),
             _ => None,
         };
-        state.reconcile_objects(disk, |_| "derived".into()).unwrap();
+        state.reconcile_objects(disk, |_, _| Described::Changed("derived".into())).unwrap();
         assert_eq!(state.usage("alice").unwrap(), 30);
         assert!(state.object("/a", V2).unwrap().is_none());
         assert_eq!(state.object("/edited", edited).unwrap().unwrap().owner.as_deref(), Some("bob"));

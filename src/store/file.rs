@@ -6,6 +6,7 @@
 //! and are swept when the store opens. Every path is resolved to its canonical form and must
 //! stay inside ROOT (and outside the state folder), symlinks included.
 
+use std::ffi::CStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -23,7 +24,7 @@ use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
 };
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
-use crate::state::{Fingerprint, ObjectMeta, Sqlite, State};
+use crate::state::{Described, Fingerprint, ObjectMeta, Sqlite, State};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
@@ -42,6 +43,8 @@ struct Inner {
     /// The state folder, when it lies inside ROOT: never served, listed or written.
     reserved: Option<PathBuf>,
     state: Arc<State>,
+    /// Whether files written here carry their metadata in [`META_ATTR`].
+    carries_meta: bool,
 }
 
 /// An opened version of a resource: its bytes in memory (small, hot files) or an open file.
@@ -66,6 +69,14 @@ async fn blocking<T: Send + 'static>(
 impl FileStore {
     /// Opens the store on `root` (created if missing), sweeping temporary files left by a
     /// crash and forgetting metadata of versions no longer on disk.
+    ///
+    /// Where the folder keeps extended attributes, every file written here carries its
+    /// content type and owner in [`META_ATTR`], synced with its bytes, and metadata commits
+    /// do not wait for the disk ([`crate::state::Sqlite::relax_object_commits`]): a crash of
+    /// larder loses none of them, but a crash of the machine may take the last ones. So on
+    /// the first start after a boot (the kernel's boot id differs from the one recorded in
+    /// the state folder), every file is checked, and one carrying larder's metadata without a
+    /// matching row gets its row back, its ETag from hashing its bytes.
     pub fn open(root: &Path, state: Arc<State>, state_dir: &Path) -> io::Result<FileStore> {
         if state.sqlite().is_none() {
             let problem = "the folder store keeps its metadata in the embedded database";
@@ -74,9 +85,20 @@ impl FileStore {
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let reserved = state_dir.canonicalize().ok().filter(|s| s.starts_with(&root));
-        let inner = Inner { cache: Cache::default(), root, reserved, state };
+        let carries_meta = keeps_attributes(&root);
+        if !carries_meta {
+            tracing::warn!(
+                "{} keeps no extended attributes: every metadata commit waits for the disk",
+                root.display()
+            );
+        }
+        let inner = Inner { cache: Cache::default(), root, reserved, state, carries_meta };
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
+        if carries_meta {
+            inner.recover_after_reboot(state_dir)?;
+            inner.db().relax_object_commits();
+        }
         Ok(FileStore { inner: Arc::new(inner), locks: Locks::new() })
     }
 
@@ -145,6 +167,43 @@ fn sync_new_file(file: &File) -> Result<Fingerprint, Error> {
     fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(arg))));
     file.sync_all()?;
     Ok(fingerprint(&file.metadata()?))
+}
+
+/// The extended attribute in which a file written by larder carries its content type and
+/// owner (`TYPE\nOWNER`, either empty when unknown), made durable by the file's own sync.
+const META_ATTR: &CStr = c"user.larder";
+
+/// Whether files in `dir` keep extended attributes (tried on a temporary file).
+fn keeps_attributes(dir: &Path) -> bool {
+    let probe = dir.join(format!("{TEMP_PREFIX}probe-{:016x}", rand::random::<u64>()));
+    let Ok(file) = File::create(&probe) else { return false };
+    let meta = ObjectMeta { etag: String::new(), content_type: None, owner: None };
+    let kept = carry_meta(&file, &meta).is_ok();
+    let _ = fs::remove_file(&probe);
+    kept
+}
+
+/// Writes `meta`'s content type and owner into `file`'s [`META_ATTR`].
+fn carry_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
+    let value = format!(
+        "{}\n{}",
+        meta.content_type.as_deref().unwrap_or(""),
+        meta.owner.as_deref().unwrap_or("")
+    );
+    rustix::fs::fsetxattr(file, META_ATTR, value.as_bytes(), rustix::fs::XattrFlags::empty())?;
+    Ok(())
+}
+
+/// The metadata the file at `path` carries, if larder wrote it: the content type and owner
+/// from [`META_ATTR`], the ETag from hashing its bytes.
+fn carried_meta(path: &Path) -> Option<ObjectMeta> {
+    let mut value = vec![0u8; rustix::fs::lgetxattr_query(path, META_ATTR).ok()?];
+    let len = rustix::fs::lgetxattr(path, META_ATTR, &mut value[..]).ok()?;
+    let (content_type, owner) = std::str::from_utf8(&value[..len]).ok()?.split_once('\n')?;
+    let given = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path).ok()?).ok()?;
+    Some(ObjectMeta { etag: etag_of(&hasher), content_type: given(content_type), owner: given(owner) })
 }
 
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
@@ -247,6 +306,129 @@ impl Inner {
         Ok(base)
     }
 
+    /// A new temporary file in the folder of `path` (created if missing): the folder, the
+    /// file's guard and the file.
+    fn create_temp(&self, path: &ResourcePath) -> Result<(PathBuf, Temp, File), Error> {
+        let parent = self.prepare_parent(path)?;
+        let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
+        Ok((parent, Temp { path: temp_path, armed: true }, file))
+    }
+
+    /// Makes `file`, the temporary file `temp` in `parent` holding a whole new body whose
+    /// ETag is `etag`, the new version of `path`, if `check` allows it. The caller holds the
+    /// path's lock. In order: the current version and the check; the metadata into the file
+    /// itself (when the folder keeps extended attributes) and the file to the disk; the
+    /// metadata committed, quota included; the rename, which makes the version visible; the
+    /// folder to the disk. A failure before the rename leaves the old version as it was.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<R>(
+        &self,
+        path: &ResourcePath,
+        parent: &Path,
+        mut temp: Temp,
+        file: File,
+        etag: String,
+        upload: Upload,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
+    ) -> Result<Result<Put, R>, Error> {
+        let current = self.current_with_fingerprint(path)?;
+        if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
+            return Err(Error::Conflict(format!("{} is a collection", path.with_collection(true))));
+        }
+        if let Err(refusal) = check(current.as_ref().map(|(entry, _)| entry)) {
+            return Ok(Err(refusal));
+        }
+        let current_fp = current.as_ref().map(|(_, fp)| *fp);
+        let owner = current.as_ref().and_then(|(entry, _)| entry.owner.clone()).or(upload.owner);
+        let meta = ObjectMeta { etag, content_type: upload.content_type, owner };
+        if self.carries_meta {
+            carry_meta(&file, &meta)?;
+        }
+        let fp = sync_new_file(&file)?;
+        drop(file);
+        let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
+        let key = path.as_key();
+        self.db().put_object(&key, fp, &meta, current_fp, quota)?.map_err(Error::OverQuota)?;
+        if let Err(e) = fs::rename(&temp.path, parent.join(path.name())) {
+            // The row must not outlive a version that did not become visible.
+            if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
+                tracing::error!("cannot revert the metadata of {key}: {revert}");
+            }
+            return Err(e.into());
+        }
+        temp.armed = false;
+        // Visible now: the row stays, matching the folder, even if the folder's sync fails
+        // (the request then fails, and its outcome is unknown, as after a crash).
+        sync_dir(parent)?;
+        let ObjectMeta { etag, content_type, owner } = meta;
+        let entry = Entry {
+            path: path.clone(),
+            kind: Kind::Resource,
+            size: fp.size,
+            modified: std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
+            etag: Some(etag),
+            content_type: Some(content_type.unwrap_or_else(|| guess_type(path.name()))),
+            owner,
+        };
+        Ok(Ok(Put { entry, created: current.is_none() }))
+    }
+
+    /// After a boot, gives back the rows a crash of the machine may have taken (see
+    /// [`FileStore::open`]); then records this boot.
+    fn recover_after_reboot(&self, state_dir: &Path) -> io::Result<()> {
+        let record = state_dir.join("boot-id");
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        if !boot.is_empty() && fs::read_to_string(&record).ok().as_deref() == Some(&*boot) {
+            return Ok(());
+        }
+        let recovered = self.recover_rows(&self.root.clone())?;
+        if recovered > 0 {
+            tracing::warn!("gave back the metadata of {recovered} files written before a crash");
+        }
+        let temp = state_dir.join(format!("{TEMP_PREFIX}boot-id"));
+        let mut file = File::create(&temp)?;
+        file.write_all(boot.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, &record)?;
+        File::open(state_dir)?.sync_all()
+    }
+
+    /// Under `dir`: a row for every file carrying larder's metadata that has none matching
+    /// it. Returns how many it made.
+    fn recover_rows(&self, dir: &Path) -> io::Result<usize> {
+        let mut recovered = 0;
+        for item in fs::read_dir(dir)? {
+            let item = item?;
+            let path = item.path();
+            let name = item.file_name();
+            let Some(name) = name.to_str().filter(|n| is_servable_name(n)) else { continue };
+            if self.is_reserved(&path) || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = item.metadata()?;
+            if meta.is_dir() {
+                recovered += self.recover_rows(&path)?;
+                continue;
+            }
+            let Some(key) = path.strip_prefix(&self.root).ok().and_then(|r| r.to_str()) else {
+                continue;
+            };
+            let key = format!("/{key}");
+            let fp = fingerprint(&meta);
+            if !meta.is_file() || self.db().object(&key, fp)?.is_some() {
+                continue;
+            }
+            if let Some(carried) = carried_meta(&path) {
+                let put = self.db().put_object(&key, fp, &carried, None, None)?;
+                put.map_err(|_| io::Error::other("a recovered row went over no quota"))?;
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
     /// Removes temporary files anywhere under `dir`, without following symlinks.
     fn sweep(&self, dir: &Path) -> io::Result<()> {
         for item in fs::read_dir(dir)? {
@@ -271,7 +453,14 @@ impl Inner {
             let file = self.root.join(key.trim_start_matches('/'));
             fs::symlink_metadata(file).ok().filter(|m| m.is_file()).map(|m| fingerprint(&m))
         };
-        let changed = self.db().reconcile_objects(on_disk, derived_etag)?;
+        let describe = |key: &str, fp| {
+            let file = self.root.join(key.trim_start_matches('/'));
+            match carried_meta(&file) {
+                Some(meta) => Described::Stored(meta),
+                None => Described::Changed(derived_etag(fp)),
+            }
+        };
+        let changed = self.db().reconcile_objects(on_disk, describe)?;
         if changed > 0 {
             tracing::info!("reconciled {changed} metadata rows with the folder");
         }
@@ -475,133 +664,47 @@ impl Store for FileStore {
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<Put, R>, Error> {
         let inner = self.inner.clone();
-        let target_path = path.with_collection(false);
-        // A small body is gathered in memory and written, synced and described in one trip
-        // to the blocking pool; a larger one is streamed to its temporary file as it comes.
+        let path = path.with_collection(false);
+        let key = path.as_key();
         let Head { chunks: head, more, mut hasher, .. } = gather(&mut body, SMALL_BODY).await?;
-        let (parent, mut temp, file, written) = {
-            let (inner, path) = (inner.clone(), target_path.clone());
+        if !more {
+            // The whole body is here: written and made the new version in one trip to the
+            // blocking pool, under the path's lock.
+            let _guard = self.locks.lock(&key).await;
+            let _forget = Forget { cache: &self.inner.cache, key: Some(key) };
+            let etag = etag_of(&hasher);
+            return blocking(move || {
+                let (parent, temp, mut file) = inner.create_temp(&path)?;
+                head.iter().try_for_each(|chunk| file.write_all(chunk))?;
+                inner.finish(&path, &parent, temp, file, etag, upload, check)
+            })
+            .await;
+        }
+        // A larger body is streamed to its temporary file as it comes.
+        let (parent, temp, file) = {
+            let (inner, path) = (inner.clone(), path.clone());
             blocking(move || {
-                let parent = inner.prepare_parent(&path)?;
-                let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-                let mut file =
-                    fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
-                let temp = Temp { path: temp_path, armed: true };
-                for chunk in &head {
-                    file.write_all(chunk)?;
-                }
-                // The whole body is here: describe it in the same trip.
-                let written = if more { None } else { Some(fingerprint(&file.metadata()?)) };
-                Ok((parent, temp, file, written))
+                let (parent, temp, mut file) = inner.create_temp(&path)?;
+                head.iter().try_for_each(|chunk| file.write_all(chunk))?;
+                Ok((parent, temp, file))
             })
             .await?
         };
-        let (file, fp) = match written {
-            Some(fp) => (file, fp),
-            None => {
-                let mut file = tokio::io::BufWriter::with_capacity(
-                    256 * 1024,
-                    tokio::fs::File::from_std(file),
-                );
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(Error::Body)?;
-                    fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(
-                        arg
-                    ))));
-                    hasher.update(&chunk);
-                    tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
-                }
-                tokio::io::AsyncWriteExt::flush(&mut file).await?;
-                let file = file.into_inner().into_std().await;
-                blocking(move || {
-                    let fp = fingerprint(&file.metadata()?);
-                    Ok((file, fp))
-                })
-                .await?
-            }
-        };
-        // The bytes go to the disk while the metadata is committed: the two waits overlap,
-        // and the rename, which makes the new version visible, waits for both. (A crash in
-        // between leaves a row for a version that never appeared; opening the store forgets
-        // it, as it forgets any row whose file is not there.)
-        let synced = tokio::task::spawn_blocking(move || sync_new_file(&file));
-        let target = parent.join(target_path.name());
+        let mut file =
+            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
+            hasher.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        let file = file.into_inner().into_std().await;
+        let _guard = self.locks.lock(&key).await;
+        let _forget = Forget { cache: &self.inner.cache, key: Some(key) };
         let etag = etag_of(&hasher);
-
-        // Under the path's lock: the current version, the caller's check, the metadata commit
-        // (quota included); then, once the bytes are on disk, the rename and the folder sync.
-        let _guard = self.locks.lock(&target_path.as_key()).await;
-        let _forget = Forget { cache: &self.inner.cache, key: Some(target_path.as_key()) };
-        let (path, etag_copy, inner_copy) = (target_path.clone(), etag.clone(), inner.clone());
-        let committed = blocking(move || {
-            let inner = inner_copy;
-            let current = inner.current_with_fingerprint(&path)?;
-            if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
-                return Err(Error::Conflict(format!(
-                    "{} is a collection",
-                    path.with_collection(true)
-                )));
-            }
-            if let Err(refusal) = check(current.as_ref().map(|(entry, _)| entry)) {
-                return Ok(Err(refusal));
-            }
-            let current_fp = current.as_ref().map(|(_, fp)| *fp);
-            let meta = ObjectMeta {
-                etag: etag_copy,
-                content_type: upload.content_type,
-                owner: current.as_ref().and_then(|(entry, _)| entry.owner.clone()).or(upload.owner),
-            };
-            let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
-            inner
-                .db()
-                .put_object(&path.as_key(), fp, &meta, current_fp, quota)?
-                .map_err(Error::OverQuota)?;
-            Ok(Ok((current.is_none(), meta, current_fp)))
-        })
-        .await;
-        // A panic in the sync is an error here, not an unwind: the row just committed must
-        // be reverted first.
-        let synced = synced.await.unwrap_or_else(|e| {
-            tracing::error!("the file sync of {target_path} failed: {e}");
-            Err(Error::Io(io::Error::other("the file sync failed")))
-        });
-        let (created, meta, current_fp) = match committed? {
-            Ok(done) => done,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let (temp_file, dir, dest, inner_copy) =
-            (temp.path.clone(), parent.clone(), target.clone(), inner.clone());
-        let key = target_path.as_key();
-        let outcome = blocking(move || {
-            let made_visible =
-                synced.and_then(|_| fs::rename(&temp_file, &dest).map_err(Error::from));
-            if let Err(e) = made_visible {
-                // The row must not outlive a version that did not become visible.
-                if let Err(revert) = inner_copy.db().revert_object(&key, fp, current_fp) {
-                    tracing::error!("cannot revert the metadata of {key}: {revert}");
-                }
-                return Err(e);
-            }
-            // Visible now: the row stays, matching the folder, even if its sync fails (the
-            // request then fails, and its outcome is unknown, as after a crash).
-            sync_dir(&dir).map_err(Error::from)
-        })
-        .await;
-        outcome?;
-        temp.armed = false;
-        let entry = Entry {
-            path: target_path.clone(),
-            kind: Kind::Resource,
-            size: fp.size,
-            modified: std::time::UNIX_EPOCH
-                + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
-            etag: Some(etag),
-            content_type: Some(meta.content_type.unwrap_or_else(|| guess_type(target_path.name()))),
-            owner: meta.owner,
-        };
-        Ok(Ok(Put { entry, created }))
+        blocking(move || inner.finish(&path, &parent, temp, file, etag, upload, check)).await
     }
-
     async fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,

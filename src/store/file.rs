@@ -9,12 +9,15 @@
 use std::ffi::CStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::cache::{self, Cache};
 use super::chunks;
@@ -175,7 +178,7 @@ const META_ATTR: &CStr = c"user.larder";
 
 /// Whether files in `dir` keep extended attributes (tried on a temporary file).
 fn keeps_attributes(dir: &Path) -> bool {
-    let probe = dir.join(format!("{TEMP_PREFIX}probe-{:016x}", rand::random::<u64>()));
+    let probe = temp_name(dir);
     let Ok(file) = File::create(&probe) else { return false };
     let meta = ObjectMeta { etag: String::new(), content_type: None, owner: None };
     let kept = carry_meta(&file, &meta).is_ok();
@@ -203,7 +206,11 @@ fn carried_meta(path: &Path) -> Option<ObjectMeta> {
     let given = |text: &str| (!text.is_empty()).then(|| text.to_owned());
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(File::open(path).ok()?).ok()?;
-    Some(ObjectMeta { etag: etag_of(&hasher), content_type: given(content_type), owner: given(owner) })
+    Some(ObjectMeta {
+        etag: etag_of(&hasher),
+        content_type: given(content_type),
+        owner: given(owner),
+    })
 }
 
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
@@ -310,9 +317,18 @@ impl Inner {
     /// file's guard and the file.
     fn create_temp(&self, path: &ResourcePath) -> Result<(PathBuf, Temp, File), Error> {
         let parent = self.prepare_parent(path)?;
-        let temp_path = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        if *UNNAMED_FILES {
+            let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+            match rustix::fs::open(&parent, flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => return Ok((parent, Temp { path: None }, File::from(fd))),
+                // Not on this file system: a named one, below.
+                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+        }
+        let temp_path = temp_name(&parent);
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
-        Ok((parent, Temp { path: temp_path, armed: true }, file))
+        Ok((parent, Temp { path: Some(temp_path) }, file))
     }
 
     /// Makes `file`, the temporary file `temp` in `parent` holding a whole new body whose
@@ -346,18 +362,18 @@ impl Inner {
             carry_meta(&file, &meta)?;
         }
         let fp = sync_new_file(&file)?;
-        drop(file);
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
         let key = path.as_key();
         self.db().put_object(&key, fp, &meta, current_fp, quota)?.map_err(Error::OverQuota)?;
-        if let Err(e) = fs::rename(&temp.path, parent.join(path.name())) {
+        let replace = current.is_some();
+        if let Err(e) = publish(&file, &mut temp, &parent.join(path.name()), replace) {
             // The row must not outlive a version that did not become visible.
             if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
                 tracing::error!("cannot revert the metadata of {key}: {revert}");
             }
             return Err(e.into());
         }
-        temp.armed = false;
+        drop(file);
         // Visible now: the row stays, matching the folder, even if the folder's sync fails
         // (the request then fails, and its outcome is unknown, as after a crash).
         sync_dir(parent)?;
@@ -488,17 +504,53 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// A new version's file until it is published: unnamed (`O_TMPFILE`: it vanishes by itself
+/// if larder stops first) or, where the file system cannot do that, under a temporary name
+/// that is removed unless published (and swept when the store opens after a crash).
 struct Temp {
-    path: PathBuf,
-    armed: bool,
+    path: Option<PathBuf>,
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
         }
     }
+}
+
+/// Whether new versions start as unnamed files: they need `/proc/self/fd` to get a name.
+static UNNAMED_FILES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
+
+/// A temporary name in `dir`.
+fn temp_name(dir: &Path) -> PathBuf {
+    dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()))
+}
+
+/// Makes `file`, the new version's file that `temp` tracks, visible at `target`: linked
+/// there if nothing was (`replace` false), else linked under a temporary name in its folder
+/// and renamed over what is there.
+fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Result<()> {
+    if temp.path.is_none() {
+        let unnamed = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let link = |to: &Path| rustix::fs::linkat(CWD, &unnamed, CWD, to, AtFlags::SYMLINK_FOLLOW);
+        if !replace {
+            match link(target) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EXIST) => {} // put there by hand meanwhile: renamed over, below
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let named = temp_name(target.parent().unwrap_or(Path::new("/")));
+        link(&named)?;
+        temp.path = Some(named);
+    }
+    if let Some(named) = &temp.path {
+        fs::rename(named, target)?;
+        temp.path = None;
+    }
+    Ok(())
 }
 
 impl Store for FileStore {

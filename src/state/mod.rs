@@ -6,7 +6,8 @@
 //!
 //! Calls block: async callers run them with `spawn_blocking`. Every write is one transaction,
 //! committed durably (`synchronous = FULL`; PostgreSQL's own WAL), so an answered write
-//! survives a crash. SQLite: all calls of one process go through one connection behind a
+//! survives a crash; the one exception, object rows of a folder whose files carry their
+//! own metadata, is [`Sqlite::relax_object_commits`]. SQLite: all calls of one process go through one connection behind a
 //! mutex, so transactions never interleave; another process (`larder token create`) waits on
 //! SQLite's own lock. PostgreSQL: row locks and advisory locks order concurrent transactions
 //! of all nodes (see [`pg`]).

@@ -1,10 +1,11 @@
 //! [`FileStore`]: resources as files under ROOT, metadata in the state database.
 //!
-//! Writes go to a temporary file in the target's own folder, are synced, recorded in the
-//! state database, renamed over the target, and the folder is synced; only then does `put`
-//! return. Temporary files are named with [`TEMP_PREFIX`], which no request path may use,
-//! and are swept when the store opens. Every path is resolved to its canonical form and must
-//! stay inside ROOT (and outside the state folder), symlinks included.
+//! A write goes to a new unnamed file in the target's own folder (or one named with
+//! [`TEMP_PREFIX`], which no request path may use, swept when the store opens), which is
+//! synced with its metadata in [`META_ATTR`], recorded in the state database, linked or
+//! renamed over the target, and the folder is synced; only then does `put` return. Every
+//! path is resolved to its canonical form and must stay inside ROOT (and outside the state
+//! folder), symlinks included.
 
 use std::ffi::CStr;
 use std::fs::{self, File};

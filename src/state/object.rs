@@ -139,6 +139,14 @@ fn put_in(tx: &rusqlite::Transaction<'_>, job: &PutJob) -> Outcome {
     Ok(Ok(()))
 }
 
+/// Sets the connection's `synchronous` mode. A failure is a panic: the connection must not
+/// run another transaction in a mode it was not meant to.
+fn set_synchronous(db: &rusqlite::Connection, mode: &str) {
+    if let Err(e) = db.pragma_update(None, "synchronous", mode) {
+        panic!("cannot set the state database's synchronous mode to {mode}: {e}");
+    }
+}
+
 fn fp_params(fp: Fingerprint) -> (i64, i64, i64) {
     (fp.ino as i64, fp.size as i64, fp.mtime_ns)
 }
@@ -195,22 +203,13 @@ impl Sqlite {
         }
         let jobs = std::mem::take(&mut *self.queued_puts());
         let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
-        let outcomes = match relaxed {
-            true => match db.pragma_update(None, "synchronous", "NORMAL") {
-                Ok(()) => {
-                    let outcomes = commit_puts(&mut db, &jobs);
-                    let restored = db.pragma_update(None, "synchronous", "FULL").map_err(to_io);
-                    restored.map(|()| outcomes)
-                }
-                Err(e) => Err(to_io(e)),
-            },
-            false => Ok(commit_puts(&mut db, &jobs)),
-        };
-        // Without `synchronous = FULL` back, no other transaction may run on this connection.
-        let outcomes = match outcomes {
-            Ok(outcomes) => outcomes,
-            Err(e) => panic!("cannot set the state database's synchronous mode: {e}"),
-        };
+        if relaxed {
+            set_synchronous(&db, "NORMAL");
+        }
+        let outcomes = commit_puts(&mut db, &jobs);
+        if relaxed {
+            set_synchronous(&db, "FULL");
+        }
         for (job, outcome) in jobs.iter().zip(outcomes) {
             *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         }

@@ -314,22 +314,33 @@ impl Inner {
         Ok(base)
     }
 
-    /// A new temporary file in the folder of `path` (created if missing): the folder, the
-    /// file's guard and the file.
-    fn create_temp(&self, path: &ResourcePath) -> Result<(PathBuf, Temp, File), Error> {
+    /// A new file holding `head` in the folder of `path` (created if missing): the folder,
+    /// the file's guard and the file.
+    fn create_temp(
+        &self,
+        path: &ResourcePath,
+        head: &[Bytes],
+    ) -> Result<(PathBuf, Temp, File), Error> {
         let parent = self.prepare_parent(path)?;
+        let (temp, mut file) = self.open_new(&parent)?;
+        head.iter().try_for_each(|chunk| file.write_all(chunk))?;
+        Ok((parent, temp, file))
+    }
+
+    /// An unnamed new file in `parent`, or a named temporary one where unsupported.
+    fn open_new(&self, parent: &Path) -> Result<(Temp, File), Error> {
         if *UNNAMED_FILES {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-            match rustix::fs::open(&parent, flags, Mode::from_raw_mode(0o666)) {
-                Ok(fd) => return Ok((parent, Temp { path: None }, File::from(fd))),
+            match rustix::fs::open(parent, flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => return Ok((Temp { path: None }, File::from(fd))),
                 // Not on this file system: a named one, below.
                 Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {}
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
-        let temp_path = temp_name(&parent);
+        let temp_path = temp_name(parent);
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
-        Ok((parent, Temp { path: Some(temp_path) }, file))
+        Ok((Temp { path: Some(temp_path) }, file))
     }
 
     /// Makes `file`, the temporary file `temp` in `parent` holding a whole new body whose
@@ -719,45 +730,37 @@ impl Store for FileStore {
         let inner = self.inner.clone();
         let path = path.with_collection(false);
         let key = path.as_key();
-        let Head { chunks: head, more, mut hasher, .. } = gather(&mut body, SMALL_BODY).await?;
-        if !more {
-            // The whole body is here: written and made the new version in one trip to the
-            // blocking pool, under the path's lock.
-            let _guard = self.locks.lock(&key).await;
-            let _forget = Forget { cache: &self.inner.cache, key: Some(key) };
-            let etag = etag_of(&hasher);
-            return blocking(move || {
-                let (parent, temp, mut file) = inner.create_temp(&path)?;
-                head.iter().try_for_each(|chunk| file.write_all(chunk))?;
-                inner.finish(&path, &parent, temp, file, etag, upload, check)
-            })
-            .await;
+        let Head { chunks: mut head, more, mut hasher, .. } = gather(&mut body, SMALL_BODY).await?;
+        // A small body is written in the same trip to the blocking pool that makes it the new
+        // version; a larger one is streamed to its new file as it comes, before the lock.
+        let mut streamed = None;
+        if more {
+            let (inner, path, head) = (inner.clone(), path.clone(), std::mem::take(&mut head));
+            let (parent, temp, file) = blocking(move || inner.create_temp(&path, &head)).await?;
+            let mut file =
+                tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(Error::Body)?;
+                fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
+                hasher.update(&chunk);
+                tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+            }
+            tokio::io::AsyncWriteExt::flush(&mut file).await?;
+            streamed = Some((parent, temp, file.into_inner().into_std().await));
         }
-        // A larger body is streamed to its temporary file as it comes.
-        let (parent, temp, file) = {
-            let (inner, path) = (inner.clone(), path.clone());
-            blocking(move || {
-                let (parent, temp, mut file) = inner.create_temp(&path)?;
-                head.iter().try_for_each(|chunk| file.write_all(chunk))?;
-                Ok((parent, temp, file))
-            })
-            .await?
-        };
-        let mut file =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
-            fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
-            hasher.update(&chunk);
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut file).await?;
-        let file = file.into_inner().into_std().await;
         let _guard = self.locks.lock(&key).await;
         let _forget = Forget { cache: &self.inner.cache, key: Some(key) };
         let etag = etag_of(&hasher);
-        blocking(move || inner.finish(&path, &parent, temp, file, etag, upload, check)).await
+        blocking(move || {
+            let (parent, temp, file) = match streamed {
+                Some(streamed) => streamed,
+                None => inner.create_temp(&path, &head)?,
+            };
+            inner.finish(&path, &parent, temp, file, etag, upload, check)
+        })
+        .await
     }
+
     async fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,

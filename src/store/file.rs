@@ -214,6 +214,32 @@ fn carried_meta(path: &Path) -> Option<ObjectMeta> {
     })
 }
 
+/// The canonical path of `segments` (no `.`, `..` or empty ones) under `root`, itself
+/// canonical, and what it is, symlinks followed: like [`Path::canonicalize`] and a stat, but
+/// with one `lstat` per segment instead of a `readlink` per component from `/`, since
+/// nothing above `root` need be looked at again. Any symlink on the way hands the rest to
+/// `canonicalize`.
+fn real_path(root: &Path, segments: &[String]) -> io::Result<(PathBuf, fs::Metadata)> {
+    let mut real = root.to_path_buf();
+    let mut meta = None;
+    for (i, segment) in segments.iter().enumerate() {
+        real.push(segment);
+        let found = fs::symlink_metadata(&real)?;
+        if found.file_type().is_symlink() {
+            segments[i + 1..].iter().for_each(|rest| real.push(rest));
+            let real = real.canonicalize()?;
+            let meta = fs::metadata(&real)?;
+            return Ok((real, meta));
+        }
+        meta = Some(found);
+    }
+    let meta = match meta {
+        Some(meta) => meta,
+        None => fs::metadata(root)?,
+    };
+    Ok((real, meta))
+}
+
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
 static DIR_SYNCS: std::sync::LazyLock<DirSyncs> = std::sync::LazyLock::new(DirSyncs::default);
 
@@ -234,15 +260,20 @@ impl Inner {
 
     /// The canonical file-system path of `path`, which must exist inside ROOT.
     fn resolve(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
-        let full = self.root.join(path.relative());
-        let real = full.canonicalize().map_err(|e| match Error::from_io(e) {
+        Ok(self.resolve_with_meta(path.segments())?.0)
+    }
+
+    /// The canonical file-system path of the path made of `segments` under ROOT, which must
+    /// exist inside ROOT, and what it is (symlinks followed).
+    fn resolve_with_meta(&self, segments: &[String]) -> Result<(PathBuf, fs::Metadata), Error> {
+        let (real, meta) = real_path(&self.root, segments).map_err(|e| match Error::from_io(e) {
             Error::Conflict(_) => Error::NotFound,
             other => other,
         })?;
         if !real.starts_with(&self.root) || self.is_reserved(&real) {
             return Err(Error::NotFound);
         }
-        Ok(real)
+        Ok((real, meta))
     }
 
     /// The entry for the file-system object described by `meta`, which `path` names.
@@ -260,12 +291,11 @@ impl Inner {
         &self,
         path: &ResourcePath,
     ) -> Result<Option<(Entry, Fingerprint)>, Error> {
-        let real = match self.resolve(path) {
-            Ok(real) => real,
+        let meta = match self.resolve_with_meta(path.segments()) {
+            Ok((_, meta)) => meta,
             Err(Error::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let meta = fs::metadata(&real)?;
         Ok(Some((self.entry(path, &meta)?, fingerprint(&meta))))
     }
 
@@ -281,11 +311,9 @@ impl Inner {
         let parents = &segments[..segments.len().saturating_sub(1)];
         // Find the deepest existing ancestor.
         let mut existing = parents.len();
-        let mut base = loop {
-            let candidate: PathBuf =
-                self.root.join(parents[..existing].iter().collect::<PathBuf>());
-            match candidate.canonicalize() {
-                Ok(real) => break real,
+        let (mut base, meta) = loop {
+            match real_path(&self.root, &parents[..existing]) {
+                Ok(found) => break found,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && existing > 0 => existing -= 1,
                 Err(e) => return Err(Error::from_io(e)),
             }
@@ -293,7 +321,7 @@ impl Inner {
         if !base.starts_with(&self.root) || self.is_reserved(&base) {
             return Err(Error::NotFound);
         }
-        if !base.is_dir() {
+        if !meta.is_dir() {
             return Err(Error::Conflict(format!(
                 "/{} is a resource, not a collection",
                 parents[..existing].join("/")

@@ -198,6 +198,8 @@ impl Sqlite {
         std::fs::create_dir_all(dir)?;
         let db = Connection::open(dir.join("larder.db")).map_err(to_io)?;
         db.busy_timeout(std::time::Duration::from_secs(10)).map_err(to_io)?;
+        // Room for every statement run per request, so that none is parsed again.
+        db.set_prepared_statement_cache_capacity(32);
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
         Ok(Sqlite { db: Mutex::new(db), puts: Mutex::new(Vec::new()), relaxed: Default::default() })

@@ -105,7 +105,10 @@ fn put_in(tx: &rusqlite::Transaction<'_>, job: &PutJob) -> Outcome {
     let PutJob { path, fp, meta, current, quota, .. } = job;
     if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
         let sum = |query: &str| -> io::Result<u64> {
-            tx.query_row(query, params![owner, path], |row| row.get::<_, i64>(0))
+            tx.prepare_cached(query)
+                .and_then(|mut statement| {
+                    statement.query_row(params![owner, path], |row| row.get::<_, i64>(0))
+                })
                 .map(|n| n as u64)
                 .map_err(to_io)
         };
@@ -122,27 +125,30 @@ fn put_in(tx: &rusqlite::Transaction<'_>, job: &PutJob) -> Outcome {
             }));
         }
     }
+    // Cached statements: a group commit runs these for every row.
+    let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+        tx.prepare_cached(sql).and_then(|mut statement| statement.execute(params)).map_err(to_io)
+    };
     let (ino, size, mtime) = current.map(fp_params).unwrap_or((-1, -1, -1));
-    tx.execute(
+    run(
         "DELETE FROM object WHERE path = ?1 AND NOT (ino = ?2 AND size = ?3 AND mtime_ns = ?4)",
         params![path, ino, size, mtime],
-    )
-    .map_err(to_io)?;
-    tx.execute("UPDATE object SET live = 0 WHERE path = ?1", params![path]).map_err(to_io)?;
+    )?;
+    run("UPDATE object SET live = 0 WHERE path = ?1", params![path])?;
     let (ino, size, mtime) = fp_params(*fp);
-    tx.execute(
+    run(
         "INSERT OR REPLACE INTO object (path, ino, size, mtime_ns, etag, content_type, owner, live)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
         params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner],
-    )
-    .map_err(to_io)?;
+    )?;
     Ok(Ok(()))
 }
 
 /// Sets the connection's `synchronous` mode. A failure is a panic: the connection must not
 /// run another transaction in a mode it was not meant to.
 fn set_synchronous(db: &rusqlite::Connection, mode: &str) {
-    if let Err(e) = db.pragma_update(None, "synchronous", mode) {
+    let set = format!("PRAGMA synchronous = {mode}");
+    if let Err(e) = db.prepare_cached(&set).and_then(|mut statement| statement.execute([])) {
         panic!("cannot set the state database's synchronous mode to {mode}: {e}");
     }
 }

@@ -266,10 +266,11 @@ impl Inner {
     /// The canonical file-system path of the path made of `segments` under ROOT, which must
     /// exist inside ROOT, and what it is (symlinks followed).
     fn resolve_with_meta(&self, segments: &[String]) -> Result<(PathBuf, fs::Metadata), Error> {
-        let (real, meta) = real_path(&self.root, segments).map_err(|e| match Error::from_io(e) {
-            Error::Conflict(_) => Error::NotFound,
-            other => other,
-        })?;
+        let (real, meta) =
+            real_path(&self.root, segments).map_err(|e| match Error::from_io(e) {
+                Error::Conflict(_) => Error::NotFound,
+                other => other,
+            })?;
         if !real.starts_with(&self.root) || self.is_reserved(&real) {
             return Err(Error::NotFound);
         }

@@ -138,11 +138,6 @@ impl ResourcePath {
         self.segments.starts_with(&other.segments)
     }
 
-    /// The relative file-system path (`a/b/c`), for joining under ROOT.
-    pub fn relative(&self) -> std::path::PathBuf {
-        self.segments.iter().collect()
-    }
-
     /// The decoded path as text, `/a/b` or `/a/b/`: the key for metadata and rules.
     pub fn as_key(&self) -> String {
         let mut key = String::with_capacity(self.segments.iter().map(|s| s.len() + 1).sum());

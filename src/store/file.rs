@@ -260,14 +260,14 @@ impl Inner {
 
     /// The canonical file-system path of `path`, which must exist inside ROOT.
     fn resolve(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
-        Ok(self.resolve_with_meta(path.segments())?.0)
+        Ok(self.resolve_with_meta(path)?.0)
     }
 
-    /// The canonical file-system path of the path made of `segments` under ROOT, which must
-    /// exist inside ROOT, and what it is (symlinks followed).
-    fn resolve_with_meta(&self, segments: &[String]) -> Result<(PathBuf, fs::Metadata), Error> {
+    /// The canonical file-system path of `path`, which must exist inside ROOT, and what it is
+    /// (symlinks followed).
+    fn resolve_with_meta(&self, path: &ResourcePath) -> Result<(PathBuf, fs::Metadata), Error> {
         let (real, meta) =
-            real_path(&self.root, segments).map_err(|e| match Error::from_io(e) {
+            real_path(&self.root, path.segments()).map_err(|e| match Error::from_io(e) {
                 Error::Conflict(_) => Error::NotFound,
                 other => other,
             })?;
@@ -292,7 +292,7 @@ impl Inner {
         &self,
         path: &ResourcePath,
     ) -> Result<Option<(Entry, Fingerprint)>, Error> {
-        let meta = match self.resolve_with_meta(path.segments()) {
+        let meta = match self.resolve_with_meta(path) {
             Ok((_, meta)) => meta,
             Err(Error::NotFound) => return Ok(None),
             Err(e) => return Err(e),

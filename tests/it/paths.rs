@@ -94,6 +94,12 @@ async fn symlinks_never_leave_root() {
         204
     );
     assert!(server.file("inside.txt").is_file());
+    // A link to a folder inside ROOT, in the middle of a path, is followed both ways.
+    server.place("shelf/jar.txt", b"jam");
+    std::os::unix::fs::symlink(server.file("shelf"), server.file("pantry")).unwrap();
+    assert_eq!(&server.get("/pantry/jar.txt", &[]).await.body[..], b"jam");
+    assert_eq!(server.put_as("alice", "/pantry/pot.txt", "honey").await.status, 201);
+    assert_eq!(std::fs::read(server.file("shelf/pot.txt")).unwrap(), b"honey");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

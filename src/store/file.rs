@@ -23,6 +23,7 @@ use rustix::io::Errno;
 use super::cache::{self, Cache};
 use super::chunks;
 use super::dirsync::DirSyncs;
+use super::journal::{Journal, Survivor};
 use super::lock::Locks;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
@@ -49,6 +50,8 @@ struct Inner {
     state: Arc<State>,
     /// Whether files written here carry their metadata in [`META_ATTR`].
     carries_meta: bool,
+    /// The journal that makes small writes durable, where files carry their metadata.
+    journal: Option<Arc<Journal>>,
 }
 
 /// An opened version of a resource: its bytes in memory (small, hot files) or an open file.
@@ -96,7 +99,12 @@ impl FileStore {
                 root.display()
             );
         }
-        let inner = Inner { cache: Cache::default(), root, reserved, state, carries_meta };
+        let mut inner =
+            Inner { cache: Cache::default(), root, reserved, state, carries_meta, journal: None };
+        if carries_meta {
+            let journal = Journal::open(state_dir, &inner.root, |s| inner.replay(s))?;
+            inner.journal = Some(journal);
+        }
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
         if carries_meta {
@@ -187,14 +195,23 @@ fn keeps_attributes(dir: &Path) -> bool {
     kept
 }
 
-/// Writes `meta`'s content type and owner into `file`'s [`META_ATTR`].
-fn carry_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
-    let value = format!(
+/// What [`META_ATTR`] holds for `meta`.
+fn meta_value(meta: &ObjectMeta) -> String {
+    format!(
         "{}\n{}",
         meta.content_type.as_deref().unwrap_or(""),
         meta.owner.as_deref().unwrap_or("")
-    );
-    rustix::fs::fsetxattr(file, META_ATTR, value.as_bytes(), rustix::fs::XattrFlags::empty())?;
+    )
+}
+
+/// Writes `meta`'s content type and owner into `file`'s [`META_ATTR`].
+fn carry_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
+    carry_value(file, meta_value(meta).as_bytes())
+}
+
+/// Writes `value` into `file`'s [`META_ATTR`].
+fn carry_value(file: &File, value: &[u8]) -> io::Result<()> {
+    rustix::fs::fsetxattr(file, META_ATTR, value, rustix::fs::XattrFlags::empty())?;
     Ok(())
 }
 
@@ -275,6 +292,14 @@ impl Inner {
             return Err(Error::NotFound);
         }
         Ok((real, meta))
+    }
+
+    /// The journal's key for `real`, a canonical path in ROOT: its place under ROOT, so
+    /// that paths reached through symlinks are recorded where the bytes are.
+    fn journal_key(&self, real: &Path) -> Result<String, Error> {
+        let relative = real.strip_prefix(&self.root).ok().and_then(Path::to_str);
+        let relative = relative.ok_or_else(|| Error::Invalid("a path outside ROOT".into()))?;
+        Ok(format!("/{relative}"))
     }
 
     /// The entry for the file-system object described by `meta`, which `path` names.
@@ -378,6 +403,11 @@ impl Inner {
     /// itself (when the folder keeps extended attributes) and the file to the disk; the
     /// metadata committed, quota included; the rename, which makes the version visible; the
     /// folder to the disk. A failure before the rename leaves the old version as it was.
+    ///
+    /// A `small` body (its bytes given) goes to the journal instead, where there is one:
+    /// recorded and flushed before the rename, and neither the file nor the folder synced.
+    /// A large one, once synced, is recorded as superseding whatever the journal holds for
+    /// its path.
     #[allow(clippy::too_many_arguments)]
     fn finish<R>(
         &self,
@@ -387,8 +417,11 @@ impl Inner {
         file: File,
         etag: String,
         upload: Upload,
+        small: Option<&[Bytes]>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Put, R>, Error> {
+        let journaled = self.journal.as_ref().zip(small);
+        let shared = journaled.map(|(journal, _)| journal.shared());
         let current = self.current_with_fingerprint(path)?;
         if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
             return Err(Error::Conflict(format!("{} is a collection", path.with_collection(true))));
@@ -402,22 +435,62 @@ impl Inner {
         if self.carries_meta {
             carry_meta(&file, &meta)?;
         }
-        let fp = sync_new_file(&file)?;
+        let fp = match journaled {
+            Some(_) => fingerprint(&file.metadata()?),
+            None => sync_new_file(&file)?,
+        };
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
         let key = path.as_key();
         self.db().put_object(&key, fp, &meta, current_fp, quota)?.map_err(Error::OverQuota)?;
-        let replace = current.is_some();
-        if let Err(e) = publish(&file, &mut temp, &parent.join(path.name()), replace) {
-            // The row must not outlive a version that did not become visible.
+        // The row must not outlive a version that did not become visible.
+        let revert = || {
             if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
                 tracing::error!("cannot revert the metadata of {key}: {revert}");
+            }
+        };
+        let target = parent.join(path.name());
+        let ticket = match journaled {
+            Some((journal, body)) => {
+                // A panic while recording (a fail point) must take the row back too.
+                let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let at = self.journal_key(&target)?;
+                    Ok::<_, Error>(journal.put(&at, meta_value(&meta).as_bytes(), body)?)
+                }));
+                match recorded {
+                    Ok(Ok(ticket)) => Some(ticket),
+                    Ok(Err(e)) => {
+                        revert();
+                        return Err(e);
+                    }
+                    Err(panic) => {
+                        revert();
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            }
+            None => None,
+        };
+        let replace = current.is_some();
+        if let Err(e) = publish(&file, &mut temp, &target, replace) {
+            revert();
+            drop(shared);
+            if let (Some((journal, _)), Some(ticket)) = (journaled, ticket)
+                && let Err(cancel) = journal.cancel(ticket)
+            {
+                tracing::error!("cannot cancel the journal's record of {key}: {cancel}");
             }
             return Err(e.into());
         }
         drop(file);
-        // Visible now: the row stays, matching the folder, even if the folder's sync fails
-        // (the request then fails, and its outcome is unknown, as after a crash).
-        sync_dir(parent)?;
+        drop(shared);
+        if ticket.is_none() {
+            // Visible now: the row stays, matching the folder, even if the folder's sync
+            // fails (the request then fails, and its outcome is unknown, as after a crash).
+            sync_dir(parent)?;
+            if let Some(journal) = &self.journal {
+                journal.supersede(&self.journal_key(&target)?, false)?;
+            }
+        }
         let ObjectMeta { etag, content_type, owner } = meta;
         let entry = Entry {
             path: path.clone(),
@@ -430,6 +503,32 @@ impl Inner {
             owner,
         };
         Ok(Ok(Put { entry, created: current.is_none() }))
+    }
+
+    /// Rewrites a version the journal kept from an earlier boot, with the usual syncs. Its
+    /// row comes back with the others a crash took ([`Inner::recover_after_reboot`]).
+    fn replay(&self, survivor: &Survivor) -> io::Result<()> {
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        let mut path = ResourcePath::root();
+        let segments: Vec<&str> = survivor.key.trim_start_matches('/').split('/').collect();
+        for (i, segment) in segments.iter().enumerate() {
+            path = path
+                .child(segment, i + 1 < segments.len())
+                .map_err(|e| invalid(format!("a recorded path is invalid: {e}")))?;
+        }
+        let fail = |e: Error| match e {
+            Error::Io(e) | Error::Body(e) => e,
+            other => invalid(other.to_string()),
+        };
+        let parent = self.prepare_parent(&path).map_err(fail)?;
+        let (mut temp, mut file) = self.open_new(&parent).map_err(fail)?;
+        file.write_all(&survivor.body)?;
+        carry_value(&file, &survivor.meta)?;
+        file.sync_all()?;
+        let target = parent.join(path.name());
+        let replace = fs::symlink_metadata(&target).is_ok();
+        publish(&file, &mut temp, &target, replace)?;
+        File::open(&parent)?.sync_all()
     }
 
     /// After a boot, gives back the rows a crash of the machine may have taken (see
@@ -785,7 +884,8 @@ impl Store for FileStore {
                 Some(streamed) => streamed,
                 None => inner.create_temp(&path, &head)?,
             };
-            inner.finish(&path, &parent, temp, file, etag, upload, check)
+            let small = (!more).then_some(&head[..]);
+            inner.finish(&path, &parent, temp, file, etag, upload, small, check)
         })
         .await
     }
@@ -856,6 +956,10 @@ impl Store for FileStore {
             if is_dir && !recursive && fs::read_dir(&real)?.next().is_some() {
                 return Err(Error::NotEmpty);
             }
+            // A folder's removal touches paths under other locks: no small write may be
+            // between its record and its rename meanwhile (see [`Journal`]).
+            let journal = inner.journal.as_ref();
+            let _exclusive = journal.filter(|_| is_dir).map(|j| j.exclusive());
             // Out of sight first, under a temporary name that opening the store sweeps away
             // (made durable before the metadata goes); then the metadata; then the bytes. A
             // crash anywhere leaves the resource with its metadata, or neither. (The crash
@@ -863,7 +967,15 @@ impl Store for FileStore {
             // kept without its owner, uncounted in its quota.)
             let hidden = parent.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
             fs::rename(&real, &hidden)?;
+            let superseded = std::sync::atomic::AtomicBool::new(false);
             let put_back = |error: Error| {
+                // The journal forgot the versions beneath: make them durable first.
+                if superseded.load(std::sync::atomic::Ordering::Relaxed)
+                    && let Err(e) = File::open(&hidden)
+                        .and_then(|dir| rustix::fs::syncfs(&dir).map_err(io::Error::from))
+                {
+                    tracing::error!("cannot sync {} before putting it back: {e}", real.display());
+                }
                 if let Err(e) = fs::rename(&hidden, &real) {
                     tracing::error!("cannot put back {}: {e}", real.display());
                 }
@@ -872,6 +984,10 @@ impl Store for FileStore {
             let key = entry.path.as_key();
             let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 sync_dir(&parent)?;
+                if let Some(journal) = journal {
+                    journal.supersede(&inner.journal_key(&real)?, is_dir)?;
+                    superseded.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 inner.db().delete_objects(&key, entry.is_collection())?;
                 Ok::<_, Error>(())
             }));

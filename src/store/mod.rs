@@ -15,6 +15,7 @@ mod cache;
 mod chunks;
 mod dirsync;
 mod file;
+mod journal;
 mod lock;
 
 use std::future::Future;

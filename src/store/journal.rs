@@ -1,0 +1,607 @@
+//! The journal of small writes: how a small PUT is made durable with one shared append
+//! instead of a sync of its file and of its folder.
+//!
+//! A small new version is appended here, with its metadata, and the append is flushed
+//! (`fdatasync`, shared by every writer waiting at that moment) before the version is made
+//! visible; its file is left to the kernel to write back. Any other change that touches a
+//! path the journal may know (a large PUT, a DELETE) is first made durable by the usual
+//! syncs, then recorded here as superseding the path and everything beneath it, so a replay
+//! never brings back what was replaced or deleted. A record whose version could not be made
+//! visible is cancelled.
+//!
+//! The journal lives in segments, `journal-NNNNNNNNNNNNNNNN` in the state folder, each
+//! headed with the kernel's boot id. When a segment grows past [`SEGMENT_LIMIT`] (or a write
+//! to it fails) a new one is begun, and a checkpoint thread waits until every write recorded
+//! in the old one is visible, syncs ROOT's file system (`syncfs`) and removes the old one.
+//!
+//! At start: segments written in this same boot only lost their process (the kernel still
+//! holds every file), so ROOT's file system is synced and they are removed; segments from an
+//! earlier boot are replayed (every surviving version rewritten with the usual syncs) first.
+//! Replay stops reading a segment at its first torn or corrupt record: what follows was
+//! never acknowledged.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+/// What every segment begins with, before the boot id and a newline.
+const MAGIC: &[u8] = b"larder journal 1\n";
+/// A segment is retired once it holds this many bytes.
+const SEGMENT_LIMIT: u64 = 64 << 20;
+/// Segment file names start with this.
+const PREFIX: &str = "journal-";
+/// Per record: the payload's length (4 bytes) and the first 16 bytes of its BLAKE3 hash.
+const FRAME: usize = 20;
+
+const PUT: u8 = 1;
+const SUPERSEDE: u8 = 2;
+const CANCEL: u8 = 3;
+
+/// One journal record, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A new version of the resource at `key`: its carried metadata and its bytes.
+    Put { ticket: u64, key: String, meta: Vec<u8>, body: Vec<u8> },
+    /// Whatever is at `key` and beneath it was made durable without the journal.
+    Supersede { key: String },
+    /// The version recorded under `ticket` never became visible.
+    Cancel { ticket: u64 },
+}
+
+/// A version to rewrite on replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// The resource's key (`/a/b.txt`).
+    pub key: String,
+    /// The metadata the file carries.
+    pub meta: Vec<u8>,
+    /// The bytes.
+    pub body: Vec<u8>,
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+#[derive(Default)]
+struct Tail {
+    /// Encoded records not yet written.
+    buf: Vec<u8>,
+    /// Tickets handed out.
+    taken: u64,
+    /// Every ticket up to this one is settled: durable, or failed.
+    settled: u64,
+    /// Failed tickets: from `.0` to `.1`, with the error's kind and text.
+    failed: Vec<(u64, u64, io::ErrorKind, String)>,
+    /// Tickets handed out and not yet returned to their writers.
+    waiting: usize,
+    /// A leader is writing.
+    running: bool,
+    /// The segment being appended to; `None` before the first write and after a failure.
+    active: Option<Segment>,
+    next_number: u64,
+    /// Segments waiting for a checkpoint to remove them.
+    retired: Vec<PathBuf>,
+    checkpointing: bool,
+}
+
+/// The journal of one folder store.
+pub struct Journal {
+    /// The state folder, where the segments live.
+    dir: PathBuf,
+    /// ROOT, whose file system a checkpoint syncs.
+    root: PathBuf,
+    boot: String,
+    tail: Mutex<Tail>,
+    settled: Condvar,
+    /// Held shared by a small write from its append until its version is visible, and
+    /// exclusively by what changes many paths at once (a collection's removal) and, for an
+    /// instant, by a checkpoint: so a checkpoint's sync covers every version it retires.
+    gate: RwLock<()>,
+}
+
+/// The kernel's boot id, empty if unknown (then every start replays).
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned()
+}
+
+/// Syncs the file system holding `path`.
+fn sync_file_system(path: &Path) -> io::Result<()> {
+    rustix::fs::syncfs(File::open(path)?)?;
+    Ok(())
+}
+
+fn segment_number(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(PREFIX)?;
+    (digits.len() == 16).then(|| u64::from_str_radix(digits, 16).ok()).flatten()
+}
+
+/// The segments in `dir`, oldest first.
+fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        if let Some(number) = item.file_name().to_str().and_then(segment_number) {
+            found.push((number, item.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Appends one framed record with `payload`'s parts to `buf`.
+fn frame(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; FRAME]);
+    parts.iter().for_each(|part| buf.extend_from_slice(part));
+    let payload = &buf[start + FRAME..];
+    let len = u32::try_from(payload.len()).expect("records are small").to_le_bytes();
+    let hash = blake3::hash(payload);
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + FRAME].copy_from_slice(&hash.as_bytes()[..16]);
+}
+
+/// The records in `bytes` (a segment's content after its header), up to the first torn or
+/// corrupt one.
+pub fn decode(mut bytes: &[u8]) -> Vec<Record> {
+    let mut records = Vec::new();
+    while bytes.len() >= FRAME {
+        let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+        let Some(payload) = bytes.get(FRAME..FRAME + len) else { break };
+        if blake3::hash(payload).as_bytes()[..16] != bytes[4..FRAME] {
+            break;
+        }
+        match parse(payload) {
+            Some(record) => records.push(record),
+            None => break,
+        }
+        bytes = &bytes[FRAME + len..];
+    }
+    records
+}
+
+fn parse(payload: &[u8]) -> Option<Record> {
+    let (&kind, rest) = payload.split_first()?;
+    let u64_at = |b: &[u8]| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?));
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+    match kind {
+        PUT => {
+            let ticket = u64_at(rest)?;
+            let rest = &rest[8..];
+            let key_len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+            let key = text(rest.get(2..2 + key_len)?)?;
+            let rest = &rest[2 + key_len..];
+            let meta_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let meta = rest.get(4..4 + meta_len)?.to_vec();
+            let body = rest[4 + meta_len..].to_vec();
+            Some(Record::Put { ticket, key, meta, body })
+        }
+        SUPERSEDE => Some(Record::Supersede { key: text(rest)? }),
+        CANCEL => Some(Record::Cancel { ticket: u64_at(rest)? }),
+        _ => None,
+    }
+}
+
+/// What `records` (in order) leave to rewrite: per key, the last version neither superseded
+/// nor cancelled, in the order they were recorded.
+pub fn survivors(records: Vec<Record>) -> Vec<Survivor> {
+    let mut versions: HashMap<String, Vec<(u64, Survivor)>> = HashMap::new();
+    for record in records {
+        match record {
+            Record::Put { ticket, key, meta, body } => {
+                let survivor = Survivor { key: key.clone(), meta, body };
+                versions.entry(key).or_default().push((ticket, survivor))
+            }
+            Record::Supersede { key } => {
+                let beneath = format!("{}/", key.trim_end_matches('/'));
+                versions.retain(|k, _| *k != key && !k.starts_with(&beneath));
+            }
+            Record::Cancel { ticket } => {
+                versions.values_mut().for_each(|v| v.retain(|(t, _)| *t != ticket))
+            }
+        }
+    }
+    let mut last: Vec<_> = versions.into_values().filter_map(|mut v| v.pop()).collect();
+    last.sort_by_key(|(ticket, _)| *ticket);
+    last.into_iter().map(|(_, survivor)| survivor).collect()
+}
+
+/// Reads a segment: its boot id and its records.
+fn read_segment(path: &Path) -> io::Result<(String, Vec<Record>)> {
+    let bytes = fs::read(path)?;
+    let Some(rest) = bytes.strip_prefix(MAGIC) else {
+        return Ok((String::new(), Vec::new())); // torn while being created: nothing in it
+    };
+    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+        return Ok((String::new(), Vec::new()));
+    };
+    let boot = String::from_utf8_lossy(&rest[..end]).into_owned();
+    Ok((boot, decode(&rest[end + 1..])))
+}
+
+impl Journal {
+    /// Opens the journal in `dir` for the store on `root`. Segments left by an earlier boot
+    /// are replayed first: `rewrite` makes each surviving version durable at its key.
+    pub fn open(
+        dir: &Path,
+        root: &Path,
+        mut rewrite: impl FnMut(&Survivor) -> io::Result<()>,
+    ) -> io::Result<Arc<Journal>> {
+        let boot = boot_id();
+        let found = segments(dir)?;
+        if !found.is_empty() {
+            let mut records = Vec::new();
+            let mut same_boot = !boot.is_empty();
+            for (_, path) in &found {
+                let (written_in, mut more) = read_segment(path)?;
+                same_boot &= written_in == boot || more.is_empty();
+                records.append(&mut more);
+            }
+            if same_boot {
+                sync_file_system(root)?;
+            } else {
+                let survivors = survivors(records);
+                for survivor in &survivors {
+                    rewrite(survivor).map_err(|e| {
+                        io::Error::new(e.kind(), format!("replaying {}: {e}", survivor.key))
+                    })?;
+                }
+                if !survivors.is_empty() {
+                    tracing::warn!("replayed {} writes from the journal", survivors.len());
+                }
+            }
+            for (_, path) in &found {
+                fs::remove_file(path)?;
+            }
+            File::open(dir)?.sync_all()?;
+        }
+        let next_number = found.last().map_or(1, |(n, _)| n + 1);
+        Ok(Arc::new(Journal {
+            dir: dir.to_owned(),
+            root: root.to_owned(),
+            boot,
+            tail: Mutex::new(Tail { next_number, ..Tail::default() }),
+            settled: Condvar::new(),
+            gate: RwLock::new(()),
+        }))
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shared hold of the gate: for a small write, from before its append until its version
+    /// is visible.
+    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Exclusive hold of the gate: for a change to many paths at once, from before it
+    /// until it is recorded with [`Journal::supersede`].
+    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new version of `key` and returns once the record is durable, with the
+    /// ticket that [`Journal::cancel`] takes. The caller holds [`Journal::shared`].
+    pub fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
+        let key_len = u16::try_from(key.len()).map_err(io::Error::other)?;
+        let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
+        let ticket = self.append(|ticket, buf| {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + body.len());
+            let (ticket, key_len, meta_len) =
+                (ticket.to_le_bytes(), key_len.to_le_bytes(), meta_len.to_le_bytes());
+            parts.extend([&[PUT][..], &ticket, &key_len, key.as_bytes(), &meta_len, meta]);
+            parts.extend(body.iter().map(|b| &b[..]));
+            frame(buf, &parts);
+        });
+        self.wait(ticket)?;
+        Ok(ticket)
+    }
+
+    /// Records that `key` and everything beneath it were made durable by other means, and
+    /// returns once that is durable. If the journal cannot record it, a checkpoint makes
+    /// every recorded version durable and drops the journal instead. `exclusive` says whether
+    /// the caller holds [`Journal::exclusive`]; otherwise it must not hold the gate at all.
+    pub fn supersede(self: &Arc<Self>, key: &str, exclusive: bool) -> io::Result<()> {
+        let ticket = self.append(|_, buf| frame(buf, &[&[SUPERSEDE], key.as_bytes()]));
+        self.wait(ticket).or_else(|e| {
+            tracing::warn!("journal: cannot record a superseding write ({e}); checkpointing");
+            self.checkpoint_now(!exclusive)
+        })
+    }
+
+    /// Records that the version under `ticket` never became visible (or, failing that,
+    /// checkpoints as [`Journal::supersede`] does). The caller must not hold the gate.
+    pub fn cancel(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
+        let mine = self.append(|_, buf| frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]));
+        self.wait(mine).or_else(|_| self.checkpoint_now(true))
+    }
+
+    /// Encodes a record under a new ticket.
+    fn append(&self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> u64 {
+        let mut tail = self.tail();
+        tail.taken += 1;
+        tail.waiting += 1;
+        let ticket = tail.taken;
+        encode(ticket, &mut tail.buf);
+        ticket
+    }
+
+    /// Returns once `ticket` is durable (or failed). Whoever finds no write running writes
+    /// and flushes every record encoded so far; the others wait for a flush covering theirs.
+    fn wait(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
+        let mut tail = self.tail();
+        loop {
+            if tail.settled >= ticket {
+                let failed =
+                    tail.failed.iter().find(|(from, to, ..)| (*from..=*to).contains(&ticket));
+                let outcome = match failed {
+                    Some((_, _, kind, why)) => Err(io::Error::new(*kind, why.clone())),
+                    None => Ok(()),
+                };
+                tail.waiting -= 1;
+                if tail.waiting == 0 {
+                    tail.failed.clear(); // nobody left to tell
+                }
+                return outcome;
+            }
+            if tail.running {
+                tail = self.settled.wait(tail).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            tail.running = true;
+            let (from, covers) = (tail.settled + 1, tail.taken);
+            let buf = std::mem::take(&mut tail.buf);
+            let active = tail.active.take();
+            let number = tail.next_number;
+            drop(tail);
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.write(active, number, &buf)
+            }));
+            tail = self.tail();
+            tail.running = false;
+            tail.settled = tail.settled.max(covers);
+            let outcome = match written {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    tail.failed.push((from, covers, io::ErrorKind::Other, "panicked".into()));
+                    self.settled.notify_all();
+                    drop(tail);
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            let Written { active, opened, retired } = outcome;
+            if opened {
+                tail.next_number += 1;
+            }
+            tail.retired.extend(retired);
+            match active {
+                Ok(segment) => tail.active = Some(segment),
+                Err(e) => tail.failed.push((from, covers, e.kind(), e.to_string())),
+            }
+            if !tail.retired.is_empty() && !tail.checkpointing {
+                tail.checkpointing = true;
+                let journal = self.clone();
+                std::thread::spawn(move || journal.checkpoint());
+            }
+            self.settled.notify_all();
+        }
+    }
+
+    /// Writes `buf` to the active segment (a new one if there is none or it is full) and
+    /// flushes it.
+    fn write(&self, active: Option<Segment>, number: u64, buf: &[u8]) -> Written {
+        let mut retired = Vec::new();
+        let mut opened = false;
+        let mut segment = match active {
+            Some(segment) if segment.len < SEGMENT_LIMIT => segment,
+            full => {
+                retired.extend(full.map(|s| s.path));
+                opened = true;
+                match self.begin(number) {
+                    Ok(segment) => segment,
+                    Err(e) => return Written { active: Err(e), opened, retired },
+                }
+            }
+        };
+        let flushed = (|| {
+            fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
+            segment.file.write_all(buf)?;
+            segment.file.sync_data()
+        })();
+        match flushed {
+            Ok(()) => {
+                segment.len += buf.len() as u64;
+                Written { active: Ok(segment), opened, retired }
+            }
+            Err(e) => {
+                // What follows a failed write is unreadable: the segment is done.
+                retired.push(segment.path);
+                Written { active: Err(e), opened, retired }
+            }
+        }
+    }
+
+    /// Creates segment `number`, durable with its header before any record goes in it.
+    fn begin(&self, number: u64) -> io::Result<Segment> {
+        let path = self.dir.join(format!("{PREFIX}{number:016x}"));
+        let mut file = OpenOptions::new().append(true).create_new(true).open(&path)?;
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(self.boot.as_bytes());
+        header.push(b'\n');
+        file.write_all(&header)?;
+        file.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(Segment { file, path, len: header.len() as u64 })
+    }
+
+    /// Removes retired segments once every write they record is visible and synced.
+    fn checkpoint(self: Arc<Self>) {
+        loop {
+            let retired = {
+                let mut tail = self.tail();
+                if tail.retired.is_empty() {
+                    tail.checkpointing = false;
+                    return;
+                }
+                tail.retired.clone()
+            };
+            if let Err(e) = self.drop_segments(&retired, true) {
+                tracing::error!("journal checkpoint failed, retried at the next one: {e}");
+                self.tail().checkpointing = false;
+                return;
+            }
+            self.tail().retired.retain(|p| !retired.contains(p));
+        }
+    }
+
+    /// Waits until every write recorded in `segments` is visible (unless the caller holds
+    /// the gate exclusively, which says as much), syncs ROOT's file system and removes them.
+    fn drop_segments(&self, segments: &[PathBuf], barrier: bool) -> io::Result<()> {
+        if barrier {
+            drop(self.exclusive());
+        }
+        sync_file_system(&self.root)?;
+        for path in segments {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// After a failure to record: retires the active segment and drops every segment at once.
+    fn checkpoint_now(&self, barrier: bool) -> io::Result<()> {
+        let segments = {
+            let mut tail = self.tail();
+            while tail.running {
+                tail = self.settled.wait(tail).unwrap_or_else(|e| e.into_inner());
+            }
+            if let Some(segment) = tail.active.take() {
+                tail.retired.push(segment.path);
+            }
+            tail.retired.clone()
+        };
+        self.drop_segments(&segments, barrier)?;
+        self.tail().retired.retain(|p| !segments.contains(p));
+        Ok(())
+    }
+}
+
+/// What a leader's write left.
+struct Written {
+    /// The segment to append to next, or why the write failed.
+    active: io::Result<Segment>,
+    /// Whether a new segment was begun (its number is used).
+    opened: bool,
+    /// Segments done with.
+    retired: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ticket: u64, key: &str, body: &str) -> Record {
+        Record::Put { ticket, key: key.into(), meta: b"t\no".to_vec(), body: body.into() }
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_dropped() {
+        let mut buf = Vec::new();
+        let body = [Bytes::from_static(b"he"), Bytes::from_static(b"llo")];
+        frame(
+            &mut buf,
+            &[
+                &[PUT],
+                &7u64.to_le_bytes(),
+                &2u16.to_le_bytes(),
+                b"/a",
+                &3u32.to_le_bytes(),
+                b"t\no",
+                &body[0],
+                &body[1],
+            ],
+        );
+        frame(&mut buf, &[&[SUPERSEDE], b"/d"]);
+        frame(&mut buf, &[&[CANCEL], &7u64.to_le_bytes()]);
+        let whole = vec![
+            put(7, "/a", "hello"),
+            Record::Supersede { key: "/d".into() },
+            Record::Cancel { ticket: 7 },
+        ];
+        assert_eq!(decode(&buf), whole);
+        // Cut anywhere inside the last record: the first two survive.
+        for cut in 1..FRAME + 9 {
+            assert_eq!(decode(&buf[..buf.len() - cut]), whole[..2], "cut {cut}");
+        }
+        // A flipped bit stops the reading there.
+        let mut bad = buf.clone();
+        let at = bad.len() - 3;
+        bad[at] ^= 1;
+        assert_eq!(decode(&bad), whole[..2]);
+    }
+
+    #[test]
+    fn superseded_and_cancelled_versions_do_not_survive() {
+        let records = vec![
+            put(1, "/a", "a1"),
+            put(2, "/d/x", "x"),
+            put(3, "/dx", "dx"),
+            put(4, "/a", "a2"),
+            put(5, "/a", "a3"),
+            Record::Cancel { ticket: 5 }, // a3 never became visible: a2 stands
+            Record::Supersede { key: "/d".into() }, // /d removed: /d/x goes, /dx stays
+            put(6, "/b", "b1"),
+            Record::Supersede { key: "/b".into() }, // replaced by a large PUT
+        ];
+        let got: Vec<_> = survivors(records).into_iter().map(|s| (s.key, s.body)).collect();
+        assert_eq!(got, vec![("/dx".into(), b"dx".to_vec()), ("/a".into(), b"a2".to_vec())]);
+    }
+
+    #[test]
+    fn an_earlier_boots_segments_are_replayed_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), root.path(), |_| unreachable!()).unwrap();
+        let shared = journal.shared();
+        let ticket = journal.put("/a", b"t\no", &[Bytes::from_static(b"one")]).unwrap();
+        journal.put("/b", b"t\no", &[Bytes::from_static(b"two")]).unwrap();
+        drop(shared);
+        journal.cancel(ticket).unwrap();
+        drop(journal);
+        // Same boot: nothing to rewrite.
+        let (path,) = {
+            let found = segments(dir.path()).unwrap();
+            assert_eq!(found.len(), 1);
+            (found[0].1.clone(),)
+        };
+        let bytes = fs::read(&path).unwrap();
+        // Pretend the segment is from another boot.
+        let text_end = MAGIC.len() + bytes[MAGIC.len()..].iter().position(|b| *b == b'\n').unwrap();
+        let mut other = MAGIC.to_vec();
+        other.extend_from_slice(b"another-boot");
+        other.extend_from_slice(&bytes[text_end..]);
+        fs::write(&path, &other).unwrap();
+        let mut rewritten = Vec::new();
+        Journal::open(dir.path(), root.path(), |s| {
+            rewritten.push((s.key.clone(), s.body.clone()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(rewritten, vec![("/b".to_owned(), b"two".to_vec())]);
+        assert!(segments(dir.path()).unwrap().is_empty(), "replayed segments are removed");
+        // And a same-boot start rewrites nothing.
+        fs::write(&path, &bytes).unwrap();
+        Journal::open(dir.path(), root.path(), |_| unreachable!()).unwrap();
+        assert!(segments(dir.path()).unwrap().is_empty());
+    }
+}

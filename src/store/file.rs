@@ -441,44 +441,63 @@ impl Inner {
         };
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
         let key = path.as_key();
-        self.db().put_object(&key, fp, &meta, current_fp, quota)?.map_err(Error::OverQuota)?;
+        let target = parent.join(path.name());
+        // A small version is recorded first, so that its flush (shared with whoever else is
+        // waiting) runs while its metadata commits.
+        let recorded = match journaled {
+            Some((journal, body)) => {
+                let at = self.journal_key(&target)?;
+                Some((journal, journal.record(&at, meta_value(&meta).as_bytes(), body)?))
+            }
+            None => None,
+        };
+        // Whatever fails from here takes the record back (a fail point may panic).
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.db().put_object(&key, fp, &meta, current_fp, quota)
+        }));
+        let flushed = recorded.map(|(journal, ticket)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal.settle(ticket)))
+        });
         // The row must not outlive a version that did not become visible.
         let revert = || {
             if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
                 tracing::error!("cannot revert the metadata of {key}: {revert}");
             }
         };
-        let target = parent.join(path.name());
-        let ticket = match journaled {
-            Some((journal, body)) => {
-                // A panic while recording (a fail point) must take the row back too.
-                let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let at = self.journal_key(&target)?;
-                    Ok::<_, Error>(journal.put(&at, meta_value(&meta).as_bytes(), body)?)
-                }));
-                match recorded {
-                    Ok(Ok(ticket)) => Some(ticket),
-                    Ok(Err(e)) => {
-                        revert();
-                        return Err(e);
-                    }
-                    Err(panic) => {
-                        revert();
-                        std::panic::resume_unwind(panic);
-                    }
-                }
+        let cancel = |shared: Option<std::sync::RwLockReadGuard<'_, ()>>| {
+            drop(shared);
+            if let Some((journal, ticket)) = recorded
+                && let Err(e) = journal.cancel(ticket)
+            {
+                tracing::error!("cannot cancel the journal's record of {key}: {e}");
             }
-            None => None,
         };
+        let failure: Option<std::thread::Result<Error>> = match (committed, flushed) {
+            (Ok(Ok(Ok(()))), None | Some(Ok(Ok(())))) => None,
+            (Ok(Ok(Ok(()))), Some(Ok(Err(e)))) => {
+                revert();
+                Some(Ok(e.into()))
+            }
+            (Ok(Ok(Ok(()))), Some(Err(panic))) => {
+                revert();
+                Some(Err(panic))
+            }
+            (Ok(Ok(Err(over))), _) => Some(Ok(Error::OverQuota(over))),
+            (Ok(Err(e)), _) => Some(Ok(e.into())),
+            (Err(panic), _) => Some(Err(panic)),
+        };
+        if let Some(failure) = failure {
+            cancel(shared);
+            return match failure {
+                Ok(e) => Err(e),
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+        }
+        let ticket = recorded.map(|(_, ticket)| ticket);
         let replace = current.is_some();
         if let Err(e) = publish(&file, &mut temp, &target, replace) {
             revert();
-            drop(shared);
-            if let (Some((journal, _)), Some(ticket)) = (journaled, ticket)
-                && let Err(cancel) = journal.cancel(ticket)
-            {
-                tracing::error!("cannot cancel the journal's record of {key}: {cancel}");
-            }
+            cancel(shared);
             return Err(e.into());
         }
         drop(file);

@@ -10,8 +10,12 @@
 //! visible is cancelled.
 //!
 //! The journal lives in segments, `journal-NNNNNNNNNNNNNNNN` in the state folder, each
-//! headed with the kernel's boot id. When a segment grows past [`SEGMENT_LIMIT`] (or a write
-//! to it fails) a new one is begun, and a checkpoint thread waits until every write recorded
+//! headed with the kernel's boot id. A segment is zero-filled (and the zeros synced) ahead
+//! of its records, [`ZERO_CHUNK`] at a time: a record then overwrites blocks the file already
+//! has, so its flush writes that data alone and not the file's size and block map too
+//! (about 130 instead of 215 µs per flush here), and what lies past the last record after a
+//! crash is zeros, never stale blocks. When a segment grows past [`SEGMENT_LIMIT`] (or a
+//! write to it fails) a new one is begun, and a checkpoint thread waits until every write recorded
 //! in the old one is visible, syncs ROOT's file system (`syncfs`) and removes the old one.
 //!
 //! At start: segments written in this same boot only lost their process (the kernel still
@@ -22,7 +26,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -32,6 +37,8 @@ use bytes::Bytes;
 const MAGIC: &[u8] = b"larder journal 1\n";
 /// A segment is retired once it holds this many bytes.
 const SEGMENT_LIMIT: u64 = 64 << 20;
+/// A segment is zero-filled this much at a time, ahead of its records.
+const ZERO_CHUNK: u64 = 4 << 20;
 /// Segment file names start with this.
 const PREFIX: &str = "journal-";
 /// Per record: the payload's length (4 bytes) and the first 16 bytes of its BLAKE3 hash.
@@ -66,7 +73,25 @@ pub struct Survivor {
 struct Segment {
     file: File,
     path: PathBuf,
+    /// Where the next record goes.
     len: u64,
+    /// How far the file is zero-filled, durably.
+    zeroed: u64,
+}
+
+impl Segment {
+    /// Makes sure the file is zero-filled, durably, up to at least `end`.
+    fn zero_fill(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.zeroed {
+            return Ok(());
+        }
+        let to = end.next_multiple_of(ZERO_CHUNK);
+        let zeros = vec![0; usize::try_from(to - self.zeroed).map_err(io::Error::other)?];
+        self.file.write_all_at(&zeros, self.zeroed)?;
+        self.file.sync_all()?;
+        self.zeroed = to;
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -288,20 +313,32 @@ impl Journal {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new version of `key` and returns once the record is durable, with the
-    /// ticket that [`Journal::cancel`] takes. The caller holds [`Journal::shared`].
-    pub fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
+    /// Records a new version of `key` and returns the ticket that [`Journal::settle`] waits
+    /// for (which must be called, whatever happens next) and [`Journal::cancel`] takes. The
+    /// record is written with the next flush. The caller holds [`Journal::shared`].
+    pub fn record(&self, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
         let key_len = u16::try_from(key.len()).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        let ticket = self.append(|ticket, buf| {
+        Ok(self.append(|ticket, buf| {
             let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + body.len());
             let (ticket, key_len, meta_len) =
                 (ticket.to_le_bytes(), key_len.to_le_bytes(), meta_len.to_le_bytes());
             parts.extend([&[PUT][..], &ticket, &key_len, key.as_bytes(), &meta_len, meta]);
             parts.extend(body.iter().map(|b| &b[..]));
             frame(buf, &parts);
-        });
-        self.wait(ticket)?;
+        }))
+    }
+
+    /// Returns once the record under `ticket` is durable, or why it could not be made so.
+    pub fn settle(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
+        self.wait(ticket)
+    }
+
+    /// [`Journal::record`] and [`Journal::settle`] in one.
+    #[cfg(test)]
+    fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
+        let ticket = self.record(key, meta, body)?;
+        self.settle(ticket)?;
         Ok(ticket)
     }
 
@@ -413,7 +450,8 @@ impl Journal {
         };
         let flushed = (|| {
             fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
-            segment.file.write_all(buf)?;
+            segment.zero_fill(segment.len + buf.len() as u64)?;
+            segment.file.write_all_at(buf, segment.len)?;
             segment.file.sync_data()
         })();
         match flushed {
@@ -432,14 +470,16 @@ impl Journal {
     /// Creates segment `number`, durable with its header before any record goes in it.
     fn begin(&self, number: u64) -> io::Result<Segment> {
         let path = self.dir.join(format!("{PREFIX}{number:016x}"));
-        let mut file = OpenOptions::new().append(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         let mut header = MAGIC.to_vec();
         header.extend_from_slice(self.boot.as_bytes());
         header.push(b'\n');
-        file.write_all(&header)?;
-        file.sync_all()?;
+        let mut segment = Segment { file, path, len: header.len() as u64, zeroed: 0 };
+        segment.zero_fill(segment.len)?;
+        segment.file.write_all_at(&header, 0)?;
+        segment.file.sync_data()?;
         File::open(&self.dir)?.sync_all()?;
-        Ok(Segment { file, path, len: header.len() as u64 })
+        Ok(segment)
     }
 
     /// Removes retired segments once every write they record is visible and synced.

@@ -682,6 +682,30 @@ impl Drop for Temp {
 static UNNAMED_FILES: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
 
+/// Whether `linkat` may name an unnamed file by its descriptor (`AT_EMPTY_PATH`): Linux
+/// allows it from 6.10 to whoever opened the file, before that only with
+/// `CAP_DAC_READ_SEARCH`. Cleared at the first refusal.
+static EMPTY_PATH_LINKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Gives the unnamed `file` the name `to`: by its descriptor where the kernel allows it,
+/// else through `/proc/self/fd` (a lookup in procfs, about a third of the link's cost).
+fn link_unnamed(file: &File, to: &Path) -> rustix::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if EMPTY_PATH_LINKS.load(Relaxed) {
+        match rustix::fs::linkat(file, "", CWD, to, AtFlags::EMPTY_PATH) {
+            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {}
+            done => return done,
+        }
+    }
+    let unnamed = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let linked = rustix::fs::linkat(CWD, &unnamed, CWD, to, AtFlags::SYMLINK_FOLLOW);
+    if linked.is_ok() {
+        // The descriptor was refused, its name was not: so it is the kernel's rule.
+        EMPTY_PATH_LINKS.store(false, Relaxed);
+    }
+    linked
+}
+
 /// A temporary name in `dir`.
 fn temp_name(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()))
@@ -692,8 +716,7 @@ fn temp_name(dir: &Path) -> PathBuf {
 /// and renamed over what is there.
 fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Result<()> {
     if temp.path.is_none() {
-        let unnamed = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let link = |to: &Path| rustix::fs::linkat(CWD, &unnamed, CWD, to, AtFlags::SYMLINK_FOLLOW);
+        let link = |to: &Path| link_unnamed(file, to);
         if !replace {
             match link(target) {
                 Ok(()) => return Ok(()),

@@ -135,7 +135,9 @@ impl State {
 pub struct Sqlite {
     db: Mutex<Connection>,
     /// Metadata rows waiting for the next group commit (see [`Sqlite::put_object`]).
-    puts: Mutex<Vec<object::PutJob>>,
+    puts: Mutex<object::Queue>,
+    /// Signalled when a group commit ends.
+    committed: std::sync::Condvar,
     /// Whether [`Sqlite::put_object`] may commit without waiting for the disk (see
     /// [`Sqlite::relax_object_commits`]).
     relaxed: std::sync::atomic::AtomicBool,
@@ -202,10 +204,15 @@ impl Sqlite {
         db.set_prepared_statement_cache_capacity(32);
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(to_io)?;
         db.execute_batch(SCHEMA).map_err(to_io)?;
-        Ok(Sqlite { db: Mutex::new(db), puts: Mutex::new(Vec::new()), relaxed: Default::default() })
+        Ok(Sqlite {
+            db: Mutex::new(db),
+            puts: Mutex::default(),
+            committed: std::sync::Condvar::new(),
+            relaxed: Default::default(),
+        })
     }
 
-    fn queued_puts(&self) -> MutexGuard<'_, Vec<object::PutJob>> {
+    fn queued_puts(&self) -> MutexGuard<'_, object::Queue> {
         self.puts.lock().unwrap_or_else(|e| e.into_inner())
     }
 

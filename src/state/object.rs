@@ -67,6 +67,13 @@ pub(super) struct PutJob {
     slot: Slot,
 }
 
+/// The rows waiting for a group commit, and whether one is running.
+#[derive(Default)]
+pub(super) struct Queue {
+    jobs: Vec<PutJob>,
+    committing: bool,
+}
+
 fn take(slot: &Slot) -> Option<Outcome> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
@@ -202,25 +209,48 @@ impl Sqlite {
             quota,
             slot: slot.clone(),
         };
-        self.queued_puts().push(job);
-        let mut db = self.db();
-        if let Some(done) = take(&slot) {
-            return done; // a previous holder of the connection committed it
+        let mut queue = self.queued_puts();
+        queue.jobs.push(job);
+        loop {
+            if let Some(done) = take(&slot) {
+                return done;
+            }
+            if queue.committing {
+                // Woken all at once when it ends, not one by one through the connection's lock.
+                queue = self.committed.wait(queue).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            queue.committing = true;
+            let jobs = std::mem::take(&mut queue.jobs);
+            drop(queue);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut db = self.db();
+                let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
+                if relaxed {
+                    set_synchronous(&db, "NORMAL");
+                }
+                let outcomes = commit_puts(&mut db, &jobs);
+                if relaxed {
+                    set_synchronous(&db, "FULL");
+                }
+                outcomes
+            }));
+            queue = self.queued_puts();
+            queue.committing = false;
+            let panicked = run.as_ref().err().is_some();
+            let mut outcomes = run.unwrap_or_default().into_iter();
+            for job in &jobs {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(io::Error::other("group commit panicked")));
+                *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+            }
+            self.committed.notify_all();
+            if panicked {
+                drop(queue);
+                panic!("a group commit of object rows panicked");
+            }
         }
-        let jobs = std::mem::take(&mut *self.queued_puts());
-        let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
-        if relaxed {
-            set_synchronous(&db, "NORMAL");
-        }
-        let outcomes = commit_puts(&mut db, &jobs);
-        if relaxed {
-            set_synchronous(&db, "FULL");
-        }
-        for (job, outcome) in jobs.iter().zip(outcomes) {
-            *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-        }
-        drop(db);
-        take(&slot).unwrap_or_else(|| Err(io::Error::other("group commit lost a row")))
     }
 
     /// From now on, [`Sqlite::put_object`] commits with `synchronous = NORMAL`: in the

@@ -78,37 +78,59 @@ fn take(slot: &Slot) -> Option<Outcome> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// Runs one statement without results, from the statement cache: a group commit runs its
+/// transaction's own statements too for every batch, and parsing them again costs more
+/// than running them.
+fn exec(db: &rusqlite::Connection, sql: &str) -> io::Result<()> {
+    db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop).map_err(to_io)
+}
+
+/// Rolls back a transaction that a panic left open, as rusqlite's `Transaction` would.
+struct Open<'a>(&'a rusqlite::Connection);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// Writes `jobs` in one transaction, each under its own savepoint; one outcome per job.
-fn commit_puts(db: &mut rusqlite::Connection, jobs: &[PutJob]) -> Vec<Outcome> {
-    let tx = match db.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return jobs.iter().map(|_| Err(io::Error::other(e.to_string()))).collect(),
-    };
+fn commit_puts(db: &rusqlite::Connection, jobs: &[PutJob]) -> Vec<Outcome> {
+    if let Err(e) = exec(db, "BEGIN") {
+        return jobs.iter().map(|_| Err(io::Error::other(e.to_string()))).collect();
+    }
+    let _open = Open(db);
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let outcome =
-            tx.execute_batch("SAVEPOINT put").map_err(to_io).and_then(|()| put_in(&tx, job));
+        let outcome = exec(db, "SAVEPOINT put").and_then(|()| put_in(db, job));
         let undo = !matches!(outcome, Ok(Ok(())));
-        let end = if undo { "ROLLBACK TO put; RELEASE put" } else { "RELEASE put" };
-        outcomes.push(match tx.execute_batch(end) {
-            Ok(()) => outcome,
-            Err(e) => Err(to_io(e)),
-        });
+        let ended = match undo {
+            true => exec(db, "ROLLBACK TO put").and_then(|()| exec(db, "RELEASE put")),
+            false => exec(db, "RELEASE put"),
+        };
+        outcomes.push(ended.and(outcome));
     }
-    match tx.commit() {
+    match exec(db, "COMMIT") {
         Ok(()) => outcomes,
-        Err(e) => outcomes
-            .into_iter()
-            .map(|o| match o {
-                Ok(Ok(())) => Err(io::Error::other(format!("commit failed: {e}"))),
-                other => other,
-            })
-            .collect(),
+        Err(e) => {
+            if let Err(rollback) = exec(db, "ROLLBACK") {
+                tracing::error!("cannot roll back a failed group commit: {rollback}");
+            }
+            outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok(Ok(())) => Err(io::Error::other(format!("commit failed: {e}"))),
+                    other => other,
+                })
+                .collect()
+        }
     }
 }
 
 /// One row of a group commit: the quota check, then the version flip.
-fn put_in(tx: &rusqlite::Transaction<'_>, job: &PutJob) -> Outcome {
+fn put_in(tx: &rusqlite::Connection, job: &PutJob) -> Outcome {
     let PutJob { path, fp, meta, current, quota, .. } = job;
     if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
         let sum = |query: &str| -> io::Result<u64> {
@@ -224,12 +246,12 @@ impl Sqlite {
             let jobs = std::mem::take(&mut queue.jobs);
             drop(queue);
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut db = self.db();
+                let db = self.db();
                 let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
                 if relaxed {
                     set_synchronous(&db, "NORMAL");
                 }
-                let outcomes = commit_puts(&mut db, &jobs);
+                let outcomes = commit_puts(&db, &jobs);
                 if relaxed {
                     set_synchronous(&db, "FULL");
                 }

@@ -32,7 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, Purchase};
-pub use object::{Described, Fingerprint, ObjectMeta, OverQuota};
+pub use object::{Described, Fingerprint, ObjectMeta, OverQuota, Row};
 pub use token::TokenRecord;
 
 pub use pg::Postgres;

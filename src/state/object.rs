@@ -54,16 +54,28 @@ pub struct OverQuota {
     pub needed: u64,
 }
 
-type Outcome = io::Result<Result<(), OverQuota>>;
+/// What committing a [`Row`] came to: done, refused (the quota), or failed.
+pub type Outcome = io::Result<Result<(), OverQuota>>;
 type Slot = Arc<Mutex<Option<Outcome>>>;
+
+/// A new version's row, as [`Sqlite::put_object`] describes it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The resource's key.
+    pub path: String,
+    /// The new version.
+    pub fp: Fingerprint,
+    /// Its metadata.
+    pub meta: ObjectMeta,
+    /// The version on disk now, if any.
+    pub current: Option<Fingerprint>,
+    /// The owner's quota, if one applies.
+    pub quota: Option<u64>,
+}
 
 /// A row waiting for the group commit.
 pub(super) struct PutJob {
-    path: String,
-    fp: Fingerprint,
-    meta: ObjectMeta,
-    current: Option<Fingerprint>,
-    quota: Option<u64>,
+    row: Row,
     slot: Slot,
 }
 
@@ -96,15 +108,15 @@ impl Drop for Open<'_> {
     }
 }
 
-/// Writes `jobs` in one transaction, each under its own savepoint; one outcome per job.
-fn commit_puts(db: &rusqlite::Connection, jobs: &[PutJob]) -> Vec<Outcome> {
+/// Writes `rows` in one transaction, each under its own savepoint; one outcome per row.
+fn commit_puts(db: &rusqlite::Connection, rows: &[&Row]) -> Vec<Outcome> {
     if let Err(e) = exec(db, "BEGIN") {
-        return jobs.iter().map(|_| Err(io::Error::other(e.to_string()))).collect();
+        return rows.iter().map(|_| Err(io::Error::other(e.to_string()))).collect();
     }
     let _open = Open(db);
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let outcome = exec(db, "SAVEPOINT put").and_then(|()| put_in(db, job));
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let outcome = exec(db, "SAVEPOINT put").and_then(|()| put_in(db, row));
         let undo = !matches!(outcome, Ok(Ok(())));
         let ended = match undo {
             true => exec(db, "ROLLBACK TO put").and_then(|()| exec(db, "RELEASE put")),
@@ -130,8 +142,8 @@ fn commit_puts(db: &rusqlite::Connection, jobs: &[PutJob]) -> Vec<Outcome> {
 }
 
 /// One row of a group commit: the quota check, then the version flip.
-fn put_in(tx: &rusqlite::Connection, job: &PutJob) -> Outcome {
-    let PutJob { path, fp, meta, current, quota, .. } = job;
+fn put_in(tx: &rusqlite::Connection, row: &Row) -> Outcome {
+    let Row { path, fp, meta, current, quota } = row;
     if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
         let sum = |query: &str| -> io::Result<u64> {
             tx.prepare_cached(query)
@@ -223,14 +235,8 @@ impl Sqlite {
     ) -> io::Result<Result<(), OverQuota>> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         let slot: Slot = Arc::new(Mutex::new(None));
-        let job = PutJob {
-            path: path.to_owned(),
-            fp,
-            meta: meta.clone(),
-            current,
-            quota,
-            slot: slot.clone(),
-        };
+        let row = Row { path: path.to_owned(), fp, meta: meta.clone(), current, quota };
+        let job = PutJob { row, slot: slot.clone() };
         let mut queue = self.queued_puts();
         queue.jobs.push(job);
         loop {
@@ -246,16 +252,7 @@ impl Sqlite {
             let jobs = std::mem::take(&mut queue.jobs);
             drop(queue);
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let db = self.db();
-                let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
-                if relaxed {
-                    set_synchronous(&db, "NORMAL");
-                }
-                let outcomes = commit_puts(&db, &jobs);
-                if relaxed {
-                    set_synchronous(&db, "FULL");
-                }
-                outcomes
+                self.put_objects(&jobs.iter().map(|job| &job.row).collect::<Vec<_>>())
             }));
             queue = self.queued_puts();
             queue.committing = false;
@@ -273,6 +270,21 @@ impl Sqlite {
                 panic!("a group commit of object rows panicked");
             }
         }
+    }
+
+    /// Commits `rows` as [`Sqlite::put_object`] would, in one transaction, at once (the
+    /// caller batches them itself): one outcome per row, in order.
+    pub fn put_objects(&self, rows: &[&Row]) -> Vec<Outcome> {
+        let db = self.db();
+        let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
+        if relaxed {
+            set_synchronous(&db, "NORMAL");
+        }
+        let outcomes = commit_puts(&db, rows);
+        if relaxed {
+            set_synchronous(&db, "FULL");
+        }
+        outcomes
     }
 
     /// From now on, [`Sqlite::put_object`] commits with `synchronous = NORMAL`: in the

@@ -23,13 +23,13 @@ use rustix::io::Errno;
 use super::cache::{self, Cache};
 use super::chunks;
 use super::dirsync::DirSyncs;
-use super::journal::{Journal, Survivor};
+use super::journal::{CommitRows, Journal, Survivor};
 use super::lock::Locks;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
 };
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
-use crate::state::{Described, Fingerprint, ObjectMeta, Sqlite, State};
+use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
@@ -102,7 +102,15 @@ impl FileStore {
         let mut inner =
             Inner { cache: Cache::default(), root, reserved, state, carries_meta, journal: None };
         if carries_meta {
-            let journal = Journal::open(state_dir, &inner.root, |s| inner.replay(s))?;
+            let state = inner.state.clone();
+            let commit: CommitRows = Box::new(move |rows| {
+                fail::fail_point!("state-write", |_| {
+                    rows.iter().map(|_| Err(io::Error::other("fail point state-write"))).collect()
+                });
+                let db = state.sqlite().expect("FileStore::open checked that the state is SQLite");
+                db.put_objects(rows)
+            });
+            let journal = Journal::open(state_dir, &inner.root, commit, |s| inner.replay(s))?;
             inner.journal = Some(journal);
         }
         inner.sweep(&inner.root.clone())?;
@@ -442,22 +450,27 @@ impl Inner {
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
         let key = path.as_key();
         let target = parent.join(path.name());
-        // A small version is recorded first, so that its flush (shared with whoever else is
-        // waiting) runs while its metadata commits.
+        // A small version's row is committed by the journal, with the rows of every version
+        // in the same flush, before the flush; any other version's, here.
         let recorded = match journaled {
             Some((journal, body)) => {
                 let at = self.journal_key(&target)?;
-                Some((journal, journal.record(&at, meta_value(&meta).as_bytes(), body)?))
+                let row = Row {
+                    path: key.clone(),
+                    fp,
+                    meta: meta.clone(),
+                    current: current_fp,
+                    quota,
+                };
+                Some((journal, journal.record(&at, meta_value(&meta).as_bytes(), body, row)?))
             }
             None => None,
         };
-        // Whatever fails from here takes the record back (a fail point may panic).
-        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.db().put_object(&key, fp, &meta, current_fp, quota)
+        // A fail point may panic.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match recorded {
+            Some((journal, ticket)) => journal.settle(ticket),
+            None => self.db().put_object(&key, fp, &meta, current_fp, quota),
         }));
-        let flushed = recorded.map(|(journal, ticket)| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| journal.settle(ticket)))
-        });
         // The row must not outlive a version that did not become visible.
         let revert = || {
             if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
@@ -472,26 +485,20 @@ impl Inner {
                 tracing::error!("cannot cancel the journal's record of {key}: {e}");
             }
         };
-        let failure: Option<std::thread::Result<Error>> = match (committed, flushed) {
-            (Ok(Ok(Ok(()))), None | Some(Ok(Ok(())))) => None,
-            (Ok(Ok(Ok(()))), Some(Ok(Err(e)))) => {
+        match outcome {
+            Ok(Ok(Ok(()))) => {}
+            // Refused: no row, and the journal cancelled its record.
+            Ok(Ok(Err(over))) => return Err(Error::OverQuota(over)),
+            Ok(Err(e)) => {
                 revert();
-                Some(Ok(e.into()))
+                cancel(shared);
+                return Err(e.into());
             }
-            (Ok(Ok(Ok(()))), Some(Err(panic))) => {
+            Err(panic) => {
                 revert();
-                Some(Err(panic))
+                cancel(shared);
+                std::panic::resume_unwind(panic);
             }
-            (Ok(Ok(Err(over))), _) => Some(Ok(Error::OverQuota(over))),
-            (Ok(Err(e)), _) => Some(Ok(e.into())),
-            (Err(panic), _) => Some(Err(panic)),
-        };
-        if let Some(failure) = failure {
-            cancel(shared);
-            return match failure {
-                Ok(e) => Err(e),
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
         }
         let ticket = recorded.map(|(_, ticket)| ticket);
         let replace = current.is_some();

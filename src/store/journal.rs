@@ -33,6 +33,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 
 use bytes::Bytes;
 
+use crate::state::object::{Outcome, Row};
+
 /// What every segment begins with, before the boot id and a newline.
 const MAGIC: &[u8] = b"larder journal 1\n";
 /// A segment is retired once it holds this many bytes.
@@ -131,6 +133,10 @@ impl Segment {
 struct Tail {
     /// Encoded records not yet written.
     buf: Vec<u8>,
+    /// The metadata rows of the versions recorded in `buf`, by ticket.
+    rows: Vec<(u64, Row)>,
+    /// What committing each row came to, until its writer picks it up.
+    committed: HashMap<u64, Outcome>,
     /// Tickets handed out.
     taken: u64,
     /// Every ticket up to this one is settled: durable, or failed.
@@ -149,8 +155,13 @@ struct Tail {
     checkpointing: bool,
 }
 
+/// Commits a batch of metadata rows at once: one outcome per row, in order.
+pub type CommitRows = Box<dyn Fn(&[&Row]) -> Vec<Outcome> + Send + Sync>;
+
 /// The journal of one folder store.
 pub struct Journal {
+    /// Commits the rows of the versions recorded, with each flush, before it.
+    commit: CommitRows,
     /// The state folder, where the segments live.
     dir: PathBuf,
     /// ROOT, whose file system a checkpoint syncs.
@@ -286,9 +297,11 @@ fn read_segment(path: &Path) -> io::Result<(String, Vec<Record>)> {
 impl Journal {
     /// Opens the journal in `dir` for the store on `root`. Segments left by an earlier boot
     /// are replayed first: `rewrite` makes each surviving version durable at its key.
+    /// `commit` commits the metadata rows of the versions recorded, a batch per flush.
     pub fn open(
         dir: &Path,
         root: &Path,
+        commit: CommitRows,
         mut rewrite: impl FnMut(&Survivor) -> io::Result<()>,
     ) -> io::Result<Arc<Journal>> {
         let boot = boot_id();
@@ -321,6 +334,7 @@ impl Journal {
         }
         let next_number = found.last().map_or(1, |(n, _)| n + 1);
         Ok(Arc::new(Journal {
+            commit,
             dir: dir.to_owned(),
             root: root.to_owned(),
             boot,
@@ -346,13 +360,14 @@ impl Journal {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new version of `key` and returns the ticket that [`Journal::settle`] waits
-    /// for (which must be called, whatever happens next) and [`Journal::cancel`] takes. The
-    /// record is written with the next flush. The caller holds [`Journal::shared`].
-    pub fn record(&self, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
+    /// Records a new version of `key`, with its metadata `row`, and returns the ticket that
+    /// [`Journal::settle`] waits for (which must be called, whatever happens next) and
+    /// [`Journal::cancel`] takes. The row is committed, and the record written, by the next
+    /// flush. The caller holds [`Journal::shared`].
+    pub fn record(&self, key: &str, meta: &[u8], body: &[Bytes], row: Row) -> io::Result<u64> {
         let key_len = u16::try_from(key.len()).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        Ok(self.append(|ticket, buf| {
+        Ok(self.append(Some(row), |ticket, buf| {
             let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + body.len());
             let (ticket, key_len, meta_len) =
                 (ticket.to_le_bytes(), key_len.to_le_bytes(), meta_len.to_le_bytes());
@@ -362,17 +377,28 @@ impl Journal {
         }))
     }
 
-    /// Returns once the record under `ticket` is durable, or why it could not be made so.
-    pub fn settle(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
-        if std::env::var_os("X_NOSYNC").is_some() { let mut t = self.tail(); t.waiting -= 1; t.buf.clear(); return Ok(()); }
-        self.wait(ticket)
+    /// Returns once the version under `ticket` is settled: its row committed and its record
+    /// durable (`Ok(Ok)`), its row refused and its record cancelled (`Ok(Err)`), or why
+    /// not (`Err`: its row may be committed, and the caller reverts it).
+    pub fn settle(self: &Arc<Self>, ticket: u64) -> Outcome {
+        let flushed = self.wait(ticket);
+        let committed = self.tail().committed.remove(&ticket);
+        flushed?;
+        committed.unwrap_or(Ok(Ok(())))
     }
 
     /// [`Journal::record`] and [`Journal::settle`] in one.
     #[cfg(test)]
     fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
-        let ticket = self.record(key, meta, body)?;
-        self.settle(ticket)?;
+        let row = Row {
+            path: key.to_owned(),
+            fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
+            meta: crate::state::ObjectMeta { etag: "e".into(), content_type: None, owner: None },
+            current: None,
+            quota: None,
+        };
+        let ticket = self.record(key, meta, body, row)?;
+        self.settle(ticket)?.map_err(|over| io::Error::other(format!("{over:?}")))?;
         Ok(ticket)
     }
 
@@ -381,7 +407,7 @@ impl Journal {
     /// every recorded version durable and drops the journal instead. `exclusive` says whether
     /// the caller holds [`Journal::exclusive`]; otherwise it must not hold the gate at all.
     pub fn supersede(self: &Arc<Self>, key: &str, exclusive: bool) -> io::Result<()> {
-        let ticket = self.append(|_, buf| frame(buf, &[&[SUPERSEDE], key.as_bytes()]));
+        let ticket = self.append(None, |_, buf| frame(buf, &[&[SUPERSEDE], key.as_bytes()]));
         self.wait(ticket).or_else(|e| {
             tracing::warn!("journal: cannot record a superseding write ({e}); checkpointing");
             self.checkpoint_now(!exclusive)
@@ -391,18 +417,40 @@ impl Journal {
     /// Records that the version under `ticket` never became visible (or, failing that,
     /// checkpoints as [`Journal::supersede`] does). The caller must not hold the gate.
     pub fn cancel(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
-        let mine = self.append(|_, buf| frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]));
+        let mine = self.append(None, |_, buf| frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]));
         self.wait(mine).or_else(|_| self.checkpoint_now(true))
     }
 
     /// Encodes a record under a new ticket.
-    fn append(&self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> u64 {
+    fn append(&self, row: Option<Row>, encode: impl FnOnce(u64, &mut Vec<u8>)) -> u64 {
         let mut tail = self.tail();
         tail.taken += 1;
         tail.waiting += 1;
         let ticket = tail.taken;
         encode(ticket, &mut tail.buf);
+        tail.rows.extend(row.map(|row| (ticket, row)));
         ticket
+    }
+
+    /// Commits `rows` (one transaction for the batch), and adds to `buf` a cancellation for
+    /// each one refused or failed, so that its version is never replayed.
+    fn commit_rows(&self, rows: &[(u64, Row)], buf: &mut Vec<u8>) -> Vec<(u64, Outcome)> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let batch: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.commit)(&batch)));
+        let mut outcomes = run.unwrap_or_default().into_iter();
+        let outcomes = rows.iter().map(|(ticket, _)| {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| Err(io::Error::other("committing the metadata panicked")));
+            if !matches!(outcome, Ok(Ok(()))) {
+                frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]);
+            }
+            (*ticket, outcome)
+        });
+        outcomes.collect()
     }
 
     /// Returns once `ticket` is durable (or failed). Whoever finds no write running writes
@@ -429,14 +477,17 @@ impl Journal {
             }
             tail.running = true;
             let (from, covers) = (tail.settled + 1, tail.taken);
-            let buf = std::mem::take(&mut tail.buf);
+            let mut buf = std::mem::take(&mut tail.buf);
+            let rows = std::mem::take(&mut tail.rows);
             let active = tail.active.take();
             let number = tail.next_number;
             drop(tail);
+            let committed = self.commit_rows(&rows, &mut buf);
             let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.write(active, number, &buf)
             }));
             tail = self.tail();
+            tail.committed.extend(committed);
             tail.running = false;
             tail.settled = tail.settled.max(covers);
             let outcome = match written {
@@ -581,6 +632,11 @@ struct Written {
 mod tests {
     use super::*;
 
+    /// A commit of rows that has nothing to commit them to.
+    fn no_rows() -> CommitRows {
+        Box::new(|rows| rows.iter().map(|_| Ok(Ok(()))).collect())
+    }
+
     fn put(ticket: u64, key: &str, body: &str) -> Record {
         Record::Put { ticket, key: key.into(), meta: b"t\no".to_vec(), body: body.into() }
     }
@@ -642,7 +698,7 @@ mod tests {
     fn an_earlier_boots_segments_are_replayed_then_removed() {
         let dir = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path(), root.path(), |_| unreachable!()).unwrap();
+        let journal = Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
         let shared = journal.shared();
         let ticket = journal.put("/a", b"t\no", &[Bytes::from_static(b"one")]).unwrap();
         journal.put("/b", b"t\no", &[Bytes::from_static(b"two")]).unwrap();
@@ -663,7 +719,7 @@ mod tests {
         other.extend_from_slice(&bytes[text_end..]);
         fs::write(&path, &other).unwrap();
         let mut rewritten = Vec::new();
-        Journal::open(dir.path(), root.path(), |s| {
+        Journal::open(dir.path(), root.path(), no_rows(), |s| {
             rewritten.push((s.key.clone(), s.body.clone()));
             Ok(())
         })
@@ -672,7 +728,7 @@ mod tests {
         assert!(segments(dir.path()).unwrap().is_empty(), "replayed segments are removed");
         // And a same-boot start rewrites nothing.
         fs::write(&path, &bytes).unwrap();
-        Journal::open(dir.path(), root.path(), |_| unreachable!()).unwrap();
+        Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
         assert!(segments(dir.path()).unwrap().is_empty());
     }
 }

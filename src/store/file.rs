@@ -455,13 +455,8 @@ impl Inner {
         let recorded = match journaled {
             Some((journal, body)) => {
                 let at = self.journal_key(&target)?;
-                let row = Row {
-                    path: key.clone(),
-                    fp,
-                    meta: meta.clone(),
-                    current: current_fp,
-                    quota,
-                };
+                let row =
+                    Row { path: key.clone(), fp, meta: meta.clone(), current: current_fp, quota };
                 Some((journal, journal.record(&at, meta_value(&meta).as_bytes(), body, row)?))
             }
             None => None,

@@ -698,37 +698,99 @@ mod tests {
     fn an_earlier_boots_segments_are_replayed_then_removed() {
         let dir = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
+        let journal =
+            Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
         let shared = journal.shared();
         let ticket = journal.put("/a", b"t\no", &[Bytes::from_static(b"one")]).unwrap();
         journal.put("/b", b"t\no", &[Bytes::from_static(b"two")]).unwrap();
         drop(shared);
         journal.cancel(ticket).unwrap();
         drop(journal);
-        // Same boot: nothing to rewrite.
-        let (path,) = {
-            let found = segments(dir.path()).unwrap();
-            assert_eq!(found.len(), 1);
-            (found[0].1.clone(),)
-        };
-        let bytes = fs::read(&path).unwrap();
-        // Pretend the segment is from another boot.
-        let text_end = MAGIC.len() + bytes[MAGIC.len()..].iter().position(|b| *b == b'\n').unwrap();
-        let mut other = MAGIC.to_vec();
-        other.extend_from_slice(b"another-boot");
-        other.extend_from_slice(&bytes[text_end..]);
-        fs::write(&path, &other).unwrap();
-        let mut rewritten = Vec::new();
-        Journal::open(dir.path(), root.path(), no_rows(), |s| {
-            rewritten.push((s.key.clone(), s.body.clone()));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(rewritten, vec![("/b".to_owned(), b"two".to_vec())]);
+        let bytes = fs::read(&segments(dir.path()).unwrap()[0].1).unwrap();
+        let path = from_another_boot(dir.path());
+        assert_eq!(replayed(dir.path(), root.path()), vec![("/b".to_owned(), b"two".to_vec())]);
         assert!(segments(dir.path()).unwrap().is_empty(), "replayed segments are removed");
         // And a same-boot start rewrites nothing.
         fs::write(&path, &bytes).unwrap();
         Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
         assert!(segments(dir.path()).unwrap().is_empty());
+    }
+
+    /// Rewrites `dir`'s one segment as if written in another boot; returns its path.
+    fn from_another_boot(dir: &Path) -> PathBuf {
+        let found = segments(dir).unwrap();
+        assert_eq!(found.len(), 1);
+        let bytes = fs::read(&found[0].1).unwrap();
+        let text_end = MAGIC.len() + bytes[MAGIC.len()..].iter().position(|b| *b == b'\n').unwrap();
+        let mut other = MAGIC.to_vec();
+        other.extend_from_slice(b"another-boot");
+        other.extend_from_slice(&bytes[text_end..]);
+        fs::write(&found[0].1, &other).unwrap();
+        found[0].1.clone()
+    }
+
+    /// The versions a start after another boot rewrites from `dir`.
+    fn replayed(dir: &Path, root: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut rewritten = Vec::new();
+        Journal::open(dir, root, no_rows(), |s| {
+            rewritten.push((s.key.clone(), s.body.clone()));
+            Ok(())
+        })
+        .unwrap();
+        rewritten
+    }
+
+    #[test]
+    fn records_written_over_many_flushes_and_blocks_all_come_back() {
+        // Each flush rewrites the block the last one ended in, and the segment is zero-filled
+        // 4 MiB at a time: records of every size across both must read back whole.
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let journal =
+            Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
+        let mut expected = Vec::new();
+        for (i, size) in
+            [1, 5000, 4096, 7, 1 << 20, 3 << 20, 100, 4095, 2 << 20, 1].iter().enumerate()
+        {
+            let key = format!("/f{i}");
+            let body = vec![i as u8 + 1; *size];
+            let _shared = journal.shared();
+            journal.put(&key, b"t\no", &[Bytes::from(body.clone())]).unwrap();
+            expected.push((key, body));
+        }
+        drop(journal);
+        from_another_boot(dir.path());
+        assert_eq!(replayed(dir.path(), root.path()), expected);
+    }
+
+    #[test]
+    fn a_version_whose_row_is_refused_is_cancelled_with_its_flush() {
+        use crate::state::OverQuota;
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // Rows for keys under /full are refused, as over a quota.
+        let commit: CommitRows = Box::new(|rows| {
+            let refuse = |row: &&Row| row.path.starts_with("/full/");
+            let over = OverQuota { used: 1, needed: 2 };
+            rows.iter().map(|row| Ok(if refuse(row) { Err(over) } else { Ok(()) })).collect()
+        });
+        let journal = Journal::open(dir.path(), root.path(), commit, |_| unreachable!()).unwrap();
+        let row = |path: &str| Row {
+            path: path.into(),
+            fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
+            meta: crate::state::ObjectMeta { etag: "e".into(), content_type: None, owner: None },
+            current: None,
+            quota: Some(1),
+        };
+        let body = [Bytes::from_static(b"x")];
+        let shared = journal.shared();
+        let refused = journal.record("/full/a", b"", &body, row("/full/a")).unwrap();
+        let kept = journal.record("/b", b"", &body, row("/b")).unwrap();
+        assert_eq!(journal.settle(refused).unwrap(), Err(OverQuota { used: 1, needed: 2 }));
+        assert_eq!(journal.settle(kept).unwrap(), Ok(()));
+        drop(shared);
+        drop(journal);
+        from_another_boot(dir.path());
+        assert_eq!(replayed(dir.path(), root.path()), vec![("/b".to_owned(), b"x".to_vec())]);
     }
 }

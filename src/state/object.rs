@@ -233,12 +233,15 @@ impl Sqlite {
         current: Option<Fingerprint>,
         quota: Option<u64>,
     ) -> io::Result<Result<(), OverQuota>> {
+        self.put_row(Row { path: path.to_owned(), fp, meta: meta.clone(), current, quota })
+    }
+
+    /// [`Sqlite::put_object`] for a row already made.
+    pub fn put_row(&self, row: Row) -> Outcome {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         let slot: Slot = Arc::new(Mutex::new(None));
-        let row = Row { path: path.to_owned(), fp, meta: meta.clone(), current, quota };
-        let job = PutJob { row, slot: slot.clone() };
         let mut queue = self.queued_puts();
-        queue.jobs.push(job);
+        queue.jobs.push(PutJob { row, slot: slot.clone() });
         loop {
             if let Some(done) = take(&slot) {
                 return done;
@@ -252,12 +255,15 @@ impl Sqlite {
             let jobs = std::mem::take(&mut queue.jobs);
             drop(queue);
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.put_objects(&jobs.iter().map(|job| &job.row).collect::<Vec<_>>())
+                self.commit_batch(&jobs.iter().map(|job| &job.row).collect::<Vec<_>>())
             }));
             queue = self.queued_puts();
             queue.committing = false;
-            let panicked = run.as_ref().err().is_some();
-            let mut outcomes = run.unwrap_or_default().into_iter();
+            let (outcomes, panic) = match run {
+                Ok(outcomes) => (outcomes, None),
+                Err(panic) => (Vec::new(), Some(panic)),
+            };
+            let mut outcomes = outcomes.into_iter();
             for job in &jobs {
                 let outcome = outcomes
                     .next()
@@ -265,9 +271,9 @@ impl Sqlite {
                 *job.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
             }
             self.committed.notify_all();
-            if panicked {
+            if let Some(panic) = panic {
                 drop(queue);
-                panic!("a group commit of object rows panicked");
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -275,6 +281,14 @@ impl Sqlite {
     /// Commits `rows` as [`Sqlite::put_object`] would, in one transaction, at once (the
     /// caller batches them itself): one outcome per row, in order.
     pub fn put_objects(&self, rows: &[&Row]) -> Vec<Outcome> {
+        fail::fail_point!("state-write", |_| {
+            rows.iter().map(|_| Err(io::Error::other("fail point state-write"))).collect()
+        });
+        self.commit_batch(rows)
+    }
+
+    /// One transaction for `rows`, `synchronous = NORMAL` where commits are relaxed.
+    fn commit_batch(&self, rows: &[&Row]) -> Vec<Outcome> {
         let db = self.db();
         let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
         if relaxed {

@@ -103,13 +103,7 @@ impl FileStore {
             Inner { cache: Cache::default(), root, reserved, state, carries_meta, journal: None };
         if carries_meta {
             let state = inner.state.clone();
-            let commit: CommitRows = Box::new(move |rows| {
-                fail::fail_point!("state-write", |_| {
-                    rows.iter().map(|_| Err(io::Error::other("fail point state-write"))).collect()
-                });
-                let db = state.sqlite().expect("FileStore::open checked that the state is SQLite");
-                db.put_objects(rows)
-            });
+            let commit: CommitRows = Box::new(move |rows| sqlite(&state).put_objects(rows));
             let journal = Journal::open(state_dir, &inner.root, commit, |s| inner.replay(s))?;
             inner.journal = Some(journal);
         }
@@ -276,7 +270,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Inner {
     /// The embedded database, which [`FileStore::open`] made sure the state is.
     fn db(&self) -> &Sqlite {
-        self.state.sqlite().expect("FileStore::open checked that the state is SQLite")
+        sqlite(&self.state)
     }
 
     fn is_reserved(&self, path: &Path) -> bool {
@@ -452,20 +446,20 @@ impl Inner {
         let target = parent.join(path.name());
         // A small version's row is committed by the journal, with the rows of every version
         // in the same flush, before the flush; any other version's, here.
-        let recorded = match journaled {
+        let row = Row { path: key.clone(), fp, meta: meta.clone(), current: current_fp, quota };
+        // A fail point may panic in either commit.
+        let (recorded, outcome) = match journaled {
             Some((journal, body)) => {
                 let at = self.journal_key(&target)?;
-                let row =
-                    Row { path: key.clone(), fp, meta: meta.clone(), current: current_fp, quota };
-                Some((journal, journal.record(&at, meta_value(&meta).as_bytes(), body, row)?))
+                let ticket = journal.record(&at, meta_value(&meta).as_bytes(), body, row)?;
+                let settled = std::panic::AssertUnwindSafe(|| journal.settle(ticket));
+                (Some((journal, ticket)), std::panic::catch_unwind(settled))
             }
-            None => None,
+            None => {
+                let committed = std::panic::AssertUnwindSafe(|| self.db().put_row(row));
+                (None, std::panic::catch_unwind(committed))
+            }
         };
-        // A fail point may panic.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match recorded {
-            Some((journal, ticket)) => journal.settle(ticket),
-            None => self.db().put_object(&key, fp, &meta, current_fp, quota),
-        }));
         // The row must not outlive a version that did not become visible.
         let revert = || {
             if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
@@ -482,7 +476,7 @@ impl Inner {
         };
         match outcome {
             Ok(Ok(Ok(()))) => {}
-            // Refused: no row, and the journal cancelled its record.
+            // Refused: no row, and the journal's record (if any) was cancelled in its flush.
             Ok(Ok(Err(over))) => return Err(Error::OverQuota(over)),
             Ok(Err(e)) => {
                 revert();
@@ -495,7 +489,6 @@ impl Inner {
                 std::panic::resume_unwind(panic);
             }
         }
-        let ticket = recorded.map(|(_, ticket)| ticket);
         let replace = current.is_some();
         if let Err(e) = publish(&file, &mut temp, &target, replace) {
             revert();
@@ -504,7 +497,7 @@ impl Inner {
         }
         drop(file);
         drop(shared);
-        if ticket.is_none() {
+        if recorded.is_none() {
             // Visible now: the row stays, matching the folder, even if the folder's sync
             // fails (the request then fails, and its outcome is unknown, as after a crash).
             sync_dir(parent)?;
@@ -683,6 +676,11 @@ impl Drop for Temp {
 /// Whether new versions start as unnamed files: they need `/proc/self/fd` to get a name.
 static UNNAMED_FILES: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
+
+/// The store's state database.
+fn sqlite(state: &State) -> &Sqlite {
+    state.sqlite().expect("FileStore::open checked that the state is SQLite")
+}
 
 /// Whether `linkat` may name an unnamed file by its descriptor (`AT_EMPTY_PATH`): Linux
 /// allows it from 6.10 to whoever opened the file, before that only with

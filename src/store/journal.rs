@@ -390,14 +390,7 @@ impl Journal {
     /// [`Journal::record`] and [`Journal::settle`] in one.
     #[cfg(test)]
     fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
-        let row = Row {
-            path: key.to_owned(),
-            fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
-            meta: crate::state::ObjectMeta { etag: "e".into(), content_type: None, owner: None },
-            current: None,
-            quota: None,
-        };
-        let ticket = self.record(key, meta, body, row)?;
+        let ticket = self.record(key, meta, body, tests::row(key, None))?;
         self.settle(ticket)?.map_err(|over| io::Error::other(format!("{over:?}")))?;
         Ok(ticket)
     }
@@ -632,6 +625,17 @@ struct Written {
 mod tests {
     use super::*;
 
+    /// A row for a new version of `path`.
+    pub(super) fn row(path: &str, quota: Option<u64>) -> Row {
+        Row {
+            path: path.into(),
+            fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
+            meta: crate::state::ObjectMeta { etag: "e".into(), content_type: None, owner: None },
+            current: None,
+            quota,
+        }
+    }
+
     /// A commit of rows that has nothing to commit them to.
     fn no_rows() -> CommitRows {
         Box::new(|rows| rows.iter().map(|_| Ok(Ok(()))).collect())
@@ -775,13 +779,7 @@ mod tests {
             rows.iter().map(|row| Ok(if refuse(row) { Err(over) } else { Ok(()) })).collect()
         });
         let journal = Journal::open(dir.path(), root.path(), commit, |_| unreachable!()).unwrap();
-        let row = |path: &str| Row {
-            path: path.into(),
-            fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
-            meta: crate::state::ObjectMeta { etag: "e".into(), content_type: None, owner: None },
-            current: None,
-            quota: Some(1),
-        };
+        let row = |path| row(path, Some(1));
         let body = [Bytes::from_static(b"x")];
         let shared = journal.shared();
         let refused = journal.record("/full/a", b"", &body, row("/full/a")).unwrap();

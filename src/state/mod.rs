@@ -141,6 +141,8 @@ pub struct Sqlite {
     /// Whether [`Sqlite::put_object`] may commit without waiting for the disk (see
     /// [`Sqlite::relax_object_commits`]).
     relaxed: std::sync::atomic::AtomicBool,
+    /// Rows committed behind the journal of small writes (see [`Sqlite::put_behind`]).
+    behind: std::sync::Arc<object::Behind>,
 }
 
 const SCHEMA: &str = "
@@ -209,6 +211,7 @@ impl Sqlite {
             puts: Mutex::default(),
             committed: std::sync::Condvar::new(),
             relaxed: Default::default(),
+            behind: Default::default(),
         })
     }
 
@@ -216,9 +219,20 @@ impl Sqlite {
         self.puts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The connection, once the rows behind the journal are committed: whoever uses the
+    /// database sees every acknowledged version's row.
     fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock (a fail point) leaves SQLite consistent: its own
         // transaction rolls back. So a poisoned lock is safe to use.
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        self.catch_up(&db);
+        db
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        self.behind.close();
+        drop(self.db());
     }
 }

@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -84,6 +85,56 @@ pub(super) struct PutJob {
 pub(super) struct Queue {
     jobs: Vec<PutJob>,
     committing: bool,
+}
+
+/// Rows behind: committed once this many wait, or [`BEHIND_WAIT`] after the first came.
+const BEHIND_BATCH: usize = 256;
+const BEHIND_WAIT: Duration = Duration::from_millis(20);
+
+/// The rows of versions that the journal of small writes made durable, waiting for a commit
+/// (see [`Sqlite::put_behind`]).
+#[derive(Default)]
+pub(super) struct Behind {
+    queue: Mutex<BehindQueue>,
+    /// Signalled when the first rows come, when a batch is full, and at the end.
+    due: Condvar,
+}
+
+#[derive(Default)]
+struct BehindQueue {
+    rows: Vec<Row>,
+    /// The database is closing: the committing thread stops.
+    closed: bool,
+    /// A committing thread runs.
+    started: bool,
+}
+
+impl Behind {
+    fn queue(&self) -> MutexGuard<'_, BehindQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn close(&self) {
+        self.queue().closed = true;
+        self.due.notify_all();
+    }
+
+    /// Waits for rows, then for a batch of them or [`BEHIND_WAIT`]; false once closed.
+    fn wait_due(&self) -> bool {
+        let mut queue = self.queue();
+        while queue.rows.is_empty() && !queue.closed {
+            queue = self.due.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        let deadline = Instant::now() + BEHIND_WAIT;
+        while !queue.closed && queue.rows.len() < BEHIND_BATCH {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self.due.wait_timeout(queue, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        !queue.closed
+    }
 }
 
 fn take(slot: &Slot) -> Option<Outcome> {
@@ -289,16 +340,88 @@ impl Sqlite {
 
     /// One transaction for `rows`, `synchronous = NORMAL` where commits are relaxed.
     fn commit_batch(&self, rows: &[&Row]) -> Vec<Outcome> {
-        let db = self.db();
+        self.commit_on(&self.db(), rows)
+    }
+
+    fn commit_on(&self, db: &rusqlite::Connection, rows: &[&Row]) -> Vec<Outcome> {
         let relaxed = self.relaxed.load(std::sync::atomic::Ordering::Relaxed);
         if relaxed {
-            set_synchronous(&db, "NORMAL");
+            set_synchronous(db, "NORMAL");
         }
-        let outcomes = commit_puts(&db, rows);
+        let outcomes = commit_puts(db, rows);
         if relaxed {
-            set_synchronous(&db, "FULL");
+            set_synchronous(db, "FULL");
         }
         outcomes
+    }
+
+    /// Takes the rows of versions that the journal of small writes has made durable, none
+    /// with a quota to check, and commits them behind it: in batches, on a thread of their
+    /// own ([`Sqlite::commit_behind`]), and at once whenever anything else uses the
+    /// database, so that every reader and every quota check sees them. A crash of larder
+    /// loses none: the journal keeps the versions until their rows are committed
+    /// ([`Sqlite::caught_up`]), and the next start gives back the rows of the versions it
+    /// finds there.
+    pub fn put_behind(&self, rows: Vec<Row>) {
+        let mut queue = self.behind.queue();
+        let before = queue.rows.len();
+        queue.rows.extend(rows);
+        if before == 0 || (before < BEHIND_BATCH && queue.rows.len() >= BEHIND_BATCH) {
+            self.behind.due.notify_one();
+        }
+    }
+
+    /// Commits the rows behind, on `db`, its lock held. Rows that fail stay for the next try.
+    pub(super) fn catch_up(&self, db: &rusqlite::Connection) {
+        let rows = std::mem::take(&mut self.behind.queue().rows);
+        if rows.is_empty() {
+            return;
+        }
+        let held = (|| {
+            fail::fail_point!("state-behind", |_| true);
+            false
+        })();
+        let outcomes = match held {
+            true => Vec::new(),
+            false => self.commit_on(db, &rows.iter().collect::<Vec<_>>()),
+        };
+        let mut outcomes = outcomes.into_iter();
+        let mut failed: Vec<Row> =
+            rows.into_iter().filter(|_| !matches!(outcomes.next(), Some(Ok(Ok(()))))).collect();
+        if !failed.is_empty() {
+            if !held {
+                tracing::error!("cannot commit {} metadata rows, retried later", failed.len());
+            }
+            let mut queue = self.behind.queue();
+            failed.append(&mut queue.rows);
+            queue.rows = failed;
+        }
+    }
+
+    /// Whether every row behind is committed (committing them first).
+    pub fn caught_up(&self) -> bool {
+        drop(self.db());
+        self.behind.queue().rows.is_empty()
+    }
+
+    /// Starts the thread that commits the rows behind ([`Sqlite::put_behind`]) in batches.
+    /// It holds the database only while it commits, and ends when the database closes.
+    pub fn commit_behind(state: &Arc<super::State>) -> io::Result<()> {
+        let Some(db) = state.sqlite() else { return Ok(()) };
+        let behind = db.behind.clone();
+        if std::mem::replace(&mut behind.queue().started, true) {
+            return Ok(());
+        }
+        let state: Weak<super::State> = Arc::downgrade(state);
+        std::thread::Builder::new().name("larder-rows".into()).spawn(move || {
+            while behind.wait_due() {
+                match state.upgrade() {
+                    Some(state) => drop(state.sqlite().map(|db| db.db())),
+                    None => return,
+                }
+            }
+        })?;
+        Ok(())
     }
 
     /// From now on, [`Sqlite::put_object`] commits with `synchronous = NORMAL`: in the

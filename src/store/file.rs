@@ -23,12 +23,13 @@ use rustix::io::Errno;
 use super::cache::{self, Cache};
 use super::chunks;
 use super::dirsync::DirSyncs;
-use super::journal::{CommitRows, Journal, Survivor};
+use super::journal::{Journal, Rows, Survivor};
 use super::lock::Locks;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
 };
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
+use crate::state::object::Outcome;
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
@@ -102,10 +103,16 @@ impl FileStore {
         let mut inner =
             Inner { cache: Cache::default(), root, reserved, state, carries_meta, journal: None };
         if carries_meta {
-            let state = inner.state.clone();
-            let commit: CommitRows = Box::new(move |rows| sqlite(&state).put_objects(rows));
-            let journal = Journal::open(state_dir, &inner.root, commit, |s| inner.replay(s))?;
+            let rows = Box::new(StateRows(inner.state.clone()));
+            let journal =
+                Journal::open(state_dir, &inner.root, rows, |s, earlier| match earlier {
+                    true => inner.replay(s),
+                    false => {
+                        inner.recover_row(&inner.root.join(s.key.trim_start_matches('/'))).map(drop)
+                    }
+                })?;
             inner.journal = Some(journal);
+            Sqlite::commit_behind(&inner.state)?;
         }
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
@@ -577,26 +584,35 @@ impl Inner {
             if self.is_reserved(&path) || name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let meta = item.metadata()?;
-            if meta.is_dir() {
+            if item.file_type()?.is_dir() {
                 recovered += self.recover_rows(&path)?;
-                continue;
-            }
-            let Some(key) = path.strip_prefix(&self.root).ok().and_then(|r| r.to_str()) else {
-                continue;
-            };
-            let key = format!("/{key}");
-            let fp = fingerprint(&meta);
-            if !meta.is_file() || self.db().object(&key, fp)?.is_some() {
-                continue;
-            }
-            if let Some(carried) = carried_meta(&path) {
-                let put = self.db().put_object(&key, fp, &carried, None, None)?;
-                put.map_err(|_| io::Error::other("a recovered row went over no quota"))?;
+            } else if self.recover_row(&path)? {
                 recovered += 1;
             }
         }
         Ok(recovered)
+    }
+
+    /// Gives the file at `path` (under ROOT) its row back if it carries larder's metadata and
+    /// has no row matching it. Returns whether it did.
+    fn recover_row(&self, path: &Path) -> io::Result<bool> {
+        let Some(key) = path.strip_prefix(&self.root).ok().and_then(|r| r.to_str()) else {
+            return Ok(false);
+        };
+        let key = format!("/{key}");
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let fp = fingerprint(&meta);
+        if !meta.is_file() || self.db().object(&key, fp)?.is_some() {
+            return Ok(false);
+        }
+        let Some(carried) = carried_meta(path) else { return Ok(false) };
+        let put = self.db().put_object(&key, fp, &carried, None, None)?;
+        put.map_err(|_| io::Error::other("a recovered row went over no quota"))?;
+        Ok(true)
     }
 
     /// Removes temporary files anywhere under `dir`, without following symlinks.
@@ -678,6 +694,23 @@ static UNNAMED_FILES: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
 
 /// The store's state database.
+/// The journal's rows go to the embedded database.
+struct StateRows(Arc<State>);
+
+impl Rows for StateRows {
+    fn commit(&self, rows: &[&Row]) -> Vec<Outcome> {
+        sqlite(&self.0).put_objects(rows)
+    }
+
+    fn behind(&self, rows: Vec<Row>) {
+        sqlite(&self.0).put_behind(rows);
+    }
+
+    fn caught_up(&self) -> bool {
+        sqlite(&self.0).caught_up()
+    }
+}
+
 fn sqlite(state: &State) -> &Sqlite {
     state.sqlite().expect("FileStore::open checked that the state is SQLite")
 }

@@ -155,13 +155,24 @@ struct Tail {
     checkpointing: bool,
 }
 
-/// Commits a batch of metadata rows at once: one outcome per row, in order.
-pub type CommitRows = Box<dyn Fn(&[&Row]) -> Vec<Outcome> + Send + Sync>;
+/// Where the journal commits the metadata rows of the versions it records.
+pub trait Rows: Send + Sync {
+    /// Commits `rows`, each with a quota to check, in one transaction: one outcome per row,
+    /// in order.
+    fn commit(&self, rows: &[&Row]) -> Vec<Outcome>;
+    /// Takes the rows of versions just made durable, none with a quota, to commit behind
+    /// the journal; a reader of the metadata must see them from here on.
+    fn behind(&self, rows: Vec<Row>);
+    /// Whether every row taken behind is committed (committing them first): a checkpoint
+    /// drops no record before.
+    fn caught_up(&self) -> bool;
+}
 
 /// The journal of one folder store.
 pub struct Journal {
-    /// Commits the rows of the versions recorded, with each flush, before it.
-    commit: CommitRows,
+    /// Commits the rows of the versions recorded: with each flush, before it, those with a
+    /// quota to check; after it, behind the journal, the others.
+    rows: Box<dyn Rows>,
     /// The state folder, where the segments live.
     dir: PathBuf,
     /// ROOT, whose file system a checkpoint syncs.
@@ -295,14 +306,15 @@ fn read_segment(path: &Path) -> io::Result<(String, Vec<Record>)> {
 }
 
 impl Journal {
-    /// Opens the journal in `dir` for the store on `root`. Segments left by an earlier boot
-    /// are replayed first: `rewrite` makes each surviving version durable at its key.
-    /// `commit` commits the metadata rows of the versions recorded, a batch per flush.
+    /// Opens the journal in `dir` for the store on `root`. The versions that segments left
+    /// are passed to `restore` first, with whether an earlier boot wrote them: then it makes
+    /// each durable at its key; else the file is there, and only its row may be missing.
+    /// `rows` commits the metadata rows of the versions recorded.
     pub fn open(
         dir: &Path,
         root: &Path,
-        commit: CommitRows,
-        mut rewrite: impl FnMut(&Survivor) -> io::Result<()>,
+        rows: Box<dyn Rows>,
+        mut restore: impl FnMut(&Survivor, bool) -> io::Result<()>,
     ) -> io::Result<Arc<Journal>> {
         let boot = boot_id();
         let found = segments(dir)?;
@@ -316,16 +328,15 @@ impl Journal {
             }
             if same_boot {
                 sync_file_system(root)?;
-            } else {
-                let survivors = survivors(records);
-                for survivor in &survivors {
-                    rewrite(survivor).map_err(|e| {
-                        io::Error::new(e.kind(), format!("replaying {}: {e}", survivor.key))
-                    })?;
-                }
-                if !survivors.is_empty() {
-                    tracing::warn!("replayed {} writes from the journal", survivors.len());
-                }
+            }
+            let survivors = survivors(records);
+            for survivor in &survivors {
+                restore(survivor, !same_boot).map_err(|e| {
+                    io::Error::new(e.kind(), format!("replaying {}: {e}", survivor.key))
+                })?;
+            }
+            if !same_boot && !survivors.is_empty() {
+                tracing::warn!("replayed {} writes from the journal", survivors.len());
             }
             for (_, path) in &found {
                 fs::remove_file(path)?;
@@ -334,7 +345,7 @@ impl Journal {
         }
         let next_number = found.last().map_or(1, |(n, _)| n + 1);
         Ok(Arc::new(Journal {
-            commit,
+            rows,
             dir: dir.to_owned(),
             root: root.to_owned(),
             boot,
@@ -432,7 +443,8 @@ impl Journal {
             return Vec::new();
         }
         let batch: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.commit)(&batch)));
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rows.commit(&batch)));
         let mut outcomes = run.unwrap_or_default().into_iter();
         let outcomes = rows.iter().map(|(ticket, _)| {
             let outcome = outcomes
@@ -471,14 +483,18 @@ impl Journal {
             tail.running = true;
             let (from, covers) = (tail.settled + 1, tail.taken);
             let mut buf = std::mem::take(&mut tail.buf);
-            let rows = std::mem::take(&mut tail.rows);
+            let (checked, behind): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut tail.rows).into_iter().partition(|(_, r)| r.quota.is_some());
             let active = tail.active.take();
             let number = tail.next_number;
             drop(tail);
-            let committed = self.commit_rows(&rows, &mut buf);
+            let committed = self.commit_rows(&checked, &mut buf);
             let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.write(active, number, &buf)
             }));
+            if let Ok(Written { active: Ok(_), .. }) = &written {
+                self.rows.behind(behind.into_iter().map(|(_, row)| row).collect());
+            }
             tail = self.tail();
             tail.committed.extend(committed);
             tail.running = false;
@@ -578,10 +594,14 @@ impl Journal {
     }
 
     /// Waits until every write recorded in `segments` is visible (unless the caller holds
-    /// the gate exclusively, which says as much), syncs ROOT's file system and removes them.
+    /// the gate exclusively, which says as much) and has its row committed, syncs ROOT's
+    /// file system and removes them.
     fn drop_segments(&self, segments: &[PathBuf], barrier: bool) -> io::Result<()> {
         if barrier {
             drop(self.exclusive());
+        }
+        if !self.rows.caught_up() {
+            return Err(io::Error::other("metadata rows behind the journal are not committed"));
         }
         sync_file_system(&self.root)?;
         for path in segments {
@@ -636,9 +656,31 @@ mod tests {
         }
     }
 
-    /// A commit of rows that has nothing to commit them to.
-    fn no_rows() -> CommitRows {
-        Box::new(|rows| rows.iter().map(|_| Ok(Ok(()))).collect())
+    /// Rows committed nowhere, the ones with a quota refused under `/full/`; the rows
+    /// taken behind are kept in `behind`.
+    #[derive(Default)]
+    struct Kept {
+        behind: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Rows for Kept {
+        fn commit(&self, rows: &[&Row]) -> Vec<Outcome> {
+            let over = crate::state::OverQuota { used: 1, needed: 2 };
+            let refused = |row: &&Row| row.path.starts_with("/full/");
+            rows.iter().map(|row| Ok(if refused(row) { Err(over) } else { Ok(()) })).collect()
+        }
+
+        fn behind(&self, rows: Vec<Row>) {
+            self.behind.lock().unwrap().extend(rows.into_iter().map(|row| row.path));
+        }
+
+        fn caught_up(&self) -> bool {
+            true
+        }
+    }
+
+    fn no_rows() -> Box<dyn Rows> {
+        Box::<Kept>::default()
     }
 
     fn put(ticket: u64, key: &str, body: &str) -> Record {
@@ -703,7 +745,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         let journal =
-            Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
+            Journal::open(dir.path(), root.path(), no_rows(), |_, _| unreachable!()).unwrap();
         let shared = journal.shared();
         let ticket = journal.put("/a", b"t\no", &[Bytes::from_static(b"one")]).unwrap();
         journal.put("/b", b"t\no", &[Bytes::from_static(b"two")]).unwrap();
@@ -714,9 +756,15 @@ mod tests {
         let path = from_another_boot(dir.path());
         assert_eq!(replayed(dir.path(), root.path()), vec![("/b".to_owned(), b"two".to_vec())]);
         assert!(segments(dir.path()).unwrap().is_empty(), "replayed segments are removed");
-        // And a same-boot start rewrites nothing.
+        // And a same-boot start rewrites nothing: only rows may be missing.
         fs::write(&path, &bytes).unwrap();
-        Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
+        let mut restored = Vec::new();
+        Journal::open(dir.path(), root.path(), no_rows(), |s, earlier| {
+            restored.push((s.key.clone(), earlier));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(restored, vec![("/b".to_owned(), false)]);
         assert!(segments(dir.path()).unwrap().is_empty());
     }
 
@@ -736,7 +784,8 @@ mod tests {
     /// The versions a start after another boot rewrites from `dir`.
     fn replayed(dir: &Path, root: &Path) -> Vec<(String, Vec<u8>)> {
         let mut rewritten = Vec::new();
-        Journal::open(dir, root, no_rows(), |s| {
+        Journal::open(dir, root, no_rows(), |s, earlier| {
+            assert!(earlier, "a same-boot start rewrites nothing");
             rewritten.push((s.key.clone(), s.body.clone()));
             Ok(())
         })
@@ -751,7 +800,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         let journal =
-            Journal::open(dir.path(), root.path(), no_rows(), |_| unreachable!()).unwrap();
+            Journal::open(dir.path(), root.path(), no_rows(), |_, _| unreachable!()).unwrap();
         let mut expected = Vec::new();
         for (i, size) in
             [1, 5000, 4096, 7, 1 << 20, 3 << 20, 100, 4095, 2 << 20, 1].iter().enumerate()
@@ -773,22 +822,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         // Rows for keys under /full are refused, as over a quota.
-        let commit: CommitRows = Box::new(|rows| {
-            let refuse = |row: &&Row| row.path.starts_with("/full/");
-            let over = OverQuota { used: 1, needed: 2 };
-            rows.iter().map(|row| Ok(if refuse(row) { Err(over) } else { Ok(()) })).collect()
-        });
-        let journal = Journal::open(dir.path(), root.path(), commit, |_| unreachable!()).unwrap();
-        let row = |path| row(path, Some(1));
+        let kept = Kept::default();
+        let behind = kept.behind.clone();
+        let journal =
+            Journal::open(dir.path(), root.path(), Box::new(kept), |_, _| unreachable!()).unwrap();
         let body = [Bytes::from_static(b"x")];
         let shared = journal.shared();
-        let refused = journal.record("/full/a", b"", &body, row("/full/a")).unwrap();
-        let kept = journal.record("/b", b"", &body, row("/b")).unwrap();
+        let refused = journal.record("/full/a", b"", &body, row("/full/a", Some(1))).unwrap();
+        let checked = journal.record("/b", b"", &body, row("/b", Some(1))).unwrap();
+        let free = journal.record("/full/c", b"", &body, row("/full/c", None)).unwrap();
+        assert!(behind.lock().unwrap().is_empty(), "no row goes behind before its flush");
         assert_eq!(journal.settle(refused).unwrap(), Err(OverQuota { used: 1, needed: 2 }));
-        assert_eq!(journal.settle(kept).unwrap(), Ok(()));
+        assert_eq!(journal.settle(checked).unwrap(), Ok(()));
+        assert_eq!(journal.settle(free).unwrap(), Ok(()));
         drop(shared);
+        assert_eq!(*behind.lock().unwrap(), ["/full/c"], "a row without a quota goes behind");
         drop(journal);
         from_another_boot(dir.path());
-        assert_eq!(replayed(dir.path(), root.path()), vec![("/b".to_owned(), b"x".to_vec())]);
+        let replayed = replayed(dir.path(), root.path());
+        let expected = [("/b".to_owned(), b"x".to_vec()), ("/full/c".to_owned(), b"x".to_vec())];
+        assert_eq!(replayed, expected);
     }
 }

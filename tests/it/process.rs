@@ -375,9 +375,13 @@ async fn every_fail_point_answers_500_and_keeps_the_old_bytes() {
         let (got, body) = if point == "store-read" {
             request(server.addr, "GET", "/a.txt", &auth, Bytes::new()).await.unwrap()
         } else {
-            request(server.addr, "PUT", "/a.txt", &auth, Bytes::from_static(b"new bytes"))
-                .await
-                .unwrap()
+            // A small body's row (no quota applies) is committed behind the journal, after
+            // the answer: a large one's is committed before it.
+            let body = match point {
+                "state-write" => Bytes::from(vec![b'n'; 300 * 1024]),
+                _ => Bytes::from_static(b"new bytes"),
+            };
+            request(server.addr, "PUT", "/a.txt", &auth, body).await.unwrap()
         };
         assert_eq!(got, status, "{scenario}: {body:?}");
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -454,6 +458,41 @@ async fn metadata_a_machine_crash_took_comes_back_from_the_files() {
     assert_eq!(b.header("content-type"), "application/x-thing");
     let account = send(server.addr, "GET", "/.larder/account", "text/plain", b"").await;
     assert_eq!(account.json()["storage"]["used"], 17, "both files count for their owner again");
+}
+
+/// A small PUT's metadata row (no quota applies) is committed behind the journal, after the
+/// answer. If larder is killed first (here the `state-behind` fail point holds the row), the
+/// next start gives the row back from the journal: the ETag the PUT answered, its content
+/// type, its owner's storage use.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_behind_the_journal_when_larder_is_killed_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("root");
+    let auth = ["--auth", "w:pw@/:rw"];
+    let header = basic_raw("w:pw");
+    let send = |addr, method: &'static str, target: &'static str, body: &'static [u8]| {
+        let header = header.clone();
+        async move {
+            let headers = [("authorization", header.as_str()), ("content-type", "text/x-note")];
+            let mut connection = Connection::open(addr).await.unwrap();
+            connection.try_send(method, target, &headers, Bytes::from_static(body)).await.unwrap()
+        }
+    };
+    let mut server = Process::start(&root, &auth, &[("FAILPOINTS", "state-behind=return")]);
+    let put = send(server.addr, "PUT", "/n/a.txt", b"behind").await;
+    assert_eq!(put.status, 201);
+    let account = send(server.addr, "GET", "/.larder/account", b"").await;
+    assert_eq!(account.json()["storage"]["used"], 0, "the row is held behind");
+    server.kill();
+
+    let server = Process::start(&root, &auth, &[]);
+    let got = send(server.addr, "GET", "/n/a.txt", b"").await;
+    assert_eq!((got.status, &got.body[..]), (200, &b"behind"[..]));
+    assert_eq!(got.header("etag"), put.header("etag"), "the ETag its PUT answered");
+    assert_eq!(got.header("content-type"), "text/x-note");
+    let account = send(server.addr, "GET", "/.larder/account", b"").await;
+    assert_eq!(account.json()["storage"]["used"], 6, "the file counts for its owner");
 }
 
 /// The segments of the journal of small writes in `state`.

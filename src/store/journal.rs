@@ -155,6 +155,22 @@ struct Tail {
     checkpointing: bool,
 }
 
+impl Tail {
+    /// What came of the settled `ticket`, told to its writer.
+    fn outcome(&mut self, ticket: u64) -> io::Result<()> {
+        let failed = self.failed.iter().find(|(from, to, ..)| (*from..=*to).contains(&ticket));
+        let outcome = match failed {
+            Some((_, _, kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => Ok(()),
+        };
+        self.waiting -= 1;
+        if self.waiting == 0 {
+            self.failed.clear(); // nobody left to tell
+        }
+        outcome
+    }
+}
+
 /// Where the journal commits the metadata rows of the versions it records.
 pub trait Rows: Send + Sync {
     /// Commits `rows`, each with a quota to check, in one transaction: one outcome per row,
@@ -464,17 +480,7 @@ impl Journal {
         let mut tail = self.tail();
         loop {
             if tail.settled >= ticket {
-                let failed =
-                    tail.failed.iter().find(|(from, to, ..)| (*from..=*to).contains(&ticket));
-                let outcome = match failed {
-                    Some((_, _, kind, why)) => Err(io::Error::new(*kind, why.clone())),
-                    None => Ok(()),
-                };
-                tail.waiting -= 1;
-                if tail.waiting == 0 {
-                    tail.failed.clear(); // nobody left to tell
-                }
-                return outcome;
+                return tail.outcome(ticket);
             }
             if tail.running {
                 tail = self.settled.wait(tail).unwrap_or_else(|e| e.into_inner());
@@ -522,7 +528,12 @@ impl Journal {
                 let journal = self.clone();
                 std::thread::spawn(move || journal.checkpoint());
             }
+            // The leader's ticket is covered. The others are woken once the tail is free, so
+            // that they do not all wake only to wait for it.
+            let outcome = tail.outcome(ticket);
+            drop(tail);
             self.settled.notify_all();
+            return outcome;
         }
     }
 

@@ -222,11 +222,16 @@ impl Sqlite {
     /// The connection, once the rows behind the journal are committed: whoever uses the
     /// database sees every acknowledged version's row.
     fn db(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock (a fail point) leaves SQLite consistent: its own
-        // transaction rolls back. So a poisoned lock is safe to use.
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.connection();
         self.catch_up(&db);
         db
+    }
+
+    /// The connection as it is.
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock (a fail point) leaves SQLite consistent: its own
+        // transaction rolls back. So a poisoned lock is safe to use.
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

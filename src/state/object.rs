@@ -371,11 +371,12 @@ impl Sqlite {
         }
     }
 
-    /// Commits the rows behind, on `db`, its lock held. Rows that fail stay for the next try.
-    pub(super) fn catch_up(&self, db: &rusqlite::Connection) {
+    /// Commits the rows behind, on `db`, its lock held. Rows that fail stay for the next try;
+    /// returns whether none did.
+    pub(super) fn catch_up(&self, db: &rusqlite::Connection) -> bool {
         let rows = std::mem::take(&mut self.behind.queue().rows);
         if rows.is_empty() {
-            return;
+            return true;
         }
         let held = (|| {
             fail::fail_point!("state-behind", |_| true);
@@ -395,13 +396,15 @@ impl Sqlite {
             let mut queue = self.behind.queue();
             failed.append(&mut queue.rows);
             queue.rows = failed;
+            return false;
         }
+        true
     }
 
-    /// Whether every row behind is committed (committing them first).
+    /// Commits the rows behind; returns whether every row taken before the call is committed
+    /// (rows taken meanwhile may wait).
     pub fn caught_up(&self) -> bool {
-        drop(self.db());
-        self.behind.queue().rows.is_empty()
+        self.catch_up(&self.connection())
     }
 
     /// Starts the thread that commits the rows behind ([`Sqlite::put_behind`]) in batches.
@@ -644,6 +647,35 @@ mod tests {
         assert_eq!(state.usage("alice").unwrap(), 40);
         state.revert_object("/a", V2, Some(V1)).unwrap();
         assert_eq!(state.usage("alice").unwrap(), 30);
+    }
+
+    #[test]
+    fn rows_behind_are_seen_by_every_reader_and_every_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Sqlite::open(dir.path()).unwrap();
+        let row = |path: &str, fp, etag, current| Row {
+            path: path.into(),
+            fp,
+            meta: meta(etag, "alice"),
+            current,
+            quota: None,
+        };
+        state.put_behind(vec![row("/a", V1, "one", None), row("/d/x", V2, "x", None)]);
+        // No thread commits them here: whoever uses the database first does.
+        assert_eq!(state.object("/a", V1).unwrap().unwrap().etag, "one");
+        assert_eq!(state.objects_in("/d/").unwrap()["/d/x"][0].1.etag, "x");
+        state.put_behind(vec![row("/a", V2, "two", Some(V1))]);
+        assert_eq!(state.usage("alice").unwrap(), 80, "the new /a replaced the old");
+        // A quota is checked against every row behind.
+        state.put_behind(vec![row("/b", Fingerprint { ino: 3, size: 20, mtime_ns: 1 }, "b", None)]);
+        let over = state.put_object("/c", V1, &meta("c", "alice"), None, Some(120)).unwrap();
+        assert_eq!(over, Err(OverQuota { used: 100, needed: 30 }));
+        assert!(state.caught_up());
+        // Closing commits what is left.
+        state.put_behind(vec![row("/e", V1, "e", None)]);
+        drop(state);
+        let state = Sqlite::open(dir.path()).unwrap();
+        assert_eq!(state.object("/e", V1).unwrap().unwrap().etag, "e");
     }
 
     #[test]

@@ -179,8 +179,8 @@ pub trait Rows: Send + Sync {
     /// Takes the rows of versions just made durable, none with a quota, to commit behind
     /// the journal; a reader of the metadata must see them from here on.
     fn behind(&self, rows: Vec<Row>);
-    /// Whether every row taken behind is committed (committing them first): a checkpoint
-    /// drops no record before.
+    /// Whether every row taken behind before the call is committed (committing them
+    /// first): a checkpoint drops no record before.
     fn caught_up(&self) -> bool;
 }
 

@@ -382,13 +382,14 @@ impl Sqlite {
             fail::fail_point!("state-behind", |_| true);
             false
         })();
-        let outcomes = match held {
-            true => Vec::new(),
-            false => self.commit_on(db, &rows.iter().collect::<Vec<_>>()),
+        let mut failed: Vec<Row> = match held {
+            true => rows,
+            false => {
+                let outcomes = self.commit_on(db, &rows.iter().collect::<Vec<_>>());
+                let done = |outcome: &Outcome| matches!(outcome, Ok(Ok(())));
+                rows.into_iter().zip(outcomes).filter(|(_, o)| !done(o)).map(|(r, _)| r).collect()
+            }
         };
-        let mut outcomes = outcomes.into_iter();
-        let mut failed: Vec<Row> =
-            rows.into_iter().filter(|_| !matches!(outcomes.next(), Some(Ok(Ok(()))))).collect();
         if !failed.is_empty() {
             if !held {
                 tracing::error!("cannot commit {} metadata rows, retried later", failed.len());

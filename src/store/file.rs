@@ -693,7 +693,6 @@ impl Drop for Temp {
 static UNNAMED_FILES: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
 
-/// The store's state database.
 /// The journal's rows go to the embedded database.
 struct StateRows(Arc<State>);
 
@@ -711,6 +710,7 @@ impl Rows for StateRows {
     }
 }
 
+/// The store's state database.
 fn sqlite(state: &State) -> &Sqlite {
     state.sqlite().expect("FileStore::open checked that the state is SQLite")
 }

@@ -25,6 +25,21 @@ async fn request(
     Ok((reply.status, reply.body))
 }
 
+/// One request on a new connection, signed in as `w:pw` (the `--auth` account of the
+/// tests below), with one `extra` header if given: the whole reply.
+async fn send_as_w(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    extra: Option<(&str, &str)>,
+    body: Bytes,
+) -> Reply {
+    let authorization = basic_raw("w:pw");
+    let mut headers = vec![("authorization", authorization.as_str())];
+    headers.extend(extra);
+    Connection::open(addr).await.unwrap().try_send(method, target, &headers, body).await.unwrap()
+}
+
 #[test]
 fn configuration_errors_exit_64_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -411,18 +426,9 @@ async fn metadata_a_machine_crash_took_comes_back_from_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let root: PathBuf = dir.path().join("root");
     let auth = ["--auth", "w:pw@/:rw"];
-    let header = basic_raw("w:pw");
-    let signed = |content_type: &'static str| {
-        [("authorization", header.clone()), ("content-type", content_type.to_owned())]
-    };
-    let send = |addr, method: &'static str, target: &'static str, content_type, body| {
-        let headers = signed(content_type);
-        async move {
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let mut connection = Connection::open(addr).await.unwrap();
-            connection.try_send(method, target, &headers, Bytes::from_static(body)).await.unwrap()
-        }
+    let send = |addr, method, target, content_type, body| {
+        let body = Bytes::from_static(body);
+        send_as_w(addr, method, target, Some(("content-type", content_type)), body)
     };
     let mut server = Process::start(&root, &auth, &[]);
     let first = send(server.addr, "PUT", "/notes/a.txt", "text/x-note", b"first").await;
@@ -470,14 +476,9 @@ async fn a_row_behind_the_journal_when_larder_is_killed_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let root: PathBuf = dir.path().join("root");
     let auth = ["--auth", "w:pw@/:rw"];
-    let header = basic_raw("w:pw");
-    let send = |addr, method: &'static str, target: &'static str, body: &'static [u8]| {
-        let header = header.clone();
-        async move {
-            let headers = [("authorization", header.as_str()), ("content-type", "text/x-note")];
-            let mut connection = Connection::open(addr).await.unwrap();
-            connection.try_send(method, target, &headers, Bytes::from_static(body)).await.unwrap()
-        }
+    let send = |addr, method, target, body| {
+        let note = Some(("content-type", "text/x-note"));
+        send_as_w(addr, method, target, note, Bytes::from_static(body))
     };
     let mut server = Process::start(&root, &auth, &[("FAILPOINTS", "state-behind=return")]);
     let put = send(server.addr, "PUT", "/n/a.txt", b"behind").await;
@@ -519,15 +520,8 @@ async fn small_writes_a_machine_crash_took_come_back_from_the_journal() {
     let root: PathBuf = dir.path().join("root");
     let state = root.join(".larder");
     let auth = ["--auth", "w:pw@/:rw"];
-    let header = basic_raw("w:pw");
-    let send = |addr, method: &'static str, target: &'static str, extra: &'static str, body| {
-        let header = header.clone();
-        async move {
-            let mut headers = vec![("authorization", header.as_str())];
-            headers.extend(extra.split_once(": "));
-            let mut connection = Connection::open(addr).await.unwrap();
-            connection.try_send(method, target, &headers, body).await.unwrap()
-        }
+    let send = |addr, method, target, extra: &'static str, body| {
+        send_as_w(addr, method, target, extra.split_once(": "), body)
     };
     let text = |s: &'static str| Bytes::from_static(s.as_bytes());
 

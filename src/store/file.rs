@@ -23,13 +23,13 @@ use rustix::io::Errno;
 use super::cache::{self, Cache};
 use super::chunks;
 use super::dirsync::DirSyncs;
-use super::journal::{Journal, Rows, Survivor};
+use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
 };
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
-use crate::state::object::Outcome;
+use crate::state::object::{Outcome, OverQuota};
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
@@ -406,31 +406,23 @@ impl Inner {
         Ok((Temp { path: Some(temp_path) }, file))
     }
 
-    /// Makes `file`, the temporary file `temp` in `parent` holding a whole new body whose
-    /// ETag is `etag`, the new version of `path`, if `check` allows it. The caller holds the
-    /// path's lock. In order: the current version and the check; the metadata into the file
-    /// itself (when the folder keeps extended attributes) and the file to the disk; the
-    /// metadata committed, quota included; the rename, which makes the version visible; the
-    /// folder to the disk. A failure before the rename leaves the old version as it was.
-    ///
-    /// A `small` body (its bytes given) goes to the journal instead, where there is one:
-    /// recorded and flushed before the rename, and neither the file nor the folder synced.
-    /// A large one, once synced, is recorded as superseding whatever the journal holds for
-    /// its path.
+    /// Checks that `file`, the temporary file `temp` in `parent` holding a whole new body
+    /// whose ETag is `etag`, may become the new version of `path`: the current version and
+    /// `check`; then puts the metadata into the file itself (when the folder keeps extended
+    /// attributes) and, unless the version goes to the journal (`shared` given), the file to
+    /// the disk. The caller holds the path's lock.
     #[allow(clippy::too_many_arguments)]
-    fn finish<R>(
+    fn prepare<R>(
         &self,
         path: &ResourcePath,
-        parent: &Path,
-        mut temp: Temp,
+        parent: PathBuf,
+        temp: Temp,
         file: File,
         etag: String,
         upload: Upload,
-        small: Option<&[Bytes]>,
+        shared: Option<Shared>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
-    ) -> Result<Result<Put, R>, Error> {
-        let journaled = self.journal.as_ref().zip(small);
-        let shared = journaled.map(|(journal, _)| journal.shared());
+    ) -> Result<Result<Ready, R>, Error> {
         let current = self.current_with_fingerprint(path)?;
         if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
             return Err(Error::Conflict(format!("{} is a collection", path.with_collection(true))));
@@ -444,86 +436,111 @@ impl Inner {
         if self.carries_meta {
             carry_meta(&file, &meta)?;
         }
-        let fp = match journaled {
+        let fp = match shared {
             Some(_) => fingerprint(&file.metadata()?),
             None => sync_new_file(&file)?,
         };
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
-        let key = path.as_key();
         let target = parent.join(path.name());
-        // A small version's row is committed by the journal, with the rows of every version
-        // in the same flush, before the flush; any other version's, here.
-        let row = Row { path: key.clone(), fp, meta: meta.clone(), current: current_fp, quota };
-        // A fail point may panic in either commit.
-        let (recorded, outcome) = match journaled {
-            Some((journal, body)) => {
-                let at = self.journal_key(&target)?;
-                let ticket = journal.record(&at, meta_value(&meta).as_bytes(), body, row)?;
-                let settled = std::panic::AssertUnwindSafe(|| journal.settle(ticket));
-                (Some((journal, ticket)), std::panic::catch_unwind(settled))
-            }
-            None => {
-                let committed = std::panic::AssertUnwindSafe(|| self.db().put_row(row));
-                (None, std::panic::catch_unwind(committed))
-            }
+        let row = Row { path: path.as_key(), fp, meta, current: current_fp, quota };
+        let replace = current.is_some();
+        let _shared = shared;
+        Ok(Ok(Ready { path: path.clone(), row, parent, target, temp, file, replace, _shared }))
+    }
+
+    /// Makes `file` (see [`Inner::prepare`]) the new version of `path`, if `check` allows
+    /// it, without the journal. In order: the file and its metadata to the disk; the row
+    /// committed, quota included; the rename, which makes the version visible; the folder to
+    /// the disk; a record that the journal's versions of the path are superseded. A failure
+    /// before the rename leaves the old version as it was.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<R>(
+        &self,
+        path: &ResourcePath,
+        parent: PathBuf,
+        temp: Temp,
+        file: File,
+        etag: String,
+        upload: Upload,
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
+    ) -> Result<Result<Put, R>, Error> {
+        let mut ready = match self.prepare(path, parent, temp, file, etag, upload, None, check)? {
+            Ok(ready) => ready,
+            Err(refusal) => return Ok(Err(refusal)),
         };
-        // The row must not outlive a version that did not become visible.
-        let revert = || {
-            if let Err(revert) = self.db().revert_object(&key, fp, current_fp) {
-                tracing::error!("cannot revert the metadata of {key}: {revert}");
-            }
-        };
-        let cancel = |shared: Option<std::sync::RwLockReadGuard<'_, ()>>| {
-            drop(shared);
-            if let Some((journal, ticket)) = recorded
-                && let Err(e) = journal.cancel(ticket)
-            {
-                tracing::error!("cannot cancel the journal's record of {key}: {e}");
-            }
-        };
-        match outcome {
+        // A fail point may panic in the commit. The row must not outlive a version that did
+        // not become visible.
+        let committed = std::panic::AssertUnwindSafe(|| self.db().put_row(ready.row.clone()));
+        match std::panic::catch_unwind(committed) {
             Ok(Ok(Ok(()))) => {}
-            // Refused: no row, and the journal's record (if any) was cancelled in its flush.
             Ok(Ok(Err(over))) => return Err(Error::OverQuota(over)),
             Ok(Err(e)) => {
-                revert();
-                cancel(shared);
+                self.revert(&ready.row);
                 return Err(e.into());
             }
             Err(panic) => {
-                revert();
-                cancel(shared);
+                self.revert(&ready.row);
                 std::panic::resume_unwind(panic);
             }
         }
-        let replace = current.is_some();
-        if let Err(e) = publish(&file, &mut temp, &target, replace) {
-            revert();
-            cancel(shared);
+        if let Err(e) = ready.publish() {
+            self.revert(&ready.row);
             return Err(e.into());
         }
-        drop(file);
-        drop(shared);
-        if recorded.is_none() {
-            // Visible now: the row stays, matching the folder, even if the folder's sync
-            // fails (the request then fails, and its outcome is unknown, as after a crash).
-            sync_dir(parent)?;
-            if let Some(journal) = &self.journal {
-                journal.supersede(&self.journal_key(&target)?, false)?;
-            }
+        // Visible now: the row stays, matching the folder, even if the folder's sync fails
+        // (the request then fails, and its outcome is unknown, as after a crash).
+        sync_dir(&ready.parent)?;
+        if let Some(journal) = &self.journal {
+            journal.supersede(&self.journal_key(&ready.target)?, false)?;
         }
-        let ObjectMeta { etag, content_type, owner } = meta;
-        let entry = Entry {
-            path: path.clone(),
-            kind: Kind::Resource,
-            size: fp.size,
-            modified: std::time::UNIX_EPOCH
-                + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
-            etag: Some(etag),
-            content_type: Some(content_type.unwrap_or_else(|| guess_type(path.name()))),
-            owner,
+        Ok(Ok(ready.put()))
+    }
+
+    /// Records `file` (see [`Inner::prepare`]), holding the small `body`, in the journal as
+    /// the new version of `path`, if `check` allows it: neither the file nor the folder is
+    /// synced. The journal's writer thread commits the row (with the rows of every version
+    /// in the same flush: before it if a quota is to be checked, else behind it), flushes the
+    /// record, makes the version visible and sends what came of it to `answer`. A failure
+    /// sent there is for [`Inner::undo`].
+    #[allow(clippy::too_many_arguments)]
+    fn record<R>(
+        &self,
+        journal: &Arc<Journal>,
+        path: &ResourcePath,
+        (parent, temp, file): (PathBuf, Temp, File),
+        etag: String,
+        upload: Upload,
+        body: &[Bytes],
+        check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
+        answer: tokio::sync::oneshot::Sender<Result<Put, Unsettled>>,
+    ) -> Result<Result<Recorded, R>, Error> {
+        let shared = Some(journal.shared());
+        let ready = match self.prepare(path, parent, temp, file, etag, upload, shared, check)? {
+            Ok(ready) => ready,
+            Err(refusal) => return Ok(Err(refusal)),
         };
-        Ok(Ok(Put { entry, created: current.is_none() }))
+        let at = self.journal_key(&ready.target)?;
+        let meta = meta_value(&ready.row.meta);
+        let row = ready.row.clone();
+        let then = Box::new(move |outcome| drop(answer.send(ready.settle(outcome))));
+        let ticket = journal.record(&at, meta.as_bytes(), body, row.clone(), then)?;
+        Ok(Ok(Recorded { ticket, row }))
+    }
+
+    /// After a recorded version failed to become visible: its row reverted, its record
+    /// cancelled.
+    fn undo(&self, journal: &Arc<Journal>, Recorded { ticket, row }: Recorded) {
+        self.revert(&row);
+        if let Err(e) = journal.cancel(ticket) {
+            tracing::error!("cannot cancel the journal's record of {}: {e}", row.path);
+        }
+    }
+
+    /// Takes back the committed `row` of a version that did not become visible.
+    fn revert(&self, row: &Row) {
+        if let Err(revert) = self.db().revert_object(&row.path, row.fp, row.current) {
+            tracing::error!("cannot revert the metadata of {}: {revert}", row.path);
+        }
     }
 
     /// Rewrites a version the journal kept from an earlier boot, with the usual syncs. Its
@@ -679,6 +696,70 @@ impl Drop for Forget<'_> {
 /// that is removed unless published (and swept when the store opens after a crash).
 struct Temp {
     path: Option<PathBuf>,
+}
+
+/// A new version checked and ready to become visible ([`Inner::prepare`]).
+struct Ready {
+    path: ResourcePath,
+    /// Its metadata row.
+    row: Row,
+    /// The folder it goes in, and its place there.
+    parent: PathBuf,
+    target: PathBuf,
+    temp: Temp,
+    file: File,
+    /// Whether it replaces a version.
+    replace: bool,
+    /// For a version in the journal: held until it is visible (dropped with it).
+    _shared: Option<Shared>,
+}
+
+impl Ready {
+    /// Makes the version visible (its folder is not synced).
+    fn publish(&mut self) -> io::Result<()> {
+        publish(&self.file, &mut self.temp, &self.target, self.replace)
+    }
+
+    /// After the journal settled the version with `outcome`: made visible, or why not.
+    fn settle(mut self, outcome: Outcome) -> Result<Put, Unsettled> {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(over)) => return Err(Unsettled::Refused(over)),
+            Err(e) => return Err(Unsettled::Failed(e)),
+        }
+        self.publish().map_err(Unsettled::Failed)?;
+        Ok(self.put())
+    }
+
+    /// What the write answers, once the version is visible.
+    fn put(self) -> Put {
+        let Row { fp, meta: ObjectMeta { etag, content_type, owner }, .. } = self.row;
+        let entry = Entry {
+            kind: Kind::Resource,
+            size: fp.size,
+            modified: std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(fp.mtime_ns.max(0) as u64),
+            etag: Some(etag),
+            content_type: Some(content_type.unwrap_or_else(|| guess_type(self.path.name()))),
+            owner,
+            path: self.path,
+        };
+        Put { entry, created: !self.replace }
+    }
+}
+
+/// Why a version recorded in the journal did not become visible.
+enum Unsettled {
+    /// Its row was refused (the quota), and its record cancelled in its flush.
+    Refused(OverQuota),
+    /// Its row may be committed and its record not cancelled ([`Inner::undo`]).
+    Failed(io::Error),
+}
+
+/// A version recorded in the journal: its ticket and its row.
+struct Recorded {
+    ticket: u64,
+    row: Row,
 }
 
 impl Drop for Temp {
@@ -954,15 +1035,39 @@ impl Store for FileStore {
         let _guard = self.locks.lock(&key).await;
         let _forget = Forget { cache: &self.inner.cache, key: Some(key) };
         let etag = etag_of(&hasher);
-        blocking(move || {
-            let (parent, temp, file) = match streamed {
-                Some(streamed) => streamed,
-                None => inner.create_temp(&path, &head)?,
-            };
-            let small = (!more).then_some(&head[..]);
-            inner.finish(&path, &parent, temp, file, etag, upload, small, check)
+        let Some(journal) = inner.journal.clone().filter(|_| streamed.is_none()) else {
+            return blocking(move || {
+                let (parent, temp, file) = match streamed {
+                    Some(streamed) => streamed,
+                    None => inner.create_temp(&path, &head)?,
+                };
+                inner.finish(&path, parent, temp, file, etag, upload, check)
+            })
+            .await;
+        };
+        // A small body goes to the journal, whose writer thread answers once its version
+        // is visible: no blocking thread waits for the flush.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let recorded = blocking({
+            let (inner, journal) = (inner.clone(), journal.clone());
+            move || {
+                let new = inner.create_temp(&path, &head)?;
+                inner.record(&journal, &path, new, etag, upload, &head, check, answer)
+            }
         })
-        .await
+        .await?;
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let failed = match answered.await {
+            Ok(Ok(put)) => return Ok(Ok(put)),
+            Ok(Err(Unsettled::Refused(over))) => return Err(Error::OverQuota(over)),
+            Ok(Err(Unsettled::Failed(e))) => e,
+            Err(_) => io::Error::other("making the version visible panicked"),
+        };
+        blocking(move || Ok(inner.undo(&journal, recorded))).await?;
+        Err(failed.into())
     }
 
     async fn create_collection<R: Send + 'static>(

@@ -29,7 +29,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 
@@ -129,12 +129,18 @@ impl Segment {
     }
 }
 
+/// What is done, on the journal's writer thread, once a version's record is settled, with
+/// what came of it: make the version visible, and answer its writer.
+pub type Then = Box<dyn FnOnce(Outcome) + Send>;
+
 #[derive(Default)]
 struct Tail {
     /// Encoded records not yet written.
     buf: Vec<u8>,
     /// The metadata rows of the versions recorded in `buf`, by ticket.
     rows: Vec<(u64, Row)>,
+    /// What to do once each version recorded in `buf` is settled, by ticket.
+    then: Vec<(u64, Then)>,
     /// What committing each row came to, until its writer picks it up.
     committed: HashMap<u64, Outcome>,
     /// Tickets handed out.
@@ -145,7 +151,7 @@ struct Tail {
     failed: Vec<(u64, u64, io::ErrorKind, String)>,
     /// Tickets handed out and not yet returned to their writers.
     waiting: usize,
-    /// A leader is writing.
+    /// The writer thread is writing.
     running: bool,
     /// The segment being appended to; `None` before the first write and after a failure.
     active: Option<Segment>,
@@ -169,6 +175,100 @@ impl Tail {
         }
         outcome
     }
+
+    /// What came of the settled version under `ticket`: its record's flush and its row's
+    /// commit.
+    fn settled(&mut self, ticket: u64) -> Outcome {
+        let flushed = self.outcome(ticket);
+        let committed = self.committed.remove(&ticket);
+        flushed?;
+        committed.unwrap_or(Ok(Ok(())))
+    }
+}
+
+/// Work for the writer thread: records waiting, or the journal gone.
+#[derive(Default)]
+struct Wake {
+    /// (records appended since the thread last looked, the journal dropped)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Wake {
+    fn lock(&self) -> MutexGuard<'_, (bool, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signal(&self) {
+        let mut state = self.lock();
+        if !state.0 {
+            state.0 = true;
+            self.changed.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.changed.notify_one();
+    }
+
+    /// Waits for records to write: false once the journal is dropped.
+    fn next(&self) -> bool {
+        let mut state = self.lock();
+        while !state.0 && !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        std::mem::take(&mut state.0) || !state.1
+    }
+}
+
+/// Held shared by a small write from before its append until its version is visible, and
+/// exclusively by what changes many paths at once (a collection's removal) and, for an
+/// instant, by a checkpoint: so a checkpoint's sync covers every version it retires. A
+/// writer waiting keeps new readers out.
+#[derive(Default)]
+struct Gate {
+    /// (readers, a writer holds it, writers waiting)
+    state: Mutex<(usize, bool, usize)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, (usize, bool, usize)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_while<'a>(
+        &self,
+        state: MutexGuard<'a, (usize, bool, usize)>,
+        busy: impl Fn(&(usize, bool, usize)) -> bool,
+    ) -> MutexGuard<'a, (usize, bool, usize)> {
+        self.changed.wait_while(state, |s| busy(s)).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A shared hold of the journal's gate; it may move between threads.
+pub struct Shared(Arc<Journal>);
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let gate = &self.0.gate;
+        let mut state = gate.lock();
+        state.0 -= 1;
+        if state.0 == 0 && state.2 > 0 {
+            gate.changed.notify_all();
+        }
+    }
+}
+
+/// An exclusive hold of the journal's gate.
+pub struct Exclusive<'a>(&'a Gate);
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.0.lock().1 = false;
+        self.0.changed.notify_all();
+    }
 }
 
 /// Where the journal commits the metadata rows of the versions it records.
@@ -189,6 +289,9 @@ pub struct Journal {
     /// Commits the rows of the versions recorded: with each flush, before it, those with a
     /// quota to check; after it, behind the journal, the others.
     rows: Box<dyn Rows>,
+    /// Wakes the writer thread (`larder-journal`), which writes and flushes every record
+    /// appended so far, then settles them.
+    wake: Arc<Wake>,
     /// The state folder, where the segments live.
     dir: PathBuf,
     /// ROOT, whose file system a checkpoint syncs.
@@ -196,10 +299,13 @@ pub struct Journal {
     boot: String,
     tail: Mutex<Tail>,
     settled: Condvar,
-    /// Held shared by a small write from its append until its version is visible, and
-    /// exclusively by what changes many paths at once (a collection's removal) and, for an
-    /// instant, by a checkpoint: so a checkpoint's sync covers every version it retires.
-    gate: RwLock<()>,
+    gate: Gate,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.wake.close();
+    }
 }
 
 /// The kernel's boot id, empty if unknown (then every start replays).
@@ -360,15 +466,31 @@ impl Journal {
             File::open(dir)?.sync_all()?;
         }
         let next_number = found.last().map_or(1, |(n, _)| n + 1);
-        Ok(Arc::new(Journal {
+        let journal = Arc::new(Journal {
             rows,
+            wake: Arc::default(),
             dir: dir.to_owned(),
             root: root.to_owned(),
             boot,
             tail: Mutex::new(Tail { next_number, ..Tail::default() }),
             settled: Condvar::new(),
-            gate: RwLock::new(()),
-        }))
+            gate: Gate::default(),
+        });
+        let (weak, wake) = (Arc::downgrade(&journal), journal.wake.clone());
+        std::thread::Builder::new()
+            .name("larder-journal".into())
+            .spawn(move || Journal::run(weak, wake))?;
+        Ok(journal)
+    }
+
+    /// The writer thread: flushes whatever is appended, until the journal is dropped.
+    fn run(journal: Weak<Journal>, wake: Arc<Wake>) {
+        while wake.next() {
+            match journal.upgrade() {
+                Some(journal) => journal.flush(),
+                None => return,
+            }
+        }
     }
 
     fn tail(&self) -> MutexGuard<'_, Tail> {
@@ -377,24 +499,41 @@ impl Journal {
 
     /// Shared hold of the gate: for a small write, from before its append until its version
     /// is visible.
-    pub fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    pub fn shared(self: &Arc<Self>) -> Shared {
+        let state = self.gate.lock();
+        let mut state = self.gate.wait_while(state, |s| s.1 || s.2 > 0);
+        state.0 += 1;
+        Shared(self.clone())
     }
 
     /// Exclusive hold of the gate: for a change to many paths at once, from before it
     /// until it is recorded with [`Journal::supersede`].
-    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    pub fn exclusive(&self) -> Exclusive<'_> {
+        let mut state = self.gate.lock();
+        state.2 += 1;
+        let mut state = self.gate.wait_while(state, |s| s.1 || s.0 > 0);
+        state.2 -= 1;
+        state.1 = true;
+        Exclusive(&self.gate)
     }
 
     /// Records a new version of `key`, with its metadata `row`, and returns the ticket that
-    /// [`Journal::settle`] waits for (which must be called, whatever happens next) and
     /// [`Journal::cancel`] takes. The row is committed, and the record written, by the next
-    /// flush. The caller holds [`Journal::shared`].
-    pub fn record(&self, key: &str, meta: &[u8], body: &[Bytes], row: Row) -> io::Result<u64> {
+    /// flush; then `then` is called, on the journal's writer thread, with what came of it:
+    /// the row committed and the record durable (`Ok(Ok)`), the row refused and the record
+    /// cancelled (`Ok(Err)`), or why not (`Err`: the row may be committed, and the caller
+    /// reverts it). The caller holds [`Journal::shared`] until its version is visible.
+    pub fn record(
+        &self,
+        key: &str,
+        meta: &[u8],
+        body: &[Bytes],
+        row: Row,
+        then: Then,
+    ) -> io::Result<u64> {
         let key_len = u16::try_from(key.len()).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        Ok(self.append(Some(row), |ticket, buf| {
+        Ok(self.append(Some((row, then)), |ticket, buf| {
             let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + body.len());
             let (ticket, key_len, meta_len) =
                 (ticket.to_le_bytes(), key_len.to_le_bytes(), meta_len.to_le_bytes());
@@ -404,21 +543,22 @@ impl Journal {
         }))
     }
 
-    /// Returns once the version under `ticket` is settled: its row committed and its record
-    /// durable (`Ok(Ok)`), its row refused and its record cancelled (`Ok(Err)`), or why
-    /// not (`Err`: its row may be committed, and the caller reverts it).
-    pub fn settle(self: &Arc<Self>, ticket: u64) -> Outcome {
-        let flushed = self.wait(ticket);
-        let committed = self.tail().committed.remove(&ticket);
-        flushed?;
-        committed.unwrap_or(Ok(Ok(())))
+    /// [`Journal::record`], waiting for what comes of it.
+    #[cfg(test)]
+    fn settle(&self, key: &str, row: Row) -> (u64, Outcome) {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let then = Box::new(move |outcome| sender.send(outcome).expect("the test waits"));
+        let ticket = self.record(key, b"", &[Bytes::from_static(b"x")], row, then).unwrap();
+        (ticket, receiver.recv().unwrap())
     }
 
-    /// [`Journal::record`] and [`Journal::settle`] in one.
+    /// [`Journal::record`] of a version without a quota, waiting until it is durable.
     #[cfg(test)]
-    fn put(self: &Arc<Self>, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
-        let ticket = self.record(key, meta, body, tests::row(key, None))?;
-        self.settle(ticket)?.map_err(|over| io::Error::other(format!("{over:?}")))?;
+    fn put(&self, key: &str, meta: &[u8], body: &[Bytes]) -> io::Result<u64> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let then = Box::new(move |outcome| sender.send(outcome).expect("the test waits"));
+        let ticket = self.record(key, meta, body, tests::row(key, None), then)?;
+        receiver.recv().unwrap()?.map_err(|over| io::Error::other(format!("{over:?}")))?;
         Ok(ticket)
     }
 
@@ -441,14 +581,19 @@ impl Journal {
         self.wait(mine).or_else(|_| self.checkpoint_now(true))
     }
 
-    /// Encodes a record under a new ticket.
-    fn append(&self, row: Option<Row>, encode: impl FnOnce(u64, &mut Vec<u8>)) -> u64 {
+    /// Encodes a record under a new ticket, for the writer thread.
+    fn append(&self, version: Option<(Row, Then)>, encode: impl FnOnce(u64, &mut Vec<u8>)) -> u64 {
         let mut tail = self.tail();
         tail.taken += 1;
         tail.waiting += 1;
         let ticket = tail.taken;
         encode(ticket, &mut tail.buf);
-        tail.rows.extend(row.map(|row| (ticket, row)));
+        if let Some((row, then)) = version {
+            tail.rows.push((ticket, row));
+            tail.then.push((ticket, then));
+        }
+        drop(tail);
+        self.wake.signal();
         ticket
     }
 
@@ -474,66 +619,72 @@ impl Journal {
         outcomes.collect()
     }
 
-    /// Returns once `ticket` is durable (or failed). Whoever finds no write running writes
-    /// and flushes every record encoded so far; the others wait for a flush covering theirs.
-    fn wait(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
+    /// Returns once `ticket` is durable (or failed).
+    fn wait(&self, ticket: u64) -> io::Result<()> {
+        let tail = self.tail();
+        let busy = |tail: &mut Tail| tail.settled < ticket;
+        let mut tail = self.settled.wait_while(tail, busy).unwrap_or_else(|e| e.into_inner());
+        tail.outcome(ticket)
+    }
+
+    /// Writes and flushes every record appended so far, then settles them: wakes whoever
+    /// waits, and calls what each version's writer left to do.
+    fn flush(self: &Arc<Self>) {
         let mut tail = self.tail();
-        loop {
-            if tail.settled >= ticket {
-                return tail.outcome(ticket);
+        if tail.settled == tail.taken {
+            return;
+        }
+        tail.running = true;
+        let (from, covers) = (tail.settled + 1, tail.taken);
+        let mut buf = std::mem::take(&mut tail.buf);
+        let (checked, behind): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut tail.rows).into_iter().partition(|(_, r)| r.quota.is_some());
+        let then = std::mem::take(&mut tail.then);
+        let active = tail.active.take();
+        let number = tail.next_number;
+        drop(tail);
+        let committed = self.commit_rows(&checked, &mut buf);
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write(active, number, &buf)
+        }));
+        let written = written.unwrap_or_else(|_| Written {
+            active: Err(io::Error::other("writing the journal panicked")),
+            opened: false,
+            retired: Vec::new(),
+        });
+        if written.active.is_ok() {
+            let rows = behind.into_iter().map(|(_, row)| row).collect();
+            let taken = std::panic::AssertUnwindSafe(|| self.rows.behind(rows));
+            if std::panic::catch_unwind(taken).is_err() {
+                tracing::error!("handing metadata rows behind the journal panicked");
             }
-            if tail.running {
-                tail = self.settled.wait(tail).unwrap_or_else(|e| e.into_inner());
-                continue;
+        }
+        let mut tail = self.tail();
+        tail.committed.extend(committed);
+        tail.running = false;
+        tail.settled = covers;
+        let Written { active, opened, retired } = written;
+        if opened {
+            tail.next_number += 1;
+        }
+        tail.retired.extend(retired);
+        match active {
+            Ok(segment) => tail.active = Some(segment),
+            Err(e) => tail.failed.push((from, covers, e.kind(), e.to_string())),
+        }
+        if !tail.retired.is_empty() && !tail.checkpointing {
+            tail.checkpointing = true;
+            let journal = self.clone();
+            std::thread::spawn(move || journal.checkpoint());
+        }
+        let then: Vec<_> =
+            then.into_iter().map(|(ticket, then)| (then, tail.settled(ticket))).collect();
+        drop(tail);
+        self.settled.notify_all();
+        for (then, outcome) in then {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(outcome))).is_err() {
+                tracing::error!("making a journaled version visible panicked");
             }
-            tail.running = true;
-            let (from, covers) = (tail.settled + 1, tail.taken);
-            let mut buf = std::mem::take(&mut tail.buf);
-            let (checked, behind): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut tail.rows).into_iter().partition(|(_, r)| r.quota.is_some());
-            let active = tail.active.take();
-            let number = tail.next_number;
-            drop(tail);
-            let committed = self.commit_rows(&checked, &mut buf);
-            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.write(active, number, &buf)
-            }));
-            if let Ok(Written { active: Ok(_), .. }) = &written {
-                self.rows.behind(behind.into_iter().map(|(_, row)| row).collect());
-            }
-            tail = self.tail();
-            tail.committed.extend(committed);
-            tail.running = false;
-            tail.settled = tail.settled.max(covers);
-            let outcome = match written {
-                Ok(outcome) => outcome,
-                Err(panic) => {
-                    tail.failed.push((from, covers, io::ErrorKind::Other, "panicked".into()));
-                    self.settled.notify_all();
-                    drop(tail);
-                    std::panic::resume_unwind(panic);
-                }
-            };
-            let Written { active, opened, retired } = outcome;
-            if opened {
-                tail.next_number += 1;
-            }
-            tail.retired.extend(retired);
-            match active {
-                Ok(segment) => tail.active = Some(segment),
-                Err(e) => tail.failed.push((from, covers, e.kind(), e.to_string())),
-            }
-            if !tail.retired.is_empty() && !tail.checkpointing {
-                tail.checkpointing = true;
-                let journal = self.clone();
-                std::thread::spawn(move || journal.checkpoint());
-            }
-            // The leader's ticket is covered. The others are woken once the tail is free, so
-            // that they do not all wake only to wait for it.
-            let outcome = tail.outcome(ticket);
-            drop(tail);
-            self.settled.notify_all();
-            return outcome;
         }
     }
 
@@ -642,7 +793,7 @@ impl Journal {
     }
 }
 
-/// What a leader's write left.
+/// What a flush's write left.
 struct Written {
     /// The segment to append to next, or why the write failed.
     active: io::Result<Segment>,
@@ -837,15 +988,14 @@ mod tests {
         let behind = kept.behind.clone();
         let journal =
             Journal::open(dir.path(), root.path(), Box::new(kept), |_, _| unreachable!()).unwrap();
-        let body = [Bytes::from_static(b"x")];
         let shared = journal.shared();
-        let refused = journal.record("/full/a", b"", &body, row("/full/a", Some(1))).unwrap();
-        let checked = journal.record("/b", b"", &body, row("/b", Some(1))).unwrap();
-        let free = journal.record("/full/c", b"", &body, row("/full/c", None)).unwrap();
-        assert!(behind.lock().unwrap().is_empty(), "no row goes behind before its flush");
-        assert_eq!(journal.settle(refused).unwrap(), Err(OverQuota { used: 1, needed: 2 }));
-        assert_eq!(journal.settle(checked).unwrap(), Ok(()));
-        assert_eq!(journal.settle(free).unwrap(), Ok(()));
+        let (_, refused) = journal.settle("/full/a", row("/full/a", Some(1)));
+        assert_eq!(refused.unwrap(), Err(OverQuota { used: 1, needed: 2 }));
+        assert!(behind.lock().unwrap().is_empty(), "a row with a quota is committed, not behind");
+        let (_, checked) = journal.settle("/b", row("/b", Some(1)));
+        assert_eq!(checked.unwrap(), Ok(()));
+        let (_, free) = journal.settle("/full/c", row("/full/c", None));
+        assert_eq!(free.unwrap(), Ok(()));
         drop(shared);
         assert_eq!(*behind.lock().unwrap(), ["/full/c"], "a row without a quota goes behind");
         drop(journal);

@@ -1066,7 +1066,11 @@ impl Store for FileStore {
             Ok(Err(Unsettled::Failed(e))) => e,
             Err(_) => io::Error::other("making the version visible panicked"),
         };
-        blocking(move || Ok(inner.undo(&journal, recorded))).await?;
+        blocking(move || {
+            inner.undo(&journal, recorded);
+            Ok(())
+        })
+        .await?;
         Err(failed.into())
     }
 

@@ -334,6 +334,26 @@ impl Inner {
         Ok(Some((self.entry(path, &meta)?, fingerprint(&meta))))
     }
 
+    /// [`Inner::current_with_fingerprint`] for `path` in `parent`, its canonical folder:
+    /// looked up there, not again from ROOT, unless it is a symlink.
+    fn current_in(
+        &self,
+        path: &ResourcePath,
+        parent: &Path,
+    ) -> Result<Option<(Entry, Fingerprint)>, Error> {
+        let target = parent.join(path.name());
+        let meta = match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return self.current_with_fingerprint(path);
+            }
+            Ok(_) if self.is_reserved(&target) => return Ok(None),
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::from_io(e)),
+        };
+        Ok(Some((self.entry(path, &meta)?, fingerprint(&meta))))
+    }
+
     /// The current entry at `path`, if any (for writers, under the path's lock).
     fn current(&self, path: &ResourcePath) -> Result<Option<Entry>, Error> {
         Ok(self.current_with_fingerprint(path)?.map(|(entry, _)| entry))
@@ -423,7 +443,7 @@ impl Inner {
         shared: Option<Shared>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Ready, R>, Error> {
-        let current = self.current_with_fingerprint(path)?;
+        let current = self.current_in(path, &parent)?;
         if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
             return Err(Error::Conflict(format!("{} is a collection", path.with_collection(true))));
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::cache::{self, Cache};
@@ -51,6 +51,8 @@ struct Inner {
     state: Arc<State>,
     /// Whether files written here carry their metadata in [`META_ATTR`].
     carries_meta: bool,
+    /// Whether files here keep modification times to the nanosecond ([`stamp_new_file`]).
+    exact_times: bool,
     /// The journal that makes small writes durable, where files carry their metadata.
     journal: Option<Arc<Journal>>,
 }
@@ -100,8 +102,16 @@ impl FileStore {
                 root.display()
             );
         }
-        let mut inner =
-            Inner { cache: Cache::default(), root, reserved, state, carries_meta, journal: None };
+        let exact_times = keeps_exact_times(&root);
+        let mut inner = Inner {
+            cache: Cache::default(),
+            root,
+            reserved,
+            state,
+            carries_meta,
+            exact_times,
+            journal: None,
+        };
         if carries_meta {
             let rows = Box::new(StateRows(inner.state.clone()));
             let journal =
@@ -183,6 +193,31 @@ fn read_all(file: &File, len: u64) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
+/// The fingerprint of `file`, new and holding `size` bytes, without asking the file system
+/// for its times: its modification time is set to now instead. Under Linux's multigrain
+/// timestamps (6.13+), a file whose times were asked for takes a fine-grained timestamp at
+/// its next change (here, its link into its folder), and every file changed after it until
+/// the next clock tick takes one too: the journal's segment then has a new modification time
+/// at each flush, and each flush writes its inode as well. Only where the file system keeps
+/// times to the nanosecond ([`Inner::exact_times`]).
+fn stamp_new_file(file: &File, size: u64) -> io::Result<Fingerprint> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    stamp(file, size, now.map_err(io::Error::other)?)
+}
+
+/// Sets `file`'s modification time to `at` (since the epoch): its fingerprint, with `size`.
+fn stamp(file: &File, size: u64, at: std::time::Duration) -> io::Result<Fingerprint> {
+    use rustix::fs::{Timespec, Timestamps, UTIME_OMIT};
+    let (secs, nanos) = (at.as_secs() as i64, i64::from(at.subsec_nanos()));
+    let times = Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec { tv_sec: secs, tv_nsec: nanos },
+    };
+    rustix::fs::futimens(file, &times)?;
+    let ino = rustix::fs::statx(file, c"", AtFlags::EMPTY_PATH, StatxFlags::INO)?.stx_ino;
+    Ok(Fingerprint { ino, size, mtime_ns: secs * 1_000_000_000 + nanos })
+}
+
 /// Flushes a just-written temporary file to stable storage and returns its fingerprint.
 fn sync_new_file(file: &File) -> Result<Fingerprint, Error> {
     fail::fail_point!("store-sync", |arg| Err(Error::from_io(super::injected(arg))));
@@ -200,6 +235,20 @@ fn keeps_attributes(dir: &Path) -> bool {
     let Ok(file) = File::create(&probe) else { return false };
     let meta = ObjectMeta { etag: String::new(), content_type: None, owner: None };
     let kept = carry_meta(&file, &meta).is_ok();
+    let _ = fs::remove_file(&probe);
+    kept
+}
+
+/// Whether files in `dir` keep modification times to the nanosecond (tried on a temporary
+/// file), as [`stamp_new_file`] needs.
+fn keeps_exact_times(dir: &Path) -> bool {
+    let probe = temp_name(dir);
+    let Ok(file) = File::create(&probe) else { return false };
+    let stamped = stamp(&file, 0, std::time::Duration::new(1_700_000_000, 123_456_789));
+    let kept = stamped.ok().zip(file.metadata().ok()).is_some_and(|(fp, meta)| {
+        let found = fingerprint(&meta);
+        (found.ino, found.mtime_ns) == (fp.ino, fp.mtime_ns)
+    });
     let _ = fs::remove_file(&probe);
     kept
 }
@@ -246,24 +295,52 @@ fn carried_meta(path: &Path) -> Option<ObjectMeta> {
 /// nothing above `root` need be looked at again. Any symlink on the way hands the rest to
 /// `canonicalize`.
 fn real_path(root: &Path, segments: &[String]) -> io::Result<(PathBuf, fs::Metadata)> {
+    let look = |path: &Path| fs::symlink_metadata(path).map(|m| (m.file_type().is_symlink(), m));
+    walk(root, segments, look, |path| fs::metadata(path))
+}
+
+/// [`real_path`] for a folder to write in: whether it is one. Only the type of each step is
+/// asked for, not its times, which would make the next link into it take a fine-grained
+/// timestamp (see [`stamp_new_file`]).
+fn real_folder(root: &Path, segments: &[String]) -> io::Result<(PathBuf, bool)> {
+    let kind = |path: &Path, flags| -> io::Result<FileType> {
+        let found = rustix::fs::statx(CWD, path, flags, StatxFlags::TYPE)?;
+        Ok(FileType::from_raw_mode(found.stx_mode.into()))
+    };
+    let look = |path: &Path| {
+        let kind = kind(path, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok((kind == FileType::Symlink, kind == FileType::Directory))
+    };
+    walk(root, segments, look, |path| Ok(kind(path, AtFlags::empty())? == FileType::Directory))
+}
+
+/// Walks `segments` from `root`, describing each step with `look` (whether it is a symlink,
+/// and what it is) until one is a symlink: then the rest of the path is canonicalized and
+/// described with `follow`. The path reached and what the last step (or `root`) is.
+fn walk<T>(
+    root: &Path,
+    segments: &[String],
+    look: impl Fn(&Path) -> io::Result<(bool, T)>,
+    follow: impl Fn(&Path) -> io::Result<T>,
+) -> io::Result<(PathBuf, T)> {
     let mut real = root.to_path_buf();
-    let mut meta = None;
+    let mut last = None;
     for (i, segment) in segments.iter().enumerate() {
         real.push(segment);
-        let found = fs::symlink_metadata(&real)?;
-        if found.file_type().is_symlink() {
+        let (symlink, found) = look(&real)?;
+        if symlink {
             segments[i + 1..].iter().for_each(|rest| real.push(rest));
             let real = real.canonicalize()?;
-            let meta = fs::metadata(&real)?;
-            return Ok((real, meta));
+            let found = follow(&real)?;
+            return Ok((real, found));
         }
-        meta = Some(found);
+        last = Some(found);
     }
-    let meta = match meta {
-        Some(meta) => meta,
-        None => fs::metadata(root)?,
+    let last = match last {
+        Some(found) => found,
+        None => follow(root)?,
     };
-    Ok((real, meta))
+    Ok((real, last))
 }
 
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
@@ -366,8 +443,8 @@ impl Inner {
         let parents = &segments[..segments.len().saturating_sub(1)];
         // Find the deepest existing ancestor.
         let mut existing = parents.len();
-        let (mut base, meta) = loop {
-            match real_path(&self.root, &parents[..existing]) {
+        let (mut base, is_dir) = loop {
+            match real_folder(&self.root, &parents[..existing]) {
                 Ok(found) => break found,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && existing > 0 => existing -= 1,
                 Err(e) => return Err(Error::from_io(e)),
@@ -376,7 +453,7 @@ impl Inner {
         if !base.starts_with(&self.root) || self.is_reserved(&base) {
             return Err(Error::NotFound);
         }
-        if !meta.is_dir() {
+        if !is_dir {
             return Err(Error::Conflict(format!(
                 "/{} is a resource, not a collection",
                 parents[..existing].join("/")
@@ -440,7 +517,7 @@ impl Inner {
         file: File,
         etag: String,
         upload: Upload,
-        shared: Option<Shared>,
+        journaled: Option<(Shared, u64)>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Ready, R>, Error> {
         let current = self.current_in(path, &parent)?;
@@ -456,7 +533,8 @@ impl Inner {
         if self.carries_meta {
             carry_meta(&file, &meta)?;
         }
-        let fp = match shared {
+        let fp = match &journaled {
+            Some((_, size)) if self.exact_times => stamp_new_file(&file, *size)?,
             Some(_) => fingerprint(&file.metadata()?),
             None => sync_new_file(&file)?,
         };
@@ -464,7 +542,7 @@ impl Inner {
         let target = parent.join(path.name());
         let row = Row { path: path.as_key(), fp, meta, current: current_fp, quota };
         let replace = current.is_some();
-        let _shared = shared;
+        let _shared = journaled.map(|(shared, _)| shared);
         Ok(Ok(Ready { path: path.clone(), row, parent, target, temp, file, replace, _shared }))
     }
 
@@ -534,8 +612,9 @@ impl Inner {
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
         answer: tokio::sync::oneshot::Sender<Result<Put, Unsettled>>,
     ) -> Result<Result<Recorded, R>, Error> {
-        let shared = Some(journal.shared());
-        let ready = match self.prepare(path, parent, temp, file, etag, upload, shared, check)? {
+        let size = body.iter().map(|chunk| chunk.len() as u64).sum();
+        let journaled = Some((journal.shared(), size));
+        let ready = match self.prepare(path, parent, temp, file, etag, upload, journaled, check)? {
             Ok(ready) => ready,
             Err(refusal) => return Ok(Err(refusal)),
         };

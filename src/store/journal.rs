@@ -1,9 +1,10 @@
 //! The journal of small writes: how a small PUT is made durable with one shared append
 //! instead of a sync of its file and of its folder.
 //!
-//! A small new version is appended here, with its metadata, and the append is flushed
-//! (`fdatasync`, shared by every writer waiting at that moment) before the version is made
-//! visible; its file is left to the kernel to write back. Any other change that touches a
+//! A small new version is appended here, with its metadata, and handed to the writer thread
+//! (`larder-journal`, [`Journal::run`]): it writes every record appended since its last turn
+//! and flushes them with one `fdatasync`, then makes each version visible and answers its
+//! request; the version's file is left to the kernel to write back. Any other change that touches a
 //! path the journal may know (a large PUT, a DELETE) is first made durable by the usual
 //! syncs, then recorded here as superseding the path and everything beneath it, so a replay
 //! never brings back what was replaced or deleted. A record whose version could not be made

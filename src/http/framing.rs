@@ -24,17 +24,18 @@ fn framing(detail: &str) -> Problem {
 /// Checks the request line and framing fields.
 pub fn check(request: &Request<Incoming>) -> Result<(), Problem> {
     let headers = request.headers();
-    let hosts: Vec<&HeaderValue> = headers.get_all(HOST).iter().collect();
-    if request.version() == Version::HTTP_11 && hosts.len() != 1 {
+    let mut hosts = headers.get_all(HOST).iter();
+    let (host, repeated) = (hosts.next(), hosts.next().is_some());
+    if request.version() == Version::HTTP_11 && (host.is_none() || repeated) {
         return Err(framing("An HTTP/1.1 request needs exactly one Host field."));
     }
-    if let Some(host) = hosts.first() {
+    if let Some(host) = host {
         let valid = host
             .to_str()
             .ok()
             .and_then(|h| h.parse::<Authority>().ok())
             .is_some_and(|a| !a.as_str().contains('@'));
-        if hosts.len() > 1 || !valid {
+        if repeated || !valid {
             return Err(framing("The Host field is repeated or not a valid host[:port]."));
         }
     }

@@ -69,10 +69,10 @@ impl<S: Store> App<S> {
             range::Ranges::Parts(parts) if parts.len() == 1 => {
                 let (first, last) = parts[0];
                 let range = format!("bytes {first}-{last}/{len}");
-                headers.push((
+                headers.insert(
                     CONTENT_RANGE,
                     HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
-                ));
+                );
                 let bytes = Some(self.store.read(&handle, first, last - first + 1).await?);
                 (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
             }
@@ -94,11 +94,10 @@ impl<S: Store> App<S> {
                 total += tail.len() as u64;
                 pieces.push(once(tail.into_bytes()));
                 let multipart = format!("multipart/byteranges; boundary={boundary}");
-                headers.retain(|(name, _)| name != CONTENT_TYPE);
-                headers.push((
+                headers.insert(
                     CONTENT_TYPE,
                     HeaderValue::from_str(&multipart).map_err(|_| Problem::internal())?,
-                ));
+                );
                 let stream: ByteStream = Box::pin(futures_util::stream::iter(pieces).flatten());
                 (StatusCode::PARTIAL_CONTENT, total, Some(stream))
             }
@@ -118,11 +117,9 @@ impl<S: Store> App<S> {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         let out = response.headers_mut();
+        *out = headers;
         if let Some(price) = charged {
             out.insert(LARDER_CHARGED, HeaderValue::from(price));
-        }
-        for (name, value) in headers {
-            out.insert(name, value);
         }
         out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
         out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));

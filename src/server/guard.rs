@@ -114,8 +114,7 @@ impl Scanner {
                 Mode::Head | Mode::Trailers => {
                     // Copy a run of ordinary bytes at once; CR and LF go one by one.
                     let rest = &input[i..];
-                    let run =
-                        rest.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(rest.len());
+                    let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if run > 0 && self.prev != b'\r' && self.held.len() + run <= MAX_HEAD {
                         self.held.extend_from_slice(&rest[..run]);
                         self.prev = rest[run - 1];
@@ -235,26 +234,23 @@ impl Scanner {
 /// The body framing a complete head announces; `None` when it is ambiguous (Content-Length
 /// repeated, or with Transfer-Encoding), which hyper would resolve silently.
 fn body_of(head: &[u8]) -> Option<Mode> {
-    let mut fields = [httparse::EMPTY_HEADER; 128];
-    let mut request = httparse::Request::new(&mut fields);
-    match request.parse(head) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut fields) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Some(Mode::Passthrough),
     }
     let headers = request.headers.iter();
-    let lengths: Vec<&[u8]> = headers
-        .clone()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| h.value)
-        .collect();
+    let mut lengths = headers.clone().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let (length, repeated) = (lengths.next().map(|h| h.value), lengths.next().is_some());
     let chunked = headers.clone().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-    if lengths.len() > 1 || (chunked && !lengths.is_empty()) {
+    if repeated || (chunked && length.is_some()) {
         return None;
     }
     if chunked {
         return Some(Mode::ChunkSize);
     }
-    Some(match lengths.first() {
+    Some(match length {
         None => Mode::Head,
         Some(value) => {
             match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {

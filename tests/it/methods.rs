@@ -503,3 +503,34 @@ async fn the_cache_never_serves_what_a_write_replaced() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Each answer carries its own resource's Last-Modified and a request id of its own, however
+/// many answers the server gave before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_carries_its_own_date_and_request_id() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let server = TestServer::open().await;
+    let files =
+        [("old.txt", 981_173_106), ("new.txt", 1_612_325_106), ("newer.txt", 1_612_325_107)];
+    for (name, seconds) in files {
+        server.place(name, name.as_bytes());
+        let file = std::fs::File::options().write(true).open(server.file(name)).unwrap();
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(seconds)).unwrap();
+    }
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        for (name, seconds) in files {
+            let got = server.get(&format!("/{name}"), &[]).await;
+            assert_eq!(got.status, 200);
+            let when = UNIX_EPOCH + Duration::from_secs(seconds);
+            assert_eq!(got.header("last-modified"), httpdate::fmt_http_date(when), "{name}");
+            let id = got.header("x-request-id");
+            assert!(
+                id.len() == 16
+                    && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(ids.insert(id.to_owned()), "{id} answered twice");
+        }
+    }
+}

@@ -12,7 +12,7 @@
 //! Memory is bounded by [`BUDGET`] bytes of content; past it, arbitrary entries are dropped.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -37,8 +37,8 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct Object {
     /// What `open` returns.
     pub entry: Arc<Entry>,
-    /// The canonical file-system path.
-    pub real: PathBuf,
+    /// The canonical file-system path (shared: a hit clones the object).
+    pub real: Arc<Path>,
     /// The whole content, for small files.
     pub content: Option<Bytes>,
     /// The version, for large files (whose bytes are read from disk on each GET).
@@ -111,8 +111,13 @@ impl Cache {
             shrink(&mut maps, size);
         }
         maps.content_bytes += size;
-        let object =
-            Object { entry: Arc::new(entry), real, content, fingerprint, at: Instant::now() };
+        let object = Object {
+            entry: Arc::new(entry),
+            real: real.into(),
+            content,
+            fingerprint,
+            at: Instant::now(),
+        };
         if let Some(old) = maps.objects.insert(object_key(&key).to_owned(), object) {
             maps.content_bytes -= old.content.map_or(0, |c| c.len());
         }

@@ -227,6 +227,8 @@ async fn run(
     // Before anything is printed: SIGHUP's default action would end the process.
     let hangups = signal(SignalKind::hangup())?;
     let state = Arc::new(open_state(&settings).await?);
+    // Ready before "listening" is printed: whoever waits for that line sees the whole server.
+    let loops = crate::server::Loops::start()?;
     match settings.bucket.clone() {
         None => {
             let store = FileStore::open(&settings.root, state.clone(), &settings.state)?;
@@ -235,7 +237,8 @@ async fn run(
                 let root = store.root().display();
                 println!("no accounts or rules: serving {root} read-only to everyone");
             }
-            serve_app(listener, App::new(settings, store, state), hangups, overrides, tls).await?;
+            serve_app(loops, listener, App::new(settings, store, state), hangups, overrides, tls)
+                .await?;
         }
         Some(at) => {
             let store =
@@ -245,7 +248,8 @@ async fn run(
                 "serving {at}, named in {}",
                 crate::config::redact_url(settings.database.as_deref().unwrap_or_default())
             );
-            serve_app(listener, App::new(settings, store, state), hangups, overrides, tls).await?;
+            serve_app(loops, listener, App::new(settings, store, state), hangups, overrides, tls)
+                .await?;
         }
     }
     tracing::info!("stopped");
@@ -268,6 +272,7 @@ async fn bind(settings: &Settings, tls: bool) -> std::io::Result<tokio::net::Tcp
 }
 
 async fn serve_app<S: crate::store::Store>(
+    loops: crate::server::Loops,
     listener: tokio::net::TcpListener,
     app: App<S>,
     hangups: tokio::signal::unix::Signal,
@@ -276,7 +281,7 @@ async fn serve_app<S: crate::store::Store>(
 ) -> std::io::Result<()> {
     let app = Arc::new(app);
     tokio::spawn(reload_on_hangup(hangups, overrides, app.clone()));
-    crate::server::run(listener, app, tls, shutdown_signal()).await
+    crate::server::run_on(loops, listener, app, tls, shutdown_signal()).await
 }
 
 /// On every SIGHUP, reads the configuration again as at start (flags, environment, file) and

@@ -207,7 +207,7 @@ async fn describe_account<S: Store>(
         "currency": "credits",
         "storage": { "used": used, "quota": plan.map(|(_, terms)| terms.storage) },
         "signed_in_with": if context.identity.token.is_some() { "token" } else { "password" },
-        "token": context.identity.token.as_ref().map(describe_token),
+        "token": context.identity.token.as_deref().map(describe_token),
     }))
 }
 

@@ -63,7 +63,7 @@ pub struct Identity {
     /// The principal the rules see.
     pub principal: Principal,
     /// The token used, for bearer sign-ins.
-    pub token: Option<TokenRecord>,
+    pub token: Option<Arc<TokenRecord>>,
 }
 
 impl Identity {
@@ -130,6 +130,9 @@ struct Known {
     credits: u64,
 }
 
+/// A token's record, shared by every request that signs in with it, and when it was read.
+type LookedUp = (Arc<TokenRecord>, Instant);
+
 /// Verifies credentials against the configured accounts and the stored tokens.
 pub struct Authenticator {
     /// Swapped whole by [`Authenticator::reload`].
@@ -146,7 +149,7 @@ pub struct Authenticator {
     /// Bounds concurrent argon2 verifications (memory: 19 MiB each).
     verifying: tokio::sync::Semaphore,
     /// Tokens looked up, by SHA-256; revocation through [`Authenticator::forget_token`].
-    tokens: Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>,
+    tokens: Mutex<HashMap<[u8; 32], LookedUp>>,
     /// How long a looked-up token is trusted: [`TOKEN_TTL`], or zero when the state is
     /// shared, since another node may revoke it (each Bearer request then asks PostgreSQL).
     token_ttl: Duration,
@@ -331,6 +334,7 @@ impl Authenticator {
                         Failure::InvalidToken
                     })?
                     .ok_or(Failure::InvalidToken)?;
+                let record = Arc::new(record);
                 let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
                 if tokens.len() >= CACHE_MAX {
                     tokens.clear();

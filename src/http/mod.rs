@@ -351,7 +351,8 @@ impl<S: Store> App<S> {
     }
 
     fn allowed(&self, entry: &Entry) -> Vec<Verb> {
-        let mut allow = vec![Verb::Get, Verb::Head, Verb::Put];
+        let mut allow = Vec::with_capacity(7);
+        allow.extend([Verb::Get, Verb::Head, Verb::Put]);
         if entry.is_collection() {
             allow.push(Verb::Post);
         }

@@ -22,6 +22,29 @@ use crate::access::{Action, Decision, Principal, Rules};
 use crate::meter::{Price, price_for};
 use crate::store::{ByteStream, Entry, Store};
 
+/// A resource's answer: `headers` (its representation's, and a range's) with `body`, of
+/// `body_len` bytes, and what was `charged` for it.
+fn answer(
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Body,
+    body_len: u64,
+    charged: Option<u64>,
+    entry: &Entry,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    *out = headers;
+    if let Some(price) = charged {
+        out.insert(LARDER_CHARGED, HeaderValue::from(price));
+    }
+    out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    page::confine(out, entry.content_type.as_deref());
+    response
+}
+
 impl<S: Store> App<S> {
     /// GET or HEAD of a resource: preconditions, ranges, then the bytes; a one-step purchase
     /// (`charge`) is made last, once nothing else can fail.
@@ -49,6 +72,12 @@ impl<S: Store> App<S> {
             _ => range::Ranges::Whole,
         };
         let handle = handle.ok_or_else(Problem::internal)?;
+        // A small hot file, whole and unpriced: its bytes as they are, no stream.
+        if let (range::Ranges::Whole, Verb::Get, None) = (&ranges, verb, &charge)
+            && let Some(whole) = self.store.in_memory(&handle).filter(|b| b.len() as u64 == len)
+        {
+            return Ok(answer(StatusCode::OK, headers, full(whole), len, None, entry));
+        }
         let (status, body_len, bytes) = match ranges {
             range::Ranges::Whole => {
                 let bytes = match verb {
@@ -114,17 +143,7 @@ impl<S: Store> App<S> {
             (_, bytes) => bytes.unwrap_or_else(|| Box::pin(futures_util::stream::empty())),
         };
         let body = if verb == Verb::Head { empty() } else { body::stream(bytes) };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let out = response.headers_mut();
-        *out = headers;
-        if let Some(price) = charged {
-            out.insert(LARDER_CHARGED, HeaderValue::from(price));
-        }
-        out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-        out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        page::confine(out, entry.content_type.as_deref());
-        Ok(response)
+        Ok(answer(status, headers, body, body_len, charged, entry))
     }
 
     /// GET or HEAD of a collection: the members the caller may read, priced ones marked.

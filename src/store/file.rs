@@ -1014,6 +1014,13 @@ impl Store for FileStore {
         .await
     }
 
+    fn in_memory(&self, handle: &Handle) -> Option<Bytes> {
+        match handle {
+            Handle::Memory(bytes) => Some(bytes.clone()),
+            Handle::File(_) => None,
+        }
+    }
+
     async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
         let file = match handle {

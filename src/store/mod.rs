@@ -236,6 +236,12 @@ pub trait Store: Send + Sync + 'static {
         path: &ResourcePath,
     ) -> impl Future<Output = Result<Opened<Self::Handle>, Error>> + Send;
 
+    /// The whole opened version, when the store holds it in memory (small hot files): served
+    /// as it is, without a stream.
+    fn in_memory(&self, _handle: &Self::Handle) -> Option<Bytes> {
+        None
+    }
+
     /// `len` bytes of the opened version from `start`.
     fn read(
         &self,

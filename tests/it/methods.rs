@@ -534,3 +534,32 @@ async fn each_answer_carries_its_own_date_and_request_id() {
         }
     }
 }
+
+/// A small file answered from memory (every read after the first) carries the same fields and
+/// bytes as the first read from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_from_memory_answers_as_from_disk() {
+    let server = TestServer::open().await;
+    server.place("notes/page.html", b"<p>hello</p>");
+    let fields = |r: &Reply| {
+        let mut v: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| *n != "date" && *n != "x-request-id")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = server.get("/notes/page.html", &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(&first.body[..], b"<p>hello</p>");
+    assert_eq!(first.header("content-length"), "12");
+    assert_eq!(first.header("content-security-policy"), "sandbox");
+    for _ in 0..3 {
+        let again = server.get("/notes/page.html", &[]).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body, first.body);
+        assert_eq!(fields(&again), fields(&first));
+    }
+}

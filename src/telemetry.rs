@@ -43,11 +43,7 @@ impl RequestIds {
     /// The next id.
     pub fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-        let id = self.prefix | n;
-        (0..16)
-            .rev()
-            .filter_map(|digit| char::from_digit((id >> (4 * digit) & 0xf) as u32, 16))
-            .collect()
+        crate::store::hex(&(self.prefix | n).to_be_bytes())
     }
 }
 

@@ -373,9 +373,9 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
-        // The writes, listings and `/.larder` are boxed: every request's future is as large
-        // as its largest branch and is moved whole (memcpy) on its way to hyper, so unboxed
-        // they made each GET build and copy 10 KiB instead of under 4.
+        // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
+        // future is as large as its largest branch and is moved whole (memcpy) on its way to
+        // hyper, so unboxed they made each GET build and copy 10 KiB instead of under 4.
         if verb == Verb::Put && self.put_needs_no_lookup(&path, &principal, &request) {
             return Box::pin(self.put(path, None, principal, request)).await;
         }

@@ -126,7 +126,7 @@ pub async fn run_on<S: Store>(
 /// them), each running a single-threaded runtime, as nginx runs one worker per core. A
 /// connection lives on one loop from accept to close, so waking its task for a read never
 /// wakes another thread; with tokio's work-stealing scheduler instead, a small GET cost about
-/// 5% more when server and clients share the cores. The accept loop deals new connections out
+/// 10% more when server and clients share the cores. The accept loop deals new connections out
 /// in turn. Dropping the loops stops them, and drops whatever they still run.
 pub struct Loops {
     handles: Vec<tokio::runtime::Handle>,

@@ -29,13 +29,7 @@ unlisted = true
 /// Status, headers (without Date and the request id) and body shape (the problem document
 /// without `instance`): what must not tell a hidden resource from a missing one.
 fn fingerprint(reply: &Reply) -> (u16, Vec<(String, String)>, Value) {
-    let mut headers: Vec<(String, String)> = reply
-        .headers
-        .iter()
-        .filter(|(name, _)| *name != "date" && *name != "x-request-id")
-        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
-        .collect();
-    headers.sort();
+    let headers = reply.stable_headers();
     let mut body = if reply.body.is_empty() { Value::Null } else { reply.json() };
     if let Some(doc) = body.as_object_mut() {
         doc.remove("instance");

@@ -138,6 +138,19 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
+    /// Every header but Date and the request id (which differ between any two answers), as
+    /// sorted (name, value) pairs.
+    pub fn stable_headers(&self) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != "date" && *name != "x-request-id")
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        headers
+    }
+
     /// Every value of a header.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         self.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()

@@ -507,6 +507,16 @@ impl Journal {
         Shared(self.clone())
     }
 
+    /// [`Journal::shared`] if it is to be had without waiting.
+    pub fn try_shared(self: &Arc<Self>) -> Option<Shared> {
+        let mut state = self.gate.lock();
+        if state.1 || state.2 > 0 {
+            return None;
+        }
+        state.0 += 1;
+        Some(Shared(self.clone()))
+    }
+
     /// Exclusive hold of the gate: for a change to many paths at once, from before it
     /// until it is recorded with [`Journal::supersede`].
     pub fn exclusive(&self) -> Exclusive<'_> {

@@ -941,6 +941,30 @@ mod tests {
         assert!(segments(dir.path()).unwrap().is_empty());
     }
 
+    #[test]
+    fn the_gate_is_not_had_without_waiting_while_a_removal_holds_or_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let journal =
+            Journal::open(dir.path(), root.path(), no_rows(), |_, _| unreachable!()).unwrap();
+        let exclusive = journal.exclusive();
+        assert!(journal.try_shared().is_none(), "a removal holds the gate");
+        drop(exclusive);
+        let shared = journal.try_shared().expect("the gate is free");
+        assert!(journal.try_shared().is_some(), "shared holds go together");
+        // A removal waiting for the shared holds keeps new ones out.
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| drop(journal.exclusive()));
+            while journal.gate.lock().2 == 0 {
+                std::thread::yield_now();
+            }
+            assert!(journal.try_shared().is_none(), "a removal waits for the gate");
+            drop(shared);
+            waiting.join().unwrap();
+        });
+        assert!(journal.try_shared().is_some());
+    }
+
     /// Rewrites `dir`'s one segment as if written in another boot; returns its path.
     fn from_another_boot(dir: &Path) -> PathBuf {
         let found = segments(dir).unwrap();

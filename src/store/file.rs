@@ -25,6 +25,7 @@ use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
+use super::spool::Spool;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
 };
@@ -1160,18 +1161,19 @@ impl Store for FileStore {
         // version; a larger one is streamed to its new file as it comes, before the lock.
         let mut streamed = None;
         if more {
-            let (inner, path, head) = (inner.clone(), path.clone(), std::mem::take(&mut head));
-            let (parent, temp, file) = blocking(move || inner.create_temp(&path, &head)).await?;
-            let mut file =
-                tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+            let (inner, path) = (inner.clone(), path.clone());
+            let (parent, temp, file) = blocking(move || inner.create_temp(&path, &[])).await?;
+            let mut spool = Spool::new(file)?;
+            for chunk in std::mem::take(&mut head) {
+                spool.write(&chunk).await?;
+            }
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(Error::Body)?;
                 fail::fail_point!("store-write", |arg| Err(Error::from_io(super::injected(arg))));
                 hasher.update(&chunk);
-                tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+                spool.write(&chunk).await?;
             }
-            tokio::io::AsyncWriteExt::flush(&mut file).await?;
-            streamed = Some((parent, temp, file.into_inner().into_std().await));
+            streamed = Some((parent, temp, spool.finish().await?));
         }
         let _guard = self.locks.lock(&key).await;
         let _forget = Forget { cache: &self.inner.cache, key: Some(key) };

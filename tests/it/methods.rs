@@ -463,6 +463,25 @@ async fn a_cut_off_upload_leaves_the_old_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_of_any_length_come_back_whole() {
+    // Past 256 KiB a body streams to its file in 512 KiB aligned blocks, the last partial
+    // one apart: lengths on and around every boundary, each a replacement of the one before.
+    let server = TestServer::with_config(&team_config("")).await;
+    let sizes = [(256 << 10) + 1, 512 << 10, (512 << 10) + 1, (1 << 20) + 4096, (3 << 20) - 1];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..size).map(|n: usize| (n * 31 + i) as u8).collect();
+        let put = server.put_as("alice", "/big.bin", bytes.clone()).await;
+        assert!(put.status == 201 || put.status == 200, "{size}: {}", put.status);
+        let got = server.get("/big.bin", &[]).await;
+        assert_eq!(got.status, 200);
+        assert!(got.body[..] == bytes[..], "{size}: the bytes read back differ");
+        assert_eq!(got.header("etag"), put.header("etag"), "{size}");
+        assert!(std::fs::read(server.file("big.bin")).unwrap() == bytes, "{size}: on disk");
+    }
+    assert!(temp_files(&server.root).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_never_serves_what_a_write_replaced() {
     let server = TestServer::with_config(&team_config("")).await;
     let auth = basic("alice");

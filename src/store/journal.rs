@@ -202,8 +202,10 @@ impl Wake {
 
     fn signal(&self) {
         let mut state = self.lock();
-        if !state.0 {
-            state.0 = true;
+        let was = std::mem::replace(&mut state.0, true);
+        drop(state);
+        // Woken after the lock is let go, the thread does not wake only to wait for it.
+        if !was {
             self.changed.notify_one();
         }
     }

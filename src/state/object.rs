@@ -378,10 +378,12 @@ impl Sqlite {
         if rows.is_empty() {
             return true;
         }
-        let held = (|| {
+        /// Whether a fail point holds the rows back (they stay behind).
+        fn held_back() -> bool {
             fail::fail_point!("state-behind", |_| true);
             false
-        })();
+        }
+        let held = held_back();
         let mut failed: Vec<Row> = match held {
             true => rows,
             false => {

@@ -542,7 +542,7 @@ impl Inner {
     /// Checks that `file`, the temporary file `temp` in `parent` holding a whole new body
     /// whose ETag is `etag`, may become the new version of `path`: the current version and
     /// `check`; then puts the metadata into the file itself (when the folder keeps extended
-    /// attributes) and, unless the version goes to the journal (`shared` given), the file to
+    /// attributes) and, unless the version goes to the journal (`journaled` given), the file to
     /// the disk. The caller holds the path's lock.
     #[allow(clippy::too_many_arguments)]
     fn prepare<R>(
@@ -553,10 +553,13 @@ impl Inner {
         file: File,
         etag: String,
         upload: Upload,
-        journaled: Option<(Shared, u64)>,
+        journaled: Option<Journaled>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Ready, R>, Error> {
-        let current = self.current_in(path, &parent)?;
+        let current = match &journaled {
+            Some(Journaled { absent: true, .. }) => None,
+            _ => self.current_in(path, &parent)?,
+        };
         if current.as_ref().is_some_and(|(entry, _)| entry.is_collection()) {
             return Err(Error::Conflict(format!("{} is a collection", path.with_collection(true))));
         }
@@ -570,7 +573,7 @@ impl Inner {
             carry_meta(&file, &meta)?;
         }
         let fp = match &journaled {
-            Some((_, size)) if self.exact_times => stamp_new_file(&file, *size)?,
+            Some(journaled) if self.exact_times => stamp_new_file(&file, journaled.size)?,
             Some(_) => fingerprint(&file.metadata()?),
             None => sync_new_file(&file)?,
         };
@@ -578,7 +581,7 @@ impl Inner {
         let target = parent.join(path.name());
         let row = Row { path: path.as_key(), fp, meta, current: current_fp, quota };
         let replace = current.is_some();
-        let _shared = journaled.map(|(shared, _)| shared);
+        let _shared = journaled.map(|journaled| journaled.shared);
         Ok(Ok(Ready { path: path.clone(), row, parent, target, temp, file, replace, _shared }))
     }
 
@@ -639,7 +642,7 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     fn record<R>(
         &self,
-        (journal, shared): (&Arc<Journal>, Shared),
+        (journal, shared, absent): (&Arc<Journal>, Shared, bool),
         path: &ResourcePath,
         (parent, temp, file): (PathBuf, Temp, File),
         etag: String,
@@ -649,7 +652,7 @@ impl Inner {
         answer: tokio::sync::oneshot::Sender<Result<Put, Unsettled>>,
     ) -> Result<Result<Recorded, R>, Error> {
         let size = body.iter().map(|chunk| chunk.len() as u64).sum();
-        let journaled = Some((shared, size));
+        let journaled = Some(Journaled { shared, size, absent });
         let ready = match self.prepare(path, parent, temp, file, etag, upload, journaled, check)? {
             Ok(ready) => ready,
             Err(refusal) => return Ok(Err(refusal)),
@@ -889,6 +892,16 @@ enum Unsettled {
     Refused(OverQuota),
     /// Its row may be committed and its record not cancelled ([`Inner::undo`]).
     Failed(io::Error),
+}
+
+/// What [`Inner::prepare`] is told of a version going to the journal.
+struct Journaled {
+    /// The journal's gate, held until the version is visible.
+    shared: Shared,
+    /// The body's length.
+    size: u64,
+    /// Whether the caller found no version at the path, under its lock: none is looked for.
+    absent: bool,
 }
 
 /// A version recorded in the journal: its ticket and its row.
@@ -1199,7 +1212,8 @@ impl Store for FileStore {
         };
         let recorded = match (shared, here) {
             (Some(shared), Some(new)) => {
-                let journal = (&journal, shared);
+                // create_here found no version, and the path's lock keeps it so.
+                let journal = (&journal, shared, true);
                 inner.record(journal, &path, new, etag, upload, &head, check, answer)?
             }
             (shared, _) => {
@@ -1208,7 +1222,7 @@ impl Store for FileStore {
                     move || {
                         let new = inner.create_temp(&path, &head)?;
                         let shared = shared.unwrap_or_else(|| journal.shared());
-                        let journal = (&journal, shared);
+                        let journal = (&journal, shared, false);
                         inner.record(journal, &path, new, etag, upload, &head, check, answer)
                     }
                 })

@@ -717,10 +717,12 @@ impl Journal {
                 }
             }
         };
-        let flushed = (|| {
+        /// An error a fail point injects in place of the flush.
+        fn injected() -> io::Result<()> {
             fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
-            segment.append(buf)
-        })();
+            Ok(())
+        }
+        let flushed = injected().and_then(|()| segment.append(buf));
         match flushed {
             Ok(()) => Written { active: Ok(segment), opened, retired },
             Err(e) => {

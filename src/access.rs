@@ -57,8 +57,9 @@ pub struct Limit {
 /// Who is asking: nobody, or a signed-in account, possibly through a limited token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principal {
-    /// The account's name; `None` for anonymous clients.
-    pub account: Option<String>,
+    /// The account's name; `None` for anonymous clients. Shared: every request signed in
+    /// with the same token or remembered credentials carries the same name.
+    pub account: Option<std::sync::Arc<str>>,
     /// Admins may do everything, everywhere (within their token's limit).
     pub admin: bool,
     /// Set when the account signed in with a bearer token.
@@ -73,7 +74,7 @@ impl Principal {
 
     /// A signed-in account.
     pub fn account(name: &str, admin: bool) -> Self {
-        Principal { account: Some(name.to_owned()), admin, limit: None }
+        Principal { account: Some(name.into()), admin, limit: None }
     }
 
     /// The same account, signed in with a token limited to `limit`.

@@ -10,6 +10,7 @@
 //! Invariant: a failed or malformed credential never yields a principal; it is a [`Failure`].
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,8 +131,34 @@ struct Known {
     credits: u64,
 }
 
-/// A token's record, shared by every request that signs in with it, and when it was read.
-type LookedUp = (Arc<TokenRecord>, Instant);
+/// A token's record, shared by every request that signs in with it, the principal it signs
+/// in as (but for `admin`, looked up on each request), and when it was read.
+struct LookedUp {
+    record: Arc<TokenRecord>,
+    principal: Principal,
+    at: Instant,
+}
+
+/// Hashes a SHA-256 digest by its first 8 bytes: it is random already, and only the digests
+/// of tokens this server issued are ever stored (SipHash cost as much as the rest of a token's
+/// cached lookup).
+#[derive(Default)]
+struct Digested(u64);
+
+impl Hasher for Digested {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The digest's length comes first, as a `usize`: a digest is the longer write.
+        if let Some(first) = bytes.first_chunk::<8>()
+            && bytes.len() > 8
+        {
+            self.0 = u64::from_ne_bytes(*first);
+        }
+    }
+}
 
 /// Verifies credentials against the configured accounts and the stored tokens.
 pub struct Authenticator {
@@ -149,7 +176,7 @@ pub struct Authenticator {
     /// Bounds concurrent argon2 verifications (memory: 19 MiB each).
     verifying: tokio::sync::Semaphore,
     /// Tokens looked up, by SHA-256; revocation through [`Authenticator::forget_token`].
-    tokens: Mutex<HashMap<[u8; 32], LookedUp>>,
+    tokens: Mutex<HashMap<[u8; 32], LookedUp, BuildHasherDefault<Digested>>>,
     /// How long a looked-up token is trusted: [`TOKEN_TTL`], or zero when the state is
     /// shared, since another node may revoke it (each Bearer request then asks PostgreSQL).
     token_ttl: Duration,
@@ -173,7 +200,7 @@ impl Authenticator {
             verifying: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::default()),
             token_ttl: if state.postgres().is_some() { Duration::ZERO } else { TOKEN_TTL },
             state,
             throttle: Throttle::new(settings.sign_in_limit),
@@ -306,7 +333,7 @@ impl Authenticator {
         self.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (record, _)| record.id != id);
+            .retain(|_, found| found.record.id != id);
     }
 
     async fn bearer(&self, token: &[u8]) -> Result<Identity, Failure> {
@@ -319,11 +346,11 @@ impl Authenticator {
             let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
             tokens
                 .get(&hash)
-                .filter(|(_, at)| at.elapsed() < self.token_ttl)
-                .map(|(record, _)| record.clone())
+                .filter(|found| found.at.elapsed() < self.token_ttl)
+                .map(|found| (found.record.clone(), found.principal.clone()))
         };
-        let record = match cached {
-            Some(record) => record,
+        let (record, principal) = match cached {
+            Some(found) => found,
             None => {
                 let (state, key) = (self.state.clone(), hash.to_vec());
                 let record = tokio::task::spawn_blocking(move || state.token_by_hash(&key))
@@ -335,12 +362,19 @@ impl Authenticator {
                     })?
                     .ok_or(Failure::InvalidToken)?;
                 let record = Arc::new(record);
+                let principal =
+                    Principal::account(&record.account, false).with_limit(limit_of(&record));
                 let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
                 if tokens.len() >= CACHE_MAX {
                     tokens.clear();
                 }
-                tokens.insert(hash, (record.clone(), Instant::now()));
-                record
+                let found = LookedUp {
+                    record: record.clone(),
+                    principal: principal.clone(),
+                    at: Instant::now(),
+                };
+                tokens.insert(hash, found);
+                (record, principal)
             }
         };
         if record.expires.is_some_and(|at| at <= now_seconds()) {
@@ -349,8 +383,7 @@ impl Authenticator {
         // A token outlives nothing: an account removed from the configuration takes its
         // tokens with it.
         let admin = self.accounts.load().get(&record.account).ok_or(Failure::InvalidToken)?.admin;
-        let principal = Principal::account(&record.account, admin).with_limit(limit_of(&record));
-        Ok(Identity { principal, token: Some(record) })
+        Ok(Identity { principal: Principal { admin, ..principal }, token: Some(record) })
     }
 
     fn cache_key(&self, value: &[u8]) -> [u8; 32] {

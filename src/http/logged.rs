@@ -27,7 +27,7 @@ pub struct Record {
     /// The status answered.
     pub status: u16,
     /// The account signed in, if any.
-    pub account: Option<String>,
+    pub account: Option<std::sync::Arc<str>>,
     /// When the request head was read.
     pub started: Instant,
 }

@@ -128,7 +128,7 @@ const SECRET_FIELDS: [&str; 8] = [
 /// What the access log records about a request beyond its line.
 #[derive(Default)]
 struct Trail {
-    account: Option<String>,
+    account: Option<std::sync::Arc<str>>,
 }
 
 /// The configuration in force: settings and the plans derived from them, replaced whole by

@@ -133,7 +133,10 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
-        let owner = current.as_ref().and_then(|c| c.owner.clone()).or(principal.account.clone());
+        let owner = current
+            .as_ref()
+            .and_then(|c| c.owner.clone())
+            .or(principal.account.as_deref().map(str::to_owned));
         let admitted = self.admit_write(&request, current.as_ref(), owner, true).await?;
         let pre = admitted.pre;
         let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
@@ -151,7 +154,7 @@ impl<S: Store> App<S> {
         } else {
             let upload = Upload {
                 content_type: content_type(request.headers()),
-                owner: principal.account,
+                owner: principal.account.as_deref().map(str::to_owned),
                 quotas: self.settings().meter.quotas(),
             };
             let body = self.upload_body(request, admitted.room);
@@ -175,7 +178,7 @@ impl<S: Store> App<S> {
         let multipart = content_type
             .as_deref()
             .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
-        let owner = principal.account.clone();
+        let owner = principal.account.as_deref().map(str::to_owned);
         let admitted =
             self.admit_write(&request, Some(collection), owner, multipart.is_none()).await?;
         if let Some(ct) = multipart {
@@ -196,7 +199,7 @@ impl<S: Store> App<S> {
         let path = collection.path.child(&name, false)?;
         let upload = Upload {
             content_type,
-            owner: principal.account,
+            owner: principal.account.as_deref().map(str::to_owned),
             quotas: self.settings().meter.quotas(),
         };
         let body = self.upload_body(request, admitted.room);
@@ -215,7 +218,7 @@ impl<S: Store> App<S> {
     ) -> Result<Response<Body>, Problem> {
         let mut form = multer::Multipart::new(body, boundary);
         let mut created = Vec::new();
-        let owner = principal.account.clone();
+        let owner = principal.account.as_deref().map(str::to_owned);
         loop {
             let field = match form.next_field().await {
                 Ok(Some(field)) => field,

@@ -139,9 +139,10 @@ struct LookedUp {
     at: Instant,
 }
 
-/// Hashes a SHA-256 digest by its first 8 bytes: it is random already, and only the digests
-/// of tokens this server issued are ever stored (SipHash cost as much as the rest of a token's
-/// cached lookup).
+/// Hashes a SHA-256 digest by its first 8 bytes: it is random already, and nobody can aim
+/// at a bucket: the token cache stores only the digests of tokens this server issued, the
+/// credential caches digests keyed with a per-process secret (SipHash cost as much as the
+/// rest of a cached lookup).
 #[derive(Default)]
 struct Digested(u64);
 
@@ -160,6 +161,9 @@ impl Hasher for Digested {
     }
 }
 
+/// A map keyed by SHA-256 digests.
+type ByDigest<V> = HashMap<[u8; 32], V, BuildHasherDefault<Digested>>;
+
 /// Verifies credentials against the configured accounts and the stored tokens.
 pub struct Authenticator {
     /// Swapped whole by [`Authenticator::reload`].
@@ -170,13 +174,13 @@ pub struct Authenticator {
     dummy: String,
     /// Key for hashing Authorization values into cache keys; random per process.
     key: [u8; 32],
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache: Mutex<ByDigest<(Principal, Instant)>>,
     /// Verifications in progress, by cache key.
-    pending: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<bool>>>>,
+    pending: Mutex<ByDigest<Arc<tokio::sync::OnceCell<bool>>>>,
     /// Bounds concurrent argon2 verifications (memory: 19 MiB each).
     verifying: tokio::sync::Semaphore,
     /// Tokens looked up, by SHA-256; revocation through [`Authenticator::forget_token`].
-    tokens: Mutex<HashMap<[u8; 32], LookedUp, BuildHasherDefault<Digested>>>,
+    tokens: Mutex<ByDigest<LookedUp>>,
     /// How long a looked-up token is trusted: [`TOKEN_TTL`], or zero when the state is
     /// shared, since another node may revoke it (each Bearer request then asks PostgreSQL).
     token_ttl: Duration,
@@ -195,8 +199,8 @@ impl Authenticator {
             generation: AtomicU64::new(0),
             dummy,
             key: rand::random(),
-            cache: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::default()),
+            pending: Mutex::new(HashMap::default()),
             verifying: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             ),

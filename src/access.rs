@@ -77,6 +77,12 @@ impl Principal {
         Principal { account: Some(name.into()), admin, limit: None }
     }
 
+    /// The account's name as a string of its own, for what is stored under it (an owner, a
+    /// purchase, an account's endpoints).
+    pub fn account_owned(&self) -> Option<String> {
+        self.account.as_deref().map(str::to_owned)
+    }
+
     /// The same account, signed in with a token limited to `limit`.
     pub fn with_limit(self, limit: Limit) -> Self {
         Principal { limit: Some(limit), ..self }

@@ -105,7 +105,7 @@ pub async fn respond<S: Store>(
         ["accounts", name, "credits"] => Endpoint::Credits((*name).to_owned()),
         _ => return Err(Problem::not_found()),
     };
-    let account = context.identity.principal.account.as_deref().map(str::to_owned);
+    let account = context.identity.principal.account_owned();
     if endpoint.needs_account(&context.settings) && account.is_none() {
         return Err(unauthenticated(&context.settings.realm, None));
     }

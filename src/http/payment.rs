@@ -89,7 +89,7 @@ impl<S: Store> App<S> {
         else {
             return Ok(None);
         };
-        let Some(account) = principal.account.as_deref().map(str::to_owned) else {
+        let Some(account) = principal.account_owned() else {
             return Err(unauthenticated(&self.settings().realm, None));
         };
         let key = entry.path.as_key();

@@ -133,10 +133,7 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
-        let owner = current
-            .as_ref()
-            .and_then(|c| c.owner.clone())
-            .or(principal.account.as_deref().map(str::to_owned));
+        let owner = current.as_ref().and_then(|c| c.owner.clone()).or(principal.account_owned());
         let admitted = self.admit_write(&request, current.as_ref(), owner, true).await?;
         let pre = admitted.pre;
         let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
@@ -154,7 +151,7 @@ impl<S: Store> App<S> {
         } else {
             let upload = Upload {
                 content_type: content_type(request.headers()),
-                owner: principal.account.as_deref().map(str::to_owned),
+                owner: principal.account_owned(),
                 quotas: self.settings().meter.quotas(),
             };
             let body = self.upload_body(request, admitted.room);
@@ -178,7 +175,7 @@ impl<S: Store> App<S> {
         let multipart = content_type
             .as_deref()
             .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
-        let owner = principal.account.as_deref().map(str::to_owned);
+        let owner = principal.account_owned();
         let admitted =
             self.admit_write(&request, Some(collection), owner, multipart.is_none()).await?;
         if let Some(ct) = multipart {
@@ -199,7 +196,7 @@ impl<S: Store> App<S> {
         let path = collection.path.child(&name, false)?;
         let upload = Upload {
             content_type,
-            owner: principal.account.as_deref().map(str::to_owned),
+            owner: principal.account_owned(),
             quotas: self.settings().meter.quotas(),
         };
         let body = self.upload_body(request, admitted.room);
@@ -218,7 +215,7 @@ impl<S: Store> App<S> {
     ) -> Result<Response<Body>, Problem> {
         let mut form = multer::Multipart::new(body, boundary);
         let mut created = Vec::new();
-        let owner = principal.account.as_deref().map(str::to_owned);
+        let owner = principal.account_owned();
         loop {
             let field = match form.next_field().await {
                 Ok(Some(field)) => field,

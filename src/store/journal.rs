@@ -718,11 +718,11 @@ impl Journal {
             }
         };
         /// An error a fail point injects in place of the flush.
-        fn injected() -> io::Result<()> {
+        fn flush_fault() -> io::Result<()> {
             fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
             Ok(())
         }
-        let flushed = injected().and_then(|()| segment.append(buf));
+        let flushed = flush_fault().and_then(|()| segment.append(buf));
         match flushed {
             Ok(()) => Written { active: Ok(segment), opened, retired },
             Err(e) => {

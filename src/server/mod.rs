@@ -90,7 +90,10 @@ pub async fn run_on<S: Store>(
             let _slot = slot;
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
             match tls {
-                None => serve(stream, peer, app, protocols, watcher, over).await,
+                None => {
+                    let stream = crate::zerocopy::Stream(stream);
+                    crate::zerocopy::scope(serve(stream, peer, app, protocols, watcher, over)).await
+                }
                 // Boxed, like HTTP/2 in `serve`: the task of a plain HTTP/1 connection then
                 // holds only what HTTP/1 needs.
                 Some(tls) => {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::Entry;
 use crate::state::Fingerprint;
+use crate::zerocopy::Kept;
 
 /// How long a cached entry is trusted without looking at the disk.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -40,10 +41,24 @@ pub struct Object {
     /// The canonical file-system path (shared: a hit clones the object).
     pub real: Arc<Path>,
     /// The whole content, for small files.
-    pub content: Option<Bytes>,
+    pub content: Option<Content>,
     /// The version, for large files (whose bytes are read from disk on each GET).
     pub fingerprint: Option<Fingerprint>,
     at: Instant,
+}
+
+/// A small file's whole content, with the file it was read from if that is kept open (to
+/// be sent with sendfile: [`crate::zerocopy`]).
+#[derive(Clone)]
+pub struct Content {
+    pub bytes: Bytes,
+    pub file: Option<Arc<Kept>>,
+}
+
+impl Content {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// The key of an object: its path without a trailing slash (the root is "").
@@ -98,7 +113,7 @@ impl Cache {
         key: String,
         entry: Entry,
         real: PathBuf,
-        content: Option<Bytes>,
+        content: Option<Content>,
         fingerprint: Option<Fingerprint>,
         generation: u64,
     ) {
@@ -106,7 +121,7 @@ impl Cache {
         if self.generation() != generation {
             return;
         }
-        let size = content.as_ref().map_or(0, Bytes::len);
+        let size = content.as_ref().map_or(0, Content::len);
         if maps.content_bytes + size > BUDGET || maps.objects.len() >= MAX_ENTRIES {
             shrink(&mut maps, size);
         }
@@ -165,7 +180,7 @@ fn shrink(maps: &mut Maps, incoming: usize) {
         .iter()
         .take_while(|(_, o)| {
             let keep_going = freed < need || maps.objects.len() >= MAX_ENTRIES;
-            freed += o.content.as_ref().map_or(0, Bytes::len);
+            freed += o.content.as_ref().map_or(0, Content::len);
             keep_going
         })
         .map(|(k, _)| k.clone())
@@ -203,7 +218,7 @@ mod tests {
             "/a".into(),
             entry("/a"),
             "/r/a".into(),
-            Some(Bytes::from_static(b"x")),
+            Some(Content { bytes: Bytes::from_static(b"x"), file: None }),
             None,
             generation,
         );
@@ -230,7 +245,7 @@ mod tests {
                 format!("/f{i}"),
                 entry("/f"),
                 "/r".into(),
-                Some(big.clone()),
+                Some(Content { bytes: big.clone(), file: None }),
                 None,
                 cache.generation(),
             );

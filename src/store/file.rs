@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
-use super::cache::{self, Cache};
+use super::cache::{self, Cache, Content};
 use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
@@ -32,6 +32,7 @@ use super::{
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::object::{Outcome, OverQuota};
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
+use crate::zerocopy::{self, Kept};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
@@ -64,7 +65,7 @@ struct Inner {
 /// An opened version of a resource: its bytes in memory (small, hot files) or an open file.
 pub enum Handle {
     /// The whole content.
-    Memory(Bytes),
+    Memory(Content),
     /// The open file.
     File(Arc<File>),
 }
@@ -1005,8 +1006,8 @@ impl Store for FileStore {
         let key = path.as_key();
         if let Some(hit) = self.inner.cache.object(&key) {
             match (hit.content, hit.fingerprint) {
-                (Some(bytes), _) => {
-                    return Ok(Some(((*hit.entry).clone(), Some(Handle::Memory(bytes)))));
+                (Some(content), _) => {
+                    return Ok(Some(((*hit.entry).clone(), Some(Handle::Memory(content)))));
                 }
                 (None, None) => return Ok(Some(((*hit.entry).clone(), None))),
                 (None, Some(fp)) => {
@@ -1044,19 +1045,23 @@ impl Store for FileStore {
             };
             let meta = file.metadata()?;
             let entry = inner.entry(&path, &meta)?;
-            let (content, fp) = match meta.is_dir() {
-                true => (None, None),
+            let (content, fp, large) = match meta.is_dir() {
+                true => (None, None, None),
                 false if meta.len() <= cache::MAX_FILE => {
-                    (Some(read_all(&file, meta.len())?), None)
+                    let bytes = read_all(&file, meta.len())?;
+                    let file = match bytes.len() >= zerocopy::MIN {
+                        true => Kept::keep(file),
+                        false => None,
+                    };
+                    (Some(Content { bytes, file }), None, None)
                 }
-                false => (None, Some(fingerprint(&meta))),
+                false => (None, Some(fingerprint(&meta)), Some(Arc::new(file))),
             };
             let key = path.as_key();
             inner.cache.put_object(key, entry.clone(), real, content.clone(), fp, generation);
-            let handle = match (meta.is_dir(), content) {
-                (true, _) => None,
-                (false, Some(bytes)) => Some(Handle::Memory(bytes)),
-                (false, None) => Some(Handle::File(Arc::new(file))),
+            let handle = match (content, large) {
+                (Some(content), _) => Some(Handle::Memory(content)),
+                (None, large) => large.map(Handle::File),
             };
             Ok(Some((entry, handle)))
         })
@@ -1065,7 +1070,12 @@ impl Store for FileStore {
 
     fn in_memory(&self, handle: &Handle) -> Option<Bytes> {
         match handle {
-            Handle::Memory(bytes) => Some(bytes.clone()),
+            Handle::Memory(content) => {
+                if let Some(file) = &content.file {
+                    zerocopy::offer(&content.bytes, file, 0);
+                }
+                Some(content.bytes.clone())
+            }
             Handle::File(_) => None,
         }
     }
@@ -1073,9 +1083,13 @@ impl Store for FileStore {
     async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
         let file = match handle {
-            Handle::Memory(bytes) => {
+            Handle::Memory(content) => {
+                let bytes = &content.bytes;
                 let end = start.saturating_add(len).min(bytes.len() as u64) as usize;
                 let slice = bytes.slice((start as usize).min(end)..end);
+                if let Some(file) = &content.file {
+                    zerocopy::offer(&slice, file, start);
+                }
                 return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
             }
             Handle::File(file) => file.clone(),

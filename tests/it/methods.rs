@@ -566,3 +566,65 @@ async fn a_small_file_from_memory_answers_as_the_streamed_path() {
         assert_eq!(again.stable_headers(), first.stable_headers());
     }
 }
+
+/// Bytes that differ at every offset (so a piece sent from the wrong place shows), `seed`
+/// telling versions apart.
+fn patterned(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// Cached files of 16 KiB and more go to plain TCP connections from the file (sendfile)
+/// rather than from memory: on one kept-alive connection, among answers from memory, whole
+/// and in ranges, again after a write replaced the file, and after the file was cut short
+/// behind larder's back, every answer carries exactly the bytes its header describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_files_sent_from_the_file_come_back_exact() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let files = [("edge.bin", 16 * 1024), ("mid.bin", 200_000), ("max.bin", 1 << 20)];
+    for (i, (name, len)) in files.iter().enumerate() {
+        server.place(name, &patterned(*len, i as u32));
+    }
+    server.place("tiny.txt", b"tiny");
+    let mut connection = Connection::open(server.addr).await.unwrap();
+    for round in 0..2 {
+        for (i, (name, len)) in files.iter().enumerate() {
+            let got = connection.send("GET", &format!("/{name}"), &[], "").await;
+            assert_eq!(got.status, 200);
+            assert!(got.body[..] == patterned(*len, i as u32)[..], "{name}, round {round}");
+            assert_eq!(got.header("content-length"), len.to_string());
+            let tiny = connection.send("GET", "/tiny.txt", &[], "").await;
+            assert_eq!(&tiny.body[..], b"tiny");
+        }
+    }
+    let mid = patterned(200_000, 1);
+    let range = connection.send("GET", "/mid.bin", &[("range", "bytes=1000-150999")], "").await;
+    assert_eq!(range.status, 206);
+    assert!(range.body[..] == mid[1000..151_000]);
+    let ranges = [("range", "bytes=0-20000,100000-")];
+    let many = connection.send("GET", "/mid.bin", &ranges, "").await;
+    assert_eq!(many.status, 206);
+    assert!(contains(&many.body, &mid[..20_001]) && contains(&many.body, &mid[100_000..]));
+    assert_eq!(many.header("content-length"), many.body.len().to_string());
+    let head = connection.send("HEAD", "/mid.bin", &[], "").await;
+    assert_eq!((head.header("content-length"), head.body.len()), ("200000", 0));
+
+    // A write replaces the file: the next answer has the new bytes.
+    let new = patterned(200_000, 7);
+    assert_eq!(server.put_as("alice", "/mid.bin", new.clone()).await.status, 200);
+    let got = connection.send("GET", "/mid.bin", &[], "").await;
+    assert!(got.body[..] == new[..]);
+    assert!(connection.send("GET", "/mid.bin", &[], "").await.body[..] == new[..]);
+
+    // Cut short behind larder's back: whatever the answer, its bytes match its length.
+    let max = patterned(1 << 20, 2);
+    let file = std::fs::File::options().write(true).open(server.file("max.bin")).unwrap();
+    file.set_len(100_000).unwrap();
+    for _ in 0..2 {
+        let got = connection.send("GET", "/max.bin", &[], "").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("content-length"), got.body.len().to_string());
+        assert!(got.body[..] == max[..got.body.len()]);
+    }
+}

@@ -20,8 +20,10 @@
 //! cut short behind larder's back) the memory is written instead.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,12 +49,18 @@ pub struct Kept(File);
 
 impl Kept {
     /// Keeps `file`, unless [`MAX_KEPT`] are kept already.
-    pub fn keep(file: File) -> Option<Arc<Kept>> {
+    pub fn keep(file: File) -> Option<Source> {
         if KEPT.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT {
             KEPT.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         Some(Arc::new(Kept(file)))
+    }
+}
+
+impl AsFd for Kept {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -62,12 +70,28 @@ impl Drop for Kept {
     }
 }
 
+/// An open file to send from.
+pub type Source = Arc<dyn AsFd + Send + Sync>;
+
+/// The largest stand-in.
+pub const STAND_IN_MAX: usize = 512 * 1024;
+/// Stand-ins handed out and not yet sent, at most, per connection.
+const QUEUED_MAX: usize = 4;
+/// Slots of the stand-in region, taken in turn: more than [`QUEUED_MAX`], so the stand-ins
+/// queued on a connection never share an address.
+const SLOTS: usize = 2 * QUEUED_MAX;
+
+/// Zeros that stand in for file bytes a response sends from the file unread (never sent
+/// themselves: a write that meets them sends from the file or fails). In `.bss`: it costs
+/// no memory while nothing reads it, and nothing does.
+static STAND_INS: [u8; SLOTS * STAND_IN_MAX] = [0; SLOTS * STAND_IN_MAX];
+
 /// Memory that holds `file`'s bytes from `offset` on.
 struct Mirror {
     start: usize,
     len: usize,
     offset: u64,
-    file: Arc<Kept>,
+    file: Source,
     /// Keeps the memory alive (and so its addresses taken) while it is offered.
     _bytes: Bytes,
 }
@@ -80,25 +104,95 @@ impl Mirror {
     }
 }
 
-tokio::task_local! {
-    /// The last offer made while serving this connection.
-    static OFFERED: RefCell<Option<Mirror>>;
+/// `len` bytes of `file` from `offset` on, handed to hyper as the zeros at `at` in
+/// [`STAND_INS`]; `sent` of them have gone out.
+struct StandIn {
+    at: usize,
+    len: usize,
+    sent: usize,
+    offset: u64,
+    file: Source,
 }
 
-/// Runs `connection` (a plain TCP connection's future) so that the responses it serves can
-/// [`offer`] their content.
+/// What a connection's responses offered.
+#[derive(Default)]
+struct Offers {
+    /// The last memory offered.
+    mirror: Option<Mirror>,
+    /// The stand-ins handed out, in the order hyper writes them (the order of the body).
+    stand_ins: VecDeque<StandIn>,
+    /// The slot of the next stand-in.
+    next_slot: usize,
+}
+
+/// Where a write sends from a file: `bufs[index]` (all of it) is `file`'s bytes at `offset`.
+struct Target {
+    index: usize,
+    offset: u64,
+    file: Source,
+    stand_in: bool,
+}
+
+impl Offers {
+    /// The first of `bufs` to send from a file; an error if one is a stand-in out of turn.
+    fn target(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<Target>> {
+        let region = STAND_INS.as_ptr() as usize..STAND_INS.as_ptr() as usize + STAND_INS.len();
+        for (index, slice) in bufs.iter().enumerate() {
+            let address = slice.as_ptr() as usize;
+            if region.contains(&address) {
+                let at = address - region.start;
+                let next = self.stand_ins.front().filter(|next| {
+                    at == next.at + next.sent && slice.len() <= next.len - next.sent
+                });
+                let Some(next) = next else {
+                    return Err(io::Error::other("a stand-in written out of turn"));
+                };
+                let offset = next.offset + next.sent as u64;
+                return Ok(Some(Target { index, offset, file: next.file.clone(), stand_in: true }));
+            }
+            if let Some(mirror) = &self.mirror
+                && let Some(offset) = mirror.find(slice)
+            {
+                return Ok(Some(Target {
+                    index,
+                    offset,
+                    file: mirror.file.clone(),
+                    stand_in: false,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `n` bytes of the next stand-in went out.
+    fn sent(&mut self, n: usize) {
+        if let Some(next) = self.stand_ins.front_mut() {
+            next.sent += n;
+            if next.sent == next.len {
+                self.stand_ins.pop_front();
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    static OFFERED: RefCell<Offers>;
+}
+
+/// Runs `connection` (a plain TCP HTTP/1 connection's future, over [`Stream`]) so that the
+/// responses it serves can [`offer`] their content and ask for [`stand_in`]s.
 pub async fn scope<F: Future>(connection: F) -> F::Output {
-    OFFERED.scope(RefCell::new(None), connection).await
+    OFFERED.scope(RefCell::new(Offers::default()), connection).await
 }
 
 /// Tells the connection being served, if it can use it, that `bytes` are `file`'s bytes from
 /// `offset` on.
-pub fn offer(bytes: &Bytes, file: &Arc<Kept>, offset: u64) {
+pub fn offer(bytes: &Bytes, file: &Source, offset: u64) {
     if bytes.len() < MIN {
         return;
     }
-    let _ = OFFERED.try_with(|offered| {
-        *offered.borrow_mut() = Some(Mirror {
+    let _ = OFFERED.try_with(|offers| {
+        offers.borrow_mut().mirror = Some(Mirror {
             start: bytes.as_ptr() as usize,
             len: bytes.len(),
             offset,
@@ -108,7 +202,30 @@ pub fn offer(bytes: &Bytes, file: &Arc<Kept>, offset: u64) {
     });
 }
 
-/// A plain TCP connection that sends offered content from its file.
+/// Bytes that stand in for `len` bytes of `file` from `offset` on, which the connection
+/// being served sends from the file without their being read; `None` where it cannot (not
+/// a plain HTTP/1 connection, too small to be worth it, too many queued). Only for a response
+/// body, handed to hyper in order: nothing may look into them.
+pub fn stand_in(file: &Source, offset: u64, len: usize) -> Option<Bytes> {
+    if !(MIN..=STAND_IN_MAX).contains(&len) {
+        return None;
+    }
+    OFFERED
+        .try_with(|offers| {
+            let mut offers = offers.borrow_mut();
+            if offers.stand_ins.len() >= QUEUED_MAX {
+                return None;
+            }
+            let at = offers.next_slot * STAND_IN_MAX;
+            offers.next_slot = (offers.next_slot + 1) % SLOTS;
+            offers.stand_ins.push_back(StandIn { at, len, sent: 0, offset, file: file.clone() });
+            Some(Bytes::from_static(&STAND_INS[at..at + len]))
+        })
+        .ok()
+        .flatten()
+}
+
+/// A plain TCP connection that sends offered content and stand-ins from their files.
 pub struct Stream(pub TcpStream);
 
 impl AsyncRead for Stream {
@@ -136,27 +253,26 @@ impl AsyncWrite for Stream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let found = OFFERED
-            .try_with(|offered| {
-                let offered = offered.borrow();
-                let mirror = offered.as_ref()?;
-                bufs.iter().enumerate().find_map(|(i, slice)| {
-                    mirror.find(slice).map(|offset| (i, offset, mirror.file.clone()))
-                })
-            })
-            .ok()
-            .flatten();
-        let Some((i, offset, file)) = found else {
-            return Pin::new(&mut this.0).poll_write_vectored(cx, bufs);
+        let target = match OFFERED.try_with(|offers| offers.borrow().target(bufs)) {
+            Ok(Ok(Some(target))) => target,
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Ok(Ok(None)) | Err(_) => return Pin::new(&mut this.0).poll_write_vectored(cx, bufs),
         };
+        let head = &bufs[..target.index];
+        let head_len: usize = head.iter().map(|slice| slice.len()).sum();
         let socket = &this.0;
         loop {
             ready!(socket.poll_write_ready(cx))?;
-            match socket
-                .try_io(Interest::WRITABLE, || send(socket, &bufs[..i], &file, offset, &bufs[i]))
-            {
+            let attempt = || send(socket, head, head_len, &target, &bufs[target.index]);
+            match socket.try_io(Interest::WRITABLE, attempt) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                sent => return Poll::Ready(sent),
+                Ok(n) => {
+                    if target.stand_in && n > head_len {
+                        let _ = OFFERED.try_with(|offers| offers.borrow_mut().sent(n - head_len));
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -174,17 +290,16 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Sends `head` (held back with MSG_MORE, so it leaves in the same packet as what follows),
-/// then `body` from `file` at `offset`. Returns how many bytes went out; WouldBlock only if
-/// none did.
+/// Sends `head` (`head_len` bytes, held back with MSG_MORE so they leave in the same packet
+/// as what follows), then `body` from the target's file. Returns how many bytes went out;
+/// WouldBlock only if none did.
 fn send(
     socket: &TcpStream,
     head: &[IoSlice<'_>],
-    file: &Kept,
-    offset: u64,
+    head_len: usize,
+    target: &Target,
     body: &[u8],
 ) -> io::Result<usize> {
-    let head_len: usize = head.iter().map(|slice| slice.len()).sum();
     let mut sent = 0;
     if head_len > 0 {
         let more = SendFlags::MORE | SendFlags::NOSIGNAL;
@@ -193,17 +308,83 @@ fn send(
             return Ok(sent);
         }
     }
-    let mut at = offset;
-    let result = match rustix::fs::sendfile(socket, &file.0, Some(&mut at), body.len()) {
+    let mut at = target.offset;
+    let result = match rustix::fs::sendfile(socket, &target.file, Some(&mut at), body.len()) {
         Ok(n) if n > 0 => Ok(n),
         Err(e) if e == rustix::io::Errno::AGAIN => Err(io::Error::from(e)),
-        // The file is shorter than when it was read, or cannot be read: the memory has the
-        // bytes.
+        // The file is shorter than when its answer began, or cannot be read: a stand-in has
+        // nothing else to send (the answer is cut short, as nginx cuts it), offered memory
+        // has the bytes.
+        Ok(_) | Err(_) if target.stand_in => {
+            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than its answer"))
+        }
         _ => rustix::net::send(socket, body, SendFlags::NOSIGNAL).map_err(io::Error::from),
     };
     match result {
         Ok(n) => Ok(sent + n),
         Err(_) if sent > 0 => Ok(sent),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Source {
+        Arc::new(File::open("/dev/null").unwrap())
+    }
+
+    fn stand_in_at(slot: usize, from: usize, len: usize) -> IoSlice<'static> {
+        let at = slot * STAND_IN_MAX + from;
+        IoSlice::new(&STAND_INS[at..at + len])
+    }
+
+    #[test]
+    fn stand_ins_are_sent_in_turn_or_not_at_all() {
+        let mut offers = Offers::default();
+        let none = offers.target(&[stand_in_at(0, 0, 10)]);
+        assert!(none.is_err(), "a stand-in nobody handed out");
+        for (offset, len) in [(1000, 100_000), (500_000, 20_000)] {
+            let at = offers.next_slot * STAND_IN_MAX;
+            offers.next_slot += 1;
+            offers.stand_ins.push_back(StandIn { at, len, sent: 0, offset, file: source() });
+        }
+        let head = IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n");
+        let target = offers.target(&[head, stand_in_at(0, 0, 100_000)]).unwrap().unwrap();
+        assert_eq!((target.index, target.offset, target.stand_in), (1, 1000, true));
+        assert!(
+            offers.target(&[stand_in_at(1, 0, 20_000)]).is_err(),
+            "the second before the first"
+        );
+        offers.sent(60_000);
+        assert!(offers.target(&[stand_in_at(0, 0, 40_000)]).is_err(), "sent bytes again");
+        assert!(offers.target(&[stand_in_at(0, 60_000, 40_001)]).is_err(), "past its end");
+        let rest = offers.target(&[stand_in_at(0, 60_000, 40_000)]).unwrap().unwrap();
+        assert_eq!(rest.offset, 61_000);
+        offers.sent(40_000);
+        let second = offers.target(&[stand_in_at(1, 0, 20_000)]).unwrap().unwrap();
+        assert_eq!(second.offset, 500_000);
+    }
+
+    #[test]
+    fn offered_memory_is_found_only_whole() {
+        let bytes = Bytes::from(vec![7u8; 100]);
+        let mirror = Mirror {
+            start: bytes.as_ptr() as usize,
+            len: 100,
+            offset: 4096,
+            file: source(),
+            _bytes: bytes.clone(),
+        };
+        assert_eq!(mirror.find(&bytes[10..60]), Some(4106));
+        assert_eq!(mirror.find(&bytes[..]), Some(4096));
+        let other = vec![7u8; 100];
+        assert_eq!(mirror.find(&other), None);
+        assert_eq!(mirror.find(&bytes[100..]), None, "empty");
+        let offers = Offers { mirror: Some(mirror), ..Offers::default() };
+        let target =
+            offers.target(&[IoSlice::new(&other), IoSlice::new(&bytes[50..])]).unwrap().unwrap();
+        assert_eq!((target.index, target.offset, target.stand_in), (1, 4146, false));
     }
 }

@@ -82,7 +82,7 @@ impl<S: Store> App<S> {
             range::Ranges::Whole => {
                 let bytes = match verb {
                     Verb::Head => None,
-                    _ => Some(self.store.read(&handle, 0, len).await?),
+                    _ => Some(self.body_bytes(&handle, 0, len, &charge).await?),
                 };
                 (StatusCode::OK, len, bytes)
             }
@@ -102,7 +102,7 @@ impl<S: Store> App<S> {
                     CONTENT_RANGE,
                     HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
                 );
-                let bytes = Some(self.store.read(&handle, first, last - first + 1).await?);
+                let bytes = Some(self.body_bytes(&handle, first, last - first + 1, &charge).await?);
                 (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
             }
             range::Ranges::Parts(parts) => {
@@ -117,7 +117,7 @@ impl<S: Store> App<S> {
                     );
                     total += head.len() as u64 + (last - first + 1);
                     pieces.push(once(head.into_bytes()));
-                    pieces.push(self.store.read(&handle, first, last - first + 1).await?);
+                    pieces.push(self.body_bytes(&handle, first, last - first + 1, &charge).await?);
                 }
                 let tail = format!("\r\n--{boundary}--\r\n");
                 total += tail.len() as u64;
@@ -185,6 +185,24 @@ impl<S: Store> App<S> {
             page::secure_headers(headers);
         }
         Ok(response)
+    }
+}
+
+impl<S: Store> App<S> {
+    /// An answer's bytes: where the connection can, stand-ins it sends from the file unread
+    /// ([`crate::zerocopy`]); the bytes themselves for a paid download, whose failed read
+    /// must reach [`refund_on_error`] as an error of the stream.
+    async fn body_bytes(
+        &self,
+        handle: &S::Handle,
+        start: u64,
+        len: u64,
+        charge: &Option<Charge>,
+    ) -> Result<ByteStream, Problem> {
+        Ok(match charge {
+            None => self.store.read_to_send(handle, start, len).await?,
+            Some(_) => self.store.read(handle, start, len).await?,
+        })
     }
 }
 

@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::http::problem::{Problem, Slug};
 use crate::http::{App, Body};
 use crate::store::Store;
+use crate::zerocopy;
 
 /// Counts open connections; a slot is freed when its [`Slot`] drops.
 struct Slot(prometheus::IntGauge);
@@ -91,8 +92,8 @@ pub async fn run_on<S: Store>(
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
             match tls {
                 None => {
-                    let stream = crate::zerocopy::Stream(stream);
-                    crate::zerocopy::scope(serve(stream, peer, app, protocols, watcher, over)).await
+                    let stream = zerocopy::Stream(stream);
+                    serve(stream, peer, app, protocols, watcher, over, true).await
                 }
                 // Boxed, like HTTP/2 in `serve`: the task of a plain HTTP/1 connection then
                 // holds only what HTTP/1 needs.
@@ -105,7 +106,7 @@ pub async fn run_on<S: Store>(
                         .await
                         {
                             Ok(Ok(stream)) => {
-                                serve(stream, peer, app, protocols, watcher, over).await
+                                serve(stream, peer, app, protocols, watcher, over, false).await
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -184,6 +185,7 @@ impl Protocols {
 }
 
 /// Serves one connection: every request through `app`, or one 503 when `over` the cap.
+/// Over `plain` TCP ([`zerocopy::Stream`]), HTTP/1 answers send file content with sendfile.
 async fn serve<S: Store, I>(
     stream: I,
     peer: SocketAddr,
@@ -191,6 +193,7 @@ async fn serve<S: Store, I>(
     protocols: Arc<Protocols>,
     watcher: hyper_util::server::graceful::Watcher,
     over: bool,
+    plain: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -222,6 +225,9 @@ async fn serve<S: Store, I>(
         });
         match h2 {
             true => Box::pin(watcher.watch(protocols.http2.serve_connection(io, service))).await,
+            false if plain => {
+                zerocopy::scope(watcher.watch(protocols.http1.serve_connection(io, service))).await
+            }
             false => watcher.watch(protocols.http1.serve_connection(io, service)).await,
         }
     };

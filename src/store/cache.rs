@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::Entry;
 use crate::state::Fingerprint;
-use crate::zerocopy::Kept;
+use crate::zerocopy::Source;
 
 /// How long a cached entry is trusted without looking at the disk.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ pub struct Object {
 #[derive(Clone)]
 pub struct Content {
     pub bytes: Bytes,
-    pub file: Option<Arc<Kept>>,
+    pub file: Option<Source>,
 }
 
 impl Content {

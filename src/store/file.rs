@@ -998,6 +998,70 @@ fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Re
     Ok(())
 }
 
+/// `len` bytes of `handle` from `start`; `to_send`: stand-ins where the connection can send
+/// from the file ([`zerocopy::stand_in`]).
+fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteStream, Error> {
+    fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
+    let file = match handle {
+        Handle::Memory(content) => {
+            let bytes = &content.bytes;
+            let end = start.saturating_add(len).min(bytes.len() as u64) as usize;
+            let slice = bytes.slice((start as usize).min(end)..end);
+            if let Some(file) = &content.file {
+                zerocopy::offer(&slice, file, start);
+            }
+            return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
+        }
+        Handle::File(file) => file.clone(),
+    };
+    let end = start.saturating_add(len);
+    let stream = futures_util::stream::try_unfold(start, move |offset| {
+        let file = file.clone();
+        async move {
+            if offset >= end {
+                return Ok(None);
+            }
+            let want = (end - offset).min(CHUNK) as usize;
+            let source: zerocopy::Source = file.clone();
+            if to_send && let Some(stand_in) = zerocopy::stand_in(&source, offset, want) {
+                return Ok(Some((stand_in, offset + want as u64)));
+            }
+            let mut buf = chunks::take();
+            // What the page cache holds is read here, on the loop, as nginx reads it;
+            // only a read that would wait for the disk goes to a blocking thread.
+            let cached = rustix::io::preadv2(
+                &*file,
+                &mut [io::IoSliceMut::new(&mut buf[..want])],
+                offset,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            );
+            let chunk = match cached {
+                Ok(n) if n > 0 => chunks::freeze(buf, n),
+                _ => {
+                    let file = file.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut filled = 0;
+                        while filled < want {
+                            let at = offset + filled as u64;
+                            match file.read_at(&mut buf[filled..want], at)? {
+                                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                                n => filled += n,
+                            }
+                        }
+                        Ok(chunks::freeze(buf, want))
+                    })
+                    .await
+                    .map_err(io::Error::other)??
+                }
+            };
+            zerocopy::offer(&chunk, &source, offset);
+            let next = offset + chunk.len() as u64;
+            Ok(Some((chunk, next)))
+        }
+    });
+    Ok(Box::pin(stream))
+}
+
 impl Store for FileStore {
     type Handle = Handle;
 
@@ -1081,44 +1145,16 @@ impl Store for FileStore {
     }
 
     async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
-        fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
-        let file = match handle {
-            Handle::Memory(content) => {
-                let bytes = &content.bytes;
-                let end = start.saturating_add(len).min(bytes.len() as u64) as usize;
-                let slice = bytes.slice((start as usize).min(end)..end);
-                if let Some(file) = &content.file {
-                    zerocopy::offer(&slice, file, start);
-                }
-                return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
-            }
-            Handle::File(file) => file.clone(),
-        };
-        let end = start.saturating_add(len);
-        let stream = futures_util::stream::try_unfold(start, move |offset| {
-            let file = file.clone();
-            async move {
-                if offset >= end {
-                    return Ok(None);
-                }
-                let want = (end - offset).min(CHUNK) as usize;
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = chunks::take();
-                    let mut filled = 0;
-                    while filled < want {
-                        match file.read_at(&mut buf[filled..want], offset + filled as u64)? {
-                            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                            n => filled += n,
-                        }
-                    }
-                    Ok(chunks::freeze(buf, want))
-                })
-                .await
-                .map_err(io::Error::other)??;
-                Ok(Some((chunk, offset + want as u64)))
-            }
-        });
-        Ok(Box::pin(stream))
+        content(handle, start, len, false)
+    }
+
+    async fn read_to_send(
+        &self,
+        handle: &Handle,
+        start: u64,
+        len: u64,
+    ) -> Result<ByteStream, Error> {
+        content(handle, start, len, true)
     }
 
     async fn list(&self, path: &ResourcePath) -> Result<Arc<Vec<Entry>>, Error> {

@@ -628,3 +628,100 @@ async fn cached_files_sent_from_the_file_come_back_exact() {
         assert!(got.body[..] == max[..got.body.len()]);
     }
 }
+
+/// Files too large for the cache go to plain HTTP/1 connections from the file without being
+/// read (stand-ins, then sendfile): whole and in ranges, one answer after another on one
+/// connection, the same bytes as over h2c (which reads them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_sent_unread_come_back_exact() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let len = 3 * (1 << 20) + 12_345;
+    let bytes = patterned(len, 3);
+    server.place("large.bin", &bytes);
+    server.place("tiny.txt", b"tiny");
+    let mut connection = Connection::open(server.addr).await.unwrap();
+    for _ in 0..2 {
+        let got = connection.send("GET", "/large.bin", &[], "").await;
+        assert_eq!((got.status, got.header("content-length")), (200, len.to_string().as_str()));
+        assert!(got.body[..] == bytes[..]);
+        assert_eq!(&connection.send("GET", "/tiny.txt", &[], "").await.body[..], b"tiny");
+    }
+    let one = connection.send("GET", "/large.bin", &[("range", "bytes=700000-2800000")], "").await;
+    assert_eq!(one.status, 206);
+    assert!(one.body[..] == bytes[700_000..2_800_001]);
+    let parts = [("range", "bytes=10-20,100000-900000,-600000")];
+    let many = connection.send("GET", "/large.bin", &parts, "").await;
+    assert_eq!(many.status, 206);
+    assert_eq!(many.header("content-length"), many.body.len().to_string());
+    for piece in [&bytes[10..21], &bytes[100_000..900_001], &bytes[len - 600_000..]] {
+        assert!(contains(&many.body, piece));
+    }
+    let head = connection.send("HEAD", "/large.bin", &[], "").await;
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert!(connection.send("GET", "/large.bin", &[], "").await.body[..] == bytes[..]);
+}
+
+/// Sends a GET for `target` on a new connection and reads its head and the first 64 KiB.
+async fn start_download(server: &TestServer, target: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = vec![0; 64 * 1024];
+    stream.read_exact(&mut got).await.unwrap();
+    (stream, got)
+}
+
+/// Reads the rest of a download until the server closes; returns its head and body.
+async fn finish_download(mut stream: tokio::net::TcpStream, mut got: Vec<u8>) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut got));
+    read.await.expect("the connection was closed").unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (String::from_utf8_lossy(&got[..head_end]).to_lowercase(), got.split_off(head_end))
+}
+
+/// A large file replaced or deleted through larder while it is being sent: the download
+/// goes on to the end with the bytes of the version it began with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_outlives_a_replacement_and_a_delete() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let len = 48 << 20;
+    let (old, gone) = (patterned(len, 5), patterned(len, 6));
+    server.place("replaced.bin", &old);
+    server.place("deleted.bin", &gone);
+    let (replaced, replaced_start) = start_download(&server, "/replaced.bin").await;
+    let (deleted, deleted_start) = start_download(&server, "/deleted.bin").await;
+    assert_eq!(server.put_as("alice", "/replaced.bin", patterned(len, 7)).await.status, 200);
+    let auth = basic("alice");
+    let delete = server.send("DELETE", "/deleted.bin", &[("authorization", &auth)], "").await;
+    assert_eq!(delete.status, 204);
+    for ((stream, start), bytes) in
+        [((replaced, replaced_start), old), ((deleted, deleted_start), gone)]
+    {
+        let (head, body) = finish_download(stream, start).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(body == bytes, "the whole of the version the download began with");
+    }
+}
+
+/// A large file cut short behind larder's back while it is being sent: the answer stops
+/// short of its Content-Length and the connection closes. What arrived up to the cut is the
+/// file's; past it, bytes already handed to the socket may read as zeros (the kernel sends
+/// the page cache by reference, as under nginx's sendfile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cut_short_while_sent_ends_the_answer_early() {
+    let server = TestServer::open().await;
+    let (len, cut) = (48 << 20, 1 << 20);
+    let bytes = patterned(len, 4);
+    server.place("cut.bin", &bytes);
+    let (stream, start) = start_download(&server, "/cut.bin").await;
+    let file = std::fs::File::options().write(true).open(server.file("cut.bin")).unwrap();
+    file.set_len(cut as u64).unwrap();
+    let (head, body) = finish_download(stream, start).await;
+    assert!(head.starts_with("http/1.1 200") && head.contains(&format!("content-length: {len}")));
+    assert!(body.len() < len, "the answer stops short");
+    let upto = body.len().min(cut);
+    assert!(body[..upto] == bytes[..upto], "what arrived up to the cut is the file's");
+}

@@ -25,8 +25,8 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -82,9 +82,11 @@ const QUEUED_MAX: usize = 4;
 const SLOTS: usize = 2 * QUEUED_MAX;
 
 /// Zeros that stand in for file bytes a response sends from the file unread (never sent
-/// themselves: a write that meets them sends from the file or fails). In `.bss`: it costs
-/// no memory while nothing reads it, and nothing does.
-static STAND_INS: [u8; SLOTS * STAND_IN_MAX] = [0; SLOTS * STAND_IN_MAX];
+/// themselves: a write that meets them sends from the file or fails). Fresh zeroed pages
+/// from the allocator (`calloc`, a mapping this large): no resident memory while nothing
+/// reads them, and nothing does.
+static STAND_INS: LazyLock<Box<[u8]>> =
+    LazyLock::new(|| vec![0; SLOTS * STAND_IN_MAX].into_boxed_slice());
 
 /// Memory that holds `file`'s bytes from `offset` on.
 struct Mirror {

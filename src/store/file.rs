@@ -998,6 +998,13 @@ fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Re
     Ok(())
 }
 
+/// Whether the page cache holds `file`'s byte at `offset` (read without waiting for a disk).
+fn in_page_cache(file: &File, offset: u64) -> bool {
+    let mut probe = [0u8; 1];
+    let slices = &mut [io::IoSliceMut::new(&mut probe)];
+    matches!(rustix::io::preadv2(file, slices, offset, rustix::io::ReadWriteFlags::NOWAIT), Ok(1))
+}
+
 /// `len` bytes of `handle` from `start`; `to_send`: stand-ins where the connection can send
 /// from the file ([`zerocopy::stand_in`]).
 fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteStream, Error> {
@@ -1023,7 +1030,13 @@ fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteS
             }
             let want = (end - offset).min(CHUNK) as usize;
             let source: zerocopy::Source = file.clone();
-            if to_send && let Some(stand_in) = zerocopy::stand_in(&source, offset, want) {
+            // A stand-in's bytes are read by sendfile, on the loop: only where the page cache
+            // holds them (probed at the chunk's start; the kernel's readahead keeps the rest
+            // of a sequential read ahead). A cold chunk is read on a blocking thread below.
+            if to_send
+                && in_page_cache(&file, offset)
+                && let Some(stand_in) = zerocopy::stand_in(&source, offset, want)
+            {
                 return Ok(Some((stand_in, offset + want as u64)));
             }
             let mut buf = chunks::take();

@@ -659,6 +659,12 @@ async fn large_files_sent_unread_come_back_exact() {
     let head = connection.send("HEAD", "/large.bin", &[], "").await;
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert!(connection.send("GET", "/large.bin", &[], "").await.body[..] == bytes[..]);
+    // Out of the page cache (read on a blocking thread, not by sendfile on the loop): the
+    // same bytes.
+    let file = std::fs::File::open(server.file("large.bin")).unwrap();
+    file.sync_all().unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert!(connection.send("GET", "/large.bin", &[], "").await.body[..] == bytes[..]);
 }
 
 /// Sends a GET for `target` on a new connection and reads its head and the first 64 KiB.

@@ -1,23 +1,27 @@
-//! Cached file content sent with sendfile(2) instead of copied into the socket, on plain TCP
-//! connections, as nginx sends files.
+//! File content sent with sendfile(2) instead of copied into the socket, on plain TCP
+//! HTTP/1 connections, as nginx sends files.
 //!
-//! hyper writes a response body from memory: a cached 64 KiB file costs a 64 KiB copy into
-//! fresh socket buffers per GET, and the reader then copies it out of them. With sendfile the
-//! socket refers to the file's page-cache pages instead, so the only copy is the reader's,
-//! from pages that stay hot.
+//! hyper writes a response body from memory: a cached 64 KiB file cost a 64 KiB copy into
+//! fresh socket buffers per GET (the reader then copies it out of them), and a large file
+//! cost a read into memory and that copy, per chunk. With sendfile the socket refers to the
+//! file's page-cache pages instead, so the only copy is the reader's.
 //!
-//! How, without hyper knowing: the file store keeps an open handle next to each cached
-//! content of [`MIN`] bytes or more ([`Kept`]). When it hands such content to a response it
-//! [`offer`]s the pair to the connection being served (a task-local value, set by [`scope`]
-//! around each plain TCP connection). When hyper then writes, [`Stream`] looks for slices
-//! that lie in the offered memory and sends those from the file instead.
+//! How, without hyper knowing: each such connection runs in a [`scope`] (a task-local
+//! `Offers`), its socket wrapped in [`Stream`]. Two ways in:
 //!
-//! Why that is exact: an offered slice's memory holds the file's bytes at the same offset (it
-//! was read from that open file, and larder never writes a version in place: every write is
-//! a new file renamed over the old one, so an open handle's bytes do not change). The offer
-//! keeps the memory alive, so no other data can come to live at those addresses. A slice
-//! found nowhere in the offer is written as usual, and if the file cannot be sent (it was
-//! cut short behind larder's back) the memory is written instead.
+//! - *offered memory*: the file store keeps an open handle next to each cached content of
+//!   [`MIN`] bytes or more ([`Kept`]), and [`offer`]s the pair when it hands the content to a
+//!   response. Any slice hyper writes from that memory goes out from the file instead. Exact
+//!   because the memory holds the file's bytes at the same offset (read from that open
+//!   file; larder never writes a version in place, every write is a new file renamed over
+//!   the old one) and the offer keeps the memory alive, so no other data can come to live at
+//!   its addresses. If the file cannot be sent (cut short behind larder's back) the memory
+//!   is written instead.
+//! - *stand-ins*: for a large file's answer body the store asks for [`stand_in`]s instead of
+//!   reading: zeros from one region, handed to hyper, that the connection knows, in order, as
+//!   file bytes at an offset. [`Stream`] sends each from the file; a stand-in met out of turn
+//!   (or one the file no longer has the bytes for) ends the connection, so none is ever sent
+//!   as zeros. Only answers ask for them (`Store::read_to_send`), and only in a scope.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -228,6 +228,8 @@ async fn run(
     let hangups = signal(SignalKind::hangup())?;
     let state = Arc::new(open_state(&settings).await?);
     // Ready before "listening" is printed: whoever waits for that line sees the whole server.
+    let files = crate::server::raise_open_file_limit();
+    tracing::debug!("open-file limit: {files}");
     let loops = crate::server::Loops::start()?;
     match settings.bucket.clone() {
         None => {

@@ -41,9 +41,12 @@ use tokio::net::TcpStream;
 /// Content smaller than this is copied: the system call sendfile adds costs more than the
 /// copy it saves.
 pub const MIN: usize = 16 * 1024;
-/// At most this many files are kept open next to cached content (file descriptors are the
-/// connections' too).
-const MAX_KEPT: usize = 1024;
+/// At most this many files are kept open next to cached content: 1,024, or an eighth of the
+/// open-file limit if that is less (file descriptors are the connections' too).
+static MAX_KEPT: LazyLock<usize> = LazyLock::new(|| {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(1024, |files| (files / 8).min(1024) as usize)
+});
 
 static KEPT: AtomicUsize = AtomicUsize::new(0);
 
@@ -54,7 +57,7 @@ pub struct Kept(File);
 impl Kept {
     /// Keeps `file`, unless [`MAX_KEPT`] are kept already.
     pub fn keep(file: File) -> Option<Source> {
-        if KEPT.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT {
+        if KEPT.fetch_add(1, Ordering::Relaxed) >= *MAX_KEPT {
             KEPT.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

@@ -126,6 +126,23 @@ pub async fn run_on<S: Store>(
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard one, as Go's runtime does (nginx has
+/// `worker_rlimit_nofile` for it): each connection takes a descriptor, and so does each
+/// cached file kept open for sendfile, and the usual soft limit (1,024) is below the default
+/// `max_connections`. Returns the limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    // (`None` is unlimited: a hard limit of none is left alone, as Linux refuses it.)
+    if limit.maximum.is_some() && limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("could not raise the open-file limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// The event loops that serve connections: one thread per core (as the process may use
 /// them), each running a single-threaded runtime, as nginx runs one worker per core. A
 /// connection lives on one loop from accept to close, so waking its task for a read never

@@ -582,3 +582,24 @@ async fn small_writes_a_machine_crash_took_come_back_from_the_journal() {
     let used = 9 + 4 + big.len();
     assert_eq!(account.json()["storage"]["used"], used, "storage use counts what is on disk");
 }
+
+/// Started with a soft limit of 64 open files (the hard one higher, as on most systems),
+/// larder raises it and serves 300 connections open at once.
+#[test]
+fn a_low_open_file_limit_is_raised() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), b"hello").unwrap();
+    let server = Process::start_through_shell(r#"ulimit -Sn 64 && exec "$0" "$@""#, dir.path());
+    let mut connections: Vec<std::net::TcpStream> =
+        (0..300).map(|_| std::net::TcpStream::connect(server.addr).unwrap()).collect();
+    for connection in &mut connections {
+        connection.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        connection.write_all(b"GET /f.txt HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    }
+    for (i, connection) in connections.iter_mut().enumerate() {
+        let mut answer = [0u8; 12];
+        connection.read_exact(&mut answer).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(&answer, b"HTTP/1.1 200", "connection {i}");
+    }
+}

@@ -36,10 +36,26 @@ impl Process {
         let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
         args.extend_from_slice(extra);
         let mut command = larder(&args);
-        command.stdout(Stdio::piped()).stderr(log);
+        command.stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }
+        Process::spawn(command)
+    }
+
+    /// Runs `sh -c SCRIPT` with `larder serve ROOT --port 0` as its arguments (`"$0" "$@"`),
+    /// for a script that sets something up and then `exec`s them.
+    #[allow(dead_code)] // this file is in three test crates; only `it` uses this
+    pub fn start_through_shell(script: &str, root: &Path) -> Process {
+        let mut command = Command::new("sh");
+        command.args(["-c", script, BIN, "serve", root.to_str().unwrap(), "--port", "0"]);
+        command.env_remove("RUST_LOG").stdin(Stdio::null()).stderr(Stdio::null());
+        Process::spawn(command)
+    }
+
+    /// Spawns `command` (a `larder serve` on port 0) and waits for its address.
+    fn spawn(mut command: Command) -> Process {
+        command.stdout(Stdio::piped());
         let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

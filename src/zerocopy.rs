@@ -213,8 +213,8 @@ pub fn offer(bytes: &Bytes, file: &Source, offset: u64) {
 
 /// Bytes that stand in for `len` bytes of `file` from `offset` on, which the connection
 /// being served sends from the file without their being read; `None` where it cannot (not
-/// a plain HTTP/1 connection, too small to be worth it, too many queued). Only for a response
-/// body, handed to hyper in order: nothing may look into them.
+/// a plain HTTP/1 connection, too small to be worth it, too many queued, not in the page
+/// cache). Only for a response body, handed to hyper in order: nothing may look into them.
 pub fn stand_in(file: &Source, offset: u64, len: usize) -> Option<Bytes> {
     if !(MIN..=STAND_IN_MAX).contains(&len) {
         return None;
@@ -222,7 +222,7 @@ pub fn stand_in(file: &Source, offset: u64, len: usize) -> Option<Bytes> {
     OFFERED
         .try_with(|offers| {
             let mut offers = offers.borrow_mut();
-            if offers.stand_ins.len() >= QUEUED_MAX {
+            if offers.stand_ins.len() >= QUEUED_MAX || !in_page_cache(file, offset) {
                 return None;
             }
             let at = offers.next_slot * STAND_IN_MAX;
@@ -232,6 +232,16 @@ pub fn stand_in(file: &Source, offset: u64, len: usize) -> Option<Bytes> {
         })
         .ok()
         .flatten()
+}
+
+/// Whether the page cache holds `file`'s byte at `offset`. sendfile runs on the loop and
+/// would wait there for the disk: a stand-in is handed out only where the chunk's start is
+/// cached (the kernel's readahead keeps the rest of a sequential read ahead); a cold chunk is
+/// read by the store on a blocking thread.
+fn in_page_cache(file: &Source, offset: u64) -> bool {
+    let mut probe = [0u8; 1];
+    let slices = &mut [io::IoSliceMut::new(&mut probe)];
+    matches!(rustix::io::preadv2(file, slices, offset, rustix::io::ReadWriteFlags::NOWAIT), Ok(1))
 }
 
 /// A plain TCP connection that sends offered content and stand-ins from their files.

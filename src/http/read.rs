@@ -72,6 +72,10 @@ impl<S: Store> App<S> {
             _ => range::Ranges::Whole,
         };
         let handle = handle.ok_or_else(Problem::internal)?;
+        // Stand-ins sent from the file where the connection can ([`crate::zerocopy`]); a
+        // paid download reads its bytes, so a failed read reaches [`refund_on_error`] as an
+        // error of the stream.
+        let to_send = charge.is_none();
         // A small hot file, whole and unpriced: its bytes as they are, no stream.
         if let (range::Ranges::Whole, Verb::Get, None) = (&ranges, verb, &charge)
             && let Some(whole) = self.store.in_memory(&handle).filter(|b| b.len() as u64 == len)
@@ -82,7 +86,7 @@ impl<S: Store> App<S> {
             range::Ranges::Whole => {
                 let bytes = match verb {
                     Verb::Head => None,
-                    _ => Some(self.body_bytes(&handle, 0, len, &charge).await?),
+                    _ => Some(self.body_bytes(&handle, 0, len, to_send).await?),
                 };
                 (StatusCode::OK, len, bytes)
             }
@@ -102,7 +106,7 @@ impl<S: Store> App<S> {
                     CONTENT_RANGE,
                     HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
                 );
-                let bytes = Some(self.body_bytes(&handle, first, last - first + 1, &charge).await?);
+                let bytes = Some(self.body_bytes(&handle, first, last - first + 1, to_send).await?);
                 (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
             }
             range::Ranges::Parts(parts) => {
@@ -117,7 +121,7 @@ impl<S: Store> App<S> {
                     );
                     total += head.len() as u64 + (last - first + 1);
                     pieces.push(once(head.into_bytes()));
-                    pieces.push(self.body_bytes(&handle, first, last - first + 1, &charge).await?);
+                    pieces.push(self.body_bytes(&handle, first, last - first + 1, to_send).await?);
                 }
                 let tail = format!("\r\n--{boundary}--\r\n");
                 total += tail.len() as u64;
@@ -144,6 +148,21 @@ impl<S: Store> App<S> {
         };
         let body = if verb == Verb::Head { empty() } else { body::stream(bytes) };
         Ok(answer(status, headers, body, body_len, charged, entry))
+    }
+
+    /// `len` bytes of `handle` from `start` for an answer: [`Store::read_to_send`] when
+    /// `to_send`, else [`Store::read`].
+    async fn body_bytes(
+        &self,
+        handle: &S::Handle,
+        start: u64,
+        len: u64,
+        to_send: bool,
+    ) -> Result<ByteStream, Problem> {
+        Ok(match to_send {
+            true => self.store.read_to_send(handle, start, len).await?,
+            false => self.store.read(handle, start, len).await?,
+        })
     }
 
     /// GET or HEAD of a collection: the members the caller may read, priced ones marked.
@@ -185,24 +204,6 @@ impl<S: Store> App<S> {
             page::secure_headers(headers);
         }
         Ok(response)
-    }
-}
-
-impl<S: Store> App<S> {
-    /// An answer's bytes: where the connection can, stand-ins it sends from the file unread
-    /// ([`crate::zerocopy`]); the bytes themselves for a paid download, whose failed read
-    /// must reach [`refund_on_error`] as an error of the stream.
-    async fn body_bytes(
-        &self,
-        handle: &S::Handle,
-        start: u64,
-        len: u64,
-        charge: &Option<Charge>,
-    ) -> Result<ByteStream, Problem> {
-        Ok(match charge {
-            None => self.store.read_to_send(handle, start, len).await?,
-            Some(_) => self.store.read(handle, start, len).await?,
-        })
     }
 }
 

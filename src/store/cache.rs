@@ -59,6 +59,17 @@ impl Content {
     fn len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// `bytes[range]` for an answer, offered to the connection being served with the file
+    /// they were read from.
+    pub fn to_send(&self, range: std::ops::Range<usize>) -> Bytes {
+        let start = range.start as u64;
+        let slice = self.bytes.slice(range);
+        if let Some(file) = &self.file {
+            crate::zerocopy::offer(&slice, file, start);
+        }
+        slice
+    }
 }
 
 /// The key of an object: its path without a trailing slash (the root is "").

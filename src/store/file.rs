@@ -998,25 +998,14 @@ fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Re
     Ok(())
 }
 
-/// Whether the page cache holds `file`'s byte at `offset` (read without waiting for a disk).
-fn in_page_cache(file: &File, offset: u64) -> bool {
-    let mut probe = [0u8; 1];
-    let slices = &mut [io::IoSliceMut::new(&mut probe)];
-    matches!(rustix::io::preadv2(file, slices, offset, rustix::io::ReadWriteFlags::NOWAIT), Ok(1))
-}
-
 /// `len` bytes of `handle` from `start`; `to_send`: stand-ins where the connection can send
 /// from the file ([`zerocopy::stand_in`]).
 fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteStream, Error> {
     fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
     let file = match handle {
         Handle::Memory(content) => {
-            let bytes = &content.bytes;
-            let end = start.saturating_add(len).min(bytes.len() as u64) as usize;
-            let slice = bytes.slice((start as usize).min(end)..end);
-            if let Some(file) = &content.file {
-                zerocopy::offer(&slice, file, start);
-            }
+            let end = start.saturating_add(len).min(content.bytes.len() as u64) as usize;
+            let slice = content.to_send((start as usize).min(end)..end);
             return Ok(Box::pin(futures_util::stream::once(async move { Ok(slice) })));
         }
         Handle::File(file) => file.clone(),
@@ -1030,13 +1019,7 @@ fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteS
             }
             let want = (end - offset).min(CHUNK) as usize;
             let source: zerocopy::Source = file.clone();
-            // A stand-in's bytes are read by sendfile, on the loop: only where the page cache
-            // holds them (probed at the chunk's start; the kernel's readahead keeps the rest
-            // of a sequential read ahead). A cold chunk is read on a blocking thread below.
-            if to_send
-                && in_page_cache(&file, offset)
-                && let Some(stand_in) = zerocopy::stand_in(&source, offset, want)
-            {
+            if to_send && let Some(stand_in) = zerocopy::stand_in(&source, offset, want) {
                 return Ok(Some((stand_in, offset + want as u64)));
             }
             let mut buf = chunks::take();
@@ -1050,22 +1033,19 @@ fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteS
             );
             let chunk = match cached {
                 Ok(n) if n > 0 => chunks::freeze(buf, n),
-                _ => {
-                    let file = file.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let mut filled = 0;
-                        while filled < want {
-                            let at = offset + filled as u64;
-                            match file.read_at(&mut buf[filled..want], at)? {
-                                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                                n => filled += n,
-                            }
+                _ => tokio::task::spawn_blocking(move || {
+                    let mut filled = 0;
+                    while filled < want {
+                        let at = offset + filled as u64;
+                        match file.read_at(&mut buf[filled..want], at)? {
+                            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                            n => filled += n,
                         }
-                        Ok(chunks::freeze(buf, want))
-                    })
-                    .await
-                    .map_err(io::Error::other)??
-                }
+                    }
+                    Ok(chunks::freeze(buf, want))
+                })
+                .await
+                .map_err(io::Error::other)??,
             };
             zerocopy::offer(&chunk, &source, offset);
             let next = offset + chunk.len() as u64;
@@ -1147,12 +1127,7 @@ impl Store for FileStore {
 
     fn in_memory(&self, handle: &Handle) -> Option<Bytes> {
         match handle {
-            Handle::Memory(content) => {
-                if let Some(file) = &content.file {
-                    zerocopy::offer(&content.bytes, file, 0);
-                }
-                Some(content.bytes.clone())
-            }
+            Handle::Memory(content) => Some(content.to_send(0..content.bytes.len())),
             Handle::File(_) => None,
         }
     }

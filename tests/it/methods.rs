@@ -575,6 +575,28 @@ fn patterned(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// On `connection`: `target` (whose bytes are `bytes`) asked for `one` range, then for
+/// `many` (a Range field naming `pieces`, multipart/byteranges): each answer 206 with
+/// exactly those bytes.
+async fn ranges_come_back_exact(
+    connection: &mut Connection,
+    target: &str,
+    bytes: &[u8],
+    one: std::ops::Range<usize>,
+    (many, pieces): (&str, &[std::ops::Range<usize>]),
+) {
+    let field = format!("bytes={}-{}", one.start, one.end - 1);
+    let single = connection.send("GET", target, &[("range", &field)], "").await;
+    assert_eq!(single.status, 206);
+    assert!(single.body[..] == bytes[one]);
+    let many = connection.send("GET", target, &[("range", many)], "").await;
+    assert_eq!(many.status, 206);
+    assert_eq!(many.header("content-length"), many.body.len().to_string());
+    for piece in pieces {
+        assert!(contains(&many.body, &bytes[piece.clone()]), "{target} {piece:?}");
+    }
+}
+
 /// Cached files of 16 KiB and more go to plain TCP connections from the file (sendfile)
 /// rather than from memory: on one kept-alive connection, among answers from memory, whole
 /// and in ranges, again after a write replaced the file, and after the file was cut short
@@ -599,14 +621,8 @@ async fn cached_files_sent_from_the_file_come_back_exact() {
         }
     }
     let mid = patterned(200_000, 1);
-    let range = connection.send("GET", "/mid.bin", &[("range", "bytes=1000-150999")], "").await;
-    assert_eq!(range.status, 206);
-    assert!(range.body[..] == mid[1000..151_000]);
-    let ranges = [("range", "bytes=0-20000,100000-")];
-    let many = connection.send("GET", "/mid.bin", &ranges, "").await;
-    assert_eq!(many.status, 206);
-    assert!(contains(&many.body, &mid[..20_001]) && contains(&many.body, &mid[100_000..]));
-    assert_eq!(many.header("content-length"), many.body.len().to_string());
+    let many = ("bytes=0-20000,100000-", &[0..20_001, 100_000..200_000][..]);
+    ranges_come_back_exact(&mut connection, "/mid.bin", &mid, 1000..151_000, many).await;
     let head = connection.send("HEAD", "/mid.bin", &[], "").await;
     assert_eq!((head.header("content-length"), head.body.len()), ("200000", 0));
 
@@ -646,16 +662,9 @@ async fn large_files_sent_unread_come_back_exact() {
         assert!(got.body[..] == bytes[..]);
         assert_eq!(&connection.send("GET", "/tiny.txt", &[], "").await.body[..], b"tiny");
     }
-    let one = connection.send("GET", "/large.bin", &[("range", "bytes=700000-2800000")], "").await;
-    assert_eq!(one.status, 206);
-    assert!(one.body[..] == bytes[700_000..2_800_001]);
-    let parts = [("range", "bytes=10-20,100000-900000,-600000")];
-    let many = connection.send("GET", "/large.bin", &parts, "").await;
-    assert_eq!(many.status, 206);
-    assert_eq!(many.header("content-length"), many.body.len().to_string());
-    for piece in [&bytes[10..21], &bytes[100_000..900_001], &bytes[len - 600_000..]] {
-        assert!(contains(&many.body, piece));
-    }
+    let pieces = [10..21, 100_000..900_001, len - 600_000..len];
+    let many = ("bytes=10-20,100000-900000,-600000", &pieces[..]);
+    ranges_come_back_exact(&mut connection, "/large.bin", &bytes, 700_000..2_800_001, many).await;
     let head = connection.send("HEAD", "/large.bin", &[], "").await;
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert!(connection.send("GET", "/large.bin", &[], "").await.body[..] == bytes[..]);

@@ -37,7 +37,7 @@ fn rules(count: usize) -> Rules {
         hidden: true,
         ..Rule::default()
     });
-    Rules::new(rules, (0..count).map(|i| format!("user{i}")))
+    Rules::new(rules)
 }
 
 fn decide(c: &mut Criterion) {

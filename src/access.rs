@@ -3,9 +3,11 @@
 //! forbidden or hidden; the HTTP layer turns that into 2xx, 401, 403 or 404.
 //!
 //! Invariants: the longest matching rule decides alone; a path no rule matches is open to
-//! admins only; a hidden rule answers [`Decision::Hidden`] to anyone who may not read.
+//! admins only; a hidden rule answers [`Decision::Hidden`] to anyone who may not read; an
+//! `{account}` segment matches any segment, whether or not it names an account, so that the
+//! answers for `/home/NAME` never tell which names are accounts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// What a request wants to do to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,17 @@ impl Principal {
         self.account.as_deref().map(str::to_owned)
     }
 
+    /// True when signed in with a read-only token: it changes nothing and spends nothing.
+    pub fn read_only(&self) -> bool {
+        self.limit.as_ref().is_some_and(|limit| limit.read_only)
+    }
+
+    /// True for an admin whose rights no token narrows to a path: only such a principal may
+    /// use the admin endpoints, which reach every path (a read-only one only reads them).
+    pub fn unscoped_admin(&self) -> bool {
+        self.admin && self.limit.as_ref().is_none_or(|limit| limit.scope.is_empty())
+    }
+
     /// The same account, signed in with a token limited to `limit`.
     pub fn with_limit(self, limit: Limit) -> Self {
         Principal { limit: Some(limit), ..self }
@@ -140,7 +153,8 @@ pub fn valid_account_name(name: &str) -> bool {
 pub enum Pattern {
     /// Matches this exact segment.
     Literal(String),
-    /// `{account}`: matches a segment equal to an account name.
+    /// `{account}`: matches any one segment, and binds it as the path's account (a name
+    /// that is no account's binds too: then no signed-in account is `"{account}"` there).
     Account,
 }
 
@@ -223,11 +237,7 @@ impl Rule {
 
     /// Matches the rule's path against the start of `segments`; on success returns the
     /// account name bound by an `{account}` segment, if any.
-    fn bind<'a>(
-        &self,
-        segments: &'a [String],
-        accounts: &HashSet<String>,
-    ) -> Option<Option<&'a str>> {
+    fn bind<'a>(&self, segments: &'a [String]) -> Option<Option<&'a str>> {
         if self.path.len() > segments.len() {
             return None;
         }
@@ -235,11 +245,21 @@ impl Rule {
         for (pattern, segment) in self.path.iter().zip(segments) {
             match pattern {
                 Pattern::Literal(literal) if literal == segment => {}
-                Pattern::Account if accounts.contains(segment) => bound = Some(segment.as_str()),
-                _ => return None,
+                Pattern::Literal(_) => return None,
+                Pattern::Account => bound = Some(segment.as_str()),
             }
         }
         Some(bound)
+    }
+
+    /// True if the rule covers some path strictly beneath `segments`: it is longer, and its
+    /// first patterns match them.
+    fn reaches_beneath(&self, segments: &[String]) -> bool {
+        self.path.len() > segments.len()
+            && self.path.iter().zip(segments).all(|(pattern, segment)| match pattern {
+                Pattern::Literal(literal) => literal == segment,
+                Pattern::Account => true,
+            })
     }
 
     fn literal_count(&self) -> usize {
@@ -247,11 +267,10 @@ impl Rule {
     }
 }
 
-/// The rule set, with the account names that `{account}` segments may match.
+/// The rule set.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
-    accounts: HashSet<String>,
     /// Rules whose path starts with this literal segment, in configuration order.
     by_first: HashMap<String, Vec<usize>>,
     /// The other rules: `/` and those starting with `{account}`.
@@ -268,8 +287,8 @@ pub struct Match<'a> {
 }
 
 impl Rules {
-    /// Builds a rule set. `accounts` are the names `{account}` may stand for.
-    pub fn new(rules: Vec<Rule>, accounts: impl IntoIterator<Item = String>) -> Self {
+    /// Builds a rule set.
+    pub fn new(rules: Vec<Rule>) -> Self {
         let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
         let mut others = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
@@ -278,7 +297,7 @@ impl Rules {
                 _ => others.push(i),
             }
         }
-        Rules { rules, accounts: accounts.into_iter().collect(), by_first, others }
+        Rules { rules, by_first, others }
     }
 
     /// The rules, in configuration order.
@@ -294,7 +313,7 @@ impl Rules {
         let mut best: Option<(usize, Match<'a>)> = None;
         for &i in self.others.iter().chain(under_first.into_iter().flatten()) {
             let rule = &self.rules[i];
-            let Some(bound) = rule.bind(segments, &self.accounts) else { continue };
+            let Some(bound) = rule.bind(segments) else { continue };
             let rank = (rule.path.len(), rule.literal_count());
             let better = match &best {
                 None => true,
@@ -324,6 +343,32 @@ impl Rules {
             }
             _ => decision,
         }
+    }
+
+    /// Decides whether `principal` may do `action` on *every* path that may exist strictly
+    /// beneath `segments` (what a collection's removal would remove), from the rules alone:
+    /// each rule reaching beneath is asked for a path it covers, its `{account}` segments
+    /// bound to a name that is no account's (the narrowest binding). The first refusal, or
+    /// `Allow`. A path beneath that no such rule covers is decided by the rule deciding
+    /// `segments`, as `segments` itself is.
+    pub fn decide_beneath(
+        &self,
+        principal: &Principal,
+        segments: &[String],
+        action: Action,
+    ) -> Decision {
+        for rule in self.rules.iter().filter(|rule| rule.reaches_beneath(segments)) {
+            let mut path = segments.to_vec();
+            path.extend(rule.path[segments.len()..].iter().map(|pattern| match pattern {
+                Pattern::Literal(literal) => literal.clone(),
+                Pattern::Account => String::new(),
+            }));
+            match self.decide(principal, &path, action) {
+                Decision::Allow => {}
+                refused => return refused,
+            }
+        }
+        Decision::Allow
     }
 
     fn decide_account(
@@ -397,17 +442,14 @@ mod tests {
         secret.hidden = true;
         let mut drafts = rule("/pub/drafts", &["*"], &[]);
         drafts.unlisted = true;
-        Rules::new(
-            vec![
-                rule("/", &["*"], &["@authenticated"]),
-                rule("/team", &["@authenticated"], &["alice"]),
-                rule("/pub", &["*"], &[]),
-                drafts,
-                home,
-                secret,
-            ],
-            ["alice".to_owned(), "bob".to_owned()],
-        )
+        Rules::new(vec![
+            rule("/", &["*"], &["@authenticated"]),
+            rule("/team", &["@authenticated"], &["alice"]),
+            rule("/pub", &["*"], &[]),
+            drafts,
+            home,
+            secret,
+        ])
     }
 
     fn segments(path: &str) -> Vec<String> {
@@ -441,8 +483,11 @@ mod tests {
             (&bob, "/home/alice/f", Read, Hidden),
             (&bob, "/home/alice/f", Delete, Hidden),
             (&anon, "/home/alice/f", Read, Hidden),
-            // {account} only matches real accounts: /home/carol falls back to /
-            (&bob, "/home/carol/f", Read, Allow),
+            // {account} matches names that are no account's alike: nobody but admins is
+            // carol, so /home/carol answers as /home/alice does
+            (&bob, "/home/carol/f", Read, Hidden),
+            (&anon, "/home/carol/f", Create, Hidden),
+            (&anon, "/home/alice/f", Create, Hidden),
             // hidden with a reader: others get 404, the reader 403 for writes
             (&bob, "/secret/s", Read, Hidden),
             (&alice, "/secret/s", Update, Forbidden),
@@ -469,17 +514,14 @@ mod tests {
         unlisted.unlisted = true;
         let mut home = rule("/home/{account}", &["{account}"], &["{account}"]);
         home.hidden = true;
-        let rules = Rules::new(
-            vec![
-                rule("/open", &["*"], &["@authenticated"]),
-                rule("/team", &["@authenticated"], &["@authenticated"]),
-                rule("/named", &["alice"], &["alice"]),
-                hidden,
-                unlisted,
-                home,
-            ],
-            ["alice".to_owned(), "bob".to_owned()],
-        );
+        let rules = Rules::new(vec![
+            rule("/open", &["*"], &["@authenticated"]),
+            rule("/team", &["@authenticated"], &["@authenticated"]),
+            rule("/named", &["alice"], &["alice"]),
+            hidden,
+            unlisted,
+            home,
+        ]);
         let anon = Principal::anonymous();
         let bob = Principal::account("bob", false);
         let owner = Principal::account("alice", false);
@@ -519,9 +561,44 @@ mod tests {
         }
     }
 
+    /// What a collection's removal may take: every path beneath, decided from the rules.
+    #[test]
+    fn beneath() {
+        let rules = rules();
+        let anon = Principal::anonymous();
+        let alice = Principal::account("alice", false);
+        let bob = Principal::account("bob", false);
+        let root = Principal::account("root", true);
+        let scoped = bob.clone().with_limit(Limit { scope: segments("/home"), read_only: false });
+        let table: &[(&Principal, &str, Decision)] = &[
+            // Others' homes may be beneath /home: nobody but admins removes it whole.
+            (&bob, "/home", Hidden),
+            (&alice, "/home", Hidden),
+            (&anon, "/home", Hidden),
+            (&root, "/home", Allow),
+            (&bob, "/home/bob", Allow),
+            // Only what is beneath: /home/alice itself is decided on its own (hidden).
+            (&bob, "/home/alice", Allow),
+            // / holds /pub, /team and /secret, each narrower than / for bob.
+            (&bob, "/", Forbidden),
+            (&scoped, "/home/bob", Allow),
+            (&scoped, "/home", Hidden),
+            // No rule beneath: the collection's own rule decides for all of it.
+            (&bob, "/docs", Allow),
+            (&alice, "/team", Allow),
+            (&bob, "/team", Allow),
+            // /pub/drafts has a rule of its own, which lets nobody delete.
+            (&alice, "/pub", Forbidden),
+        ];
+        for (principal, path, want) in table {
+            let got = rules.decide_beneath(principal, &segments(path), Delete);
+            assert_eq!(got, *want, "{principal:?} beneath {path}");
+        }
+    }
+
     #[test]
     fn unmatched_paths_are_for_admins_only() {
-        let rules = Rules::new(vec![rule("/team", &["*"], &[])], []);
+        let rules = Rules::new(vec![rule("/team", &["*"], &[])]);
         let path = segments("/other");
         assert_eq!(rules.decide(&Principal::anonymous(), &path, Read), Unauthenticated);
         assert_eq!(rules.decide(&Principal::account("bob", false), &path, Read), Forbidden);
@@ -544,10 +621,7 @@ mod tests {
     fn longest_match_prefers_literals() {
         let mut literal = rule("/home/alice", &["*"], &[]);
         literal.hidden = false;
-        let rules = Rules::new(
-            vec![rule("/home/{account}", &["{account}"], &[]), literal],
-            ["alice".to_owned()],
-        );
+        let rules = Rules::new(vec![rule("/home/{account}", &["{account}"], &[]), literal]);
         let path = segments("/home/alice/x");
         let found = rules.matching(&path).unwrap();
         assert_eq!(found.rule.read, vec![Who::Anyone]);

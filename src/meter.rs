@@ -94,7 +94,7 @@ mod tests {
             price: Some(5),
             ..Rule::default()
         };
-        let rules = Rules::new(vec![shop], ["seller".to_owned(), "buyer".to_owned()]);
+        let rules = Rules::new(vec![shop]);
         let path = vec!["shop".to_owned(), "x.pdf".to_owned()];
         let table = [
             (Principal::anonymous(), None, Price::Due(5)),

@@ -355,7 +355,6 @@ impl Settings {
                 ..Rule::default()
             });
         }
-        let names = accounts.keys().cloned().collect::<Vec<_>>();
         Ok(Settings {
             bind,
             port: overrides.port.or(file.port).unwrap_or(8080),
@@ -372,7 +371,7 @@ impl Settings {
             shutdown_grace,
             accounts,
             plans,
-            rules: Rules::new(rules, names),
+            rules: Rules::new(rules),
             open_read_only,
             file: overrides.config.clone(),
             bucket,

@@ -279,31 +279,21 @@ impl<S: Store> App<S> {
         )
     }
 
+    /// SPEC §4, one named step per line: parse (400) → method known (501) → path valid (400)
+    /// → credentials (401) → rules (403/404) → method allowed here (405) → payment (402) →
+    /// body limits (413) → preconditions (304/412) → the action. The steps after the rules
+    /// are in [`App::resource`]; body limits and preconditions are the writes' admission
+    /// (`write.rs`) and the reads' conditions (`read.rs`), both before any body moves.
     async fn respond(
         &self,
         request: Request<Incoming>,
         peer: IpAddr,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Problem> {
-        // Parse: what hyper accepts but RFC 9112 does not.
         framing::check(&request)?;
-        // Method known.
-        let verb = Verb::parse(request.method()).ok_or_else(|| {
-            Problem::new(Slug::NotImplemented, format!("{} is not implemented.", request.method()))
-        })?;
-        // Path valid.
+        let verb = known_method(request.method())?;
         let target = parse_target(verb, request.uri())?;
-        // Credentials.
-        let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        let identity = match authorization {
-            None if matches!(verb, Verb::Get | Verb::Head) => {
-                self.auth.from_cookies(request.headers().get_all(COOKIE).iter()).await
-            }
-            _ => self.auth.authenticate(authorization, peer).await.map_err(|failure| {
-                self.metrics.sign_in_failed(failure);
-                unauthenticated(&self.settings().realm, Some(failure))
-            })?,
-        };
+        let identity = self.credentials(verb, &request, peer).await?;
         trail.account = identity.principal.account.clone();
         match target {
             Target::Star => Ok(options_star(self.settings().trace)),
@@ -314,13 +304,41 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// Credentials (401): `Authorization`, or for GET and HEAD without it, the page's cookie.
+    async fn credentials(
+        &self,
+        verb: Verb,
+        request: &Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<crate::auth::Identity, Problem> {
+        let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        match authorization {
+            None if matches!(verb, Verb::Get | Verb::Head) => {
+                Ok(self.auth.from_cookies(request.headers().get_all(COOKIE).iter()).await)
+            }
+            _ => self.auth.authenticate(authorization, peer).await.map_err(|failure| {
+                self.metrics.sign_in_failed(failure);
+                unauthenticated(&self.settings().realm, Some(failure))
+            }),
+        }
+    }
+
+    /// The one function that decides access for a path: every path a request touches (its
+    /// target, each missing parent a PUT creates, each name a POST chooses or a multipart
+    /// part asks for, what a collection's removal takes) passes here or through
+    /// [`App::authorize_beneath`], which asks the same rules.
     pub(crate) fn authorize(
         &self,
         principal: &Principal,
         path: &ResourcePath,
         action: Action,
     ) -> Result<(), Problem> {
-        match self.settings().rules.decide(principal, path.segments(), action) {
+        self.refusal(self.settings().rules.decide(principal, path.segments(), action))
+    }
+
+    /// What a decision answers.
+    fn refusal(&self, decision: Decision) -> Result<(), Problem> {
+        match decision {
             Decision::Allow => Ok(()),
             Decision::Unauthenticated => Err(unauthenticated(&self.settings().realm, None)),
             Decision::Forbidden => Err(forbidden("This account may not do this here.")),
@@ -329,25 +347,101 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// Whether a PUT of a resource can go straight to the store, without first looking up
-    /// what is there: when nothing decided before the store's own checks depends on it. The
-    /// principal may both create and update here, no plan meters storage (so no quota
-    /// depends on the current owner), and no precondition needs the current version before
-    /// the store evaluates it. A collection in the way is still refused (409) by the store.
-    fn put_needs_no_lookup(
+    /// Whether `principal` may do `action` to everything that may be beneath the collection
+    /// at `path`, decided from the rules alone, so the answer is the same whatever is there
+    /// (hidden children included). A rule beneath that hides its paths from the caller
+    /// refuses with 403 (401 when anonymous), not 404: the collection itself is known.
+    fn authorize_beneath(
         &self,
+        principal: &Principal,
+        path: &ResourcePath,
+        action: Action,
+    ) -> Result<(), Problem> {
+        let rules = &self.settings().rules;
+        match rules.decide_beneath(principal, path.segments(), action) {
+            Decision::Allow => Ok(()),
+            Decision::Hidden | Decision::Forbidden if principal.account.is_some() => {
+                Err(forbidden(
+                    "Rules beneath this collection keep this account from removing all that may be \
+                 in it; nothing was removed.",
+                ))
+            }
+            Decision::Hidden => Err(unauthenticated(&self.settings().realm, None)),
+            other => self.refusal(other),
+        }
+    }
+
+    /// Rules (403/404) before the store is touched: `Ok(true)` when the verb is allowed
+    /// whatever is at `path`, `Ok(false)` when the decision depends on what is there (read a
+    /// resource or list a collection; create or update), `Err` when it is refused whatever is
+    /// there. A hidden resource and a missing one are refused here, alike, without a look.
+    fn authorize_before_store(
+        &self,
+        verb: Verb,
         path: &ResourcePath,
         principal: &Principal,
+    ) -> Result<bool, Problem> {
+        let actions: &[Action] = match verb {
+            Verb::Get | Verb::Head | Verb::Options | Verb::Trace => &[Action::Read, Action::List],
+            Verb::Put => &[Action::Create, Action::Update],
+            Verb::Post => &[Action::Create],
+            Verb::Delete => &[Action::Delete],
+        };
+        let rules = &self.settings().rules;
+        let decide = |action| rules.decide(principal, path.segments(), action);
+        let first = decide(actions[0]);
+        if actions[1..].iter().any(|&action| decide(action) != first) {
+            return Ok(false);
+        }
+        self.refusal(first)?;
+        // A collection's removal takes what is beneath it: decided from the rules too (so
+        // that `409 not empty` never tells of children the caller may not know).
+        if verb == Verb::Delete && path.is_collection() {
+            self.authorize_beneath(principal, path, Action::Delete)?;
+        }
+        Ok(true)
+    }
+
+    /// Each missing parent a PUT at `path` would create must be one `principal` may create.
+    /// From the rules first: only the deepest ancestor it may not create is looked up, and
+    /// only when there is one.
+    async fn authorize_parents(
+        &self,
+        principal: &Principal,
+        path: &ResourcePath,
+    ) -> Result<(), Problem> {
+        let mut ancestor = path.parent();
+        while !ancestor.is_root() {
+            if let Err(refused) = self.authorize(principal, &ancestor, Action::Create) {
+                return match self.store.open(&ancestor).await? {
+                    Some(_) => Ok(()),
+                    None => Err(refused),
+                };
+            }
+            ancestor = ancestor.parent();
+        }
+        Ok(())
+    }
+
+    /// Whether a PUT of a resource can go straight to the store, without first looking up
+    /// what is there: when nothing decided before the store's own checks depends on it. The
+    /// principal may both create and update here (`decided`), no plan meters storage (so no
+    /// quota depends on the current owner), and no precondition needs the current version
+    /// before the store evaluates it. A collection in the way is still refused (409) by the
+    /// store.
+    fn put_needs_no_lookup(
+        &self,
+        decided: bool,
+        path: &ResourcePath,
         request: &Request<Incoming>,
     ) -> bool {
         let headers = request.headers();
-        !path.is_collection()
+        decided
+            && !path.is_collection()
             && self.settings().meter.quotas().is_empty()
             && ![IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE]
                 .iter()
                 .any(|name| headers.contains_key(name))
-            && self.authorize(principal, path, Action::Create).is_ok()
-            && self.authorize(principal, path, Action::Update).is_ok()
     }
 
     fn allowed(&self, entry: &Entry) -> Vec<Verb> {
@@ -366,6 +460,7 @@ impl<S: Store> App<S> {
         allow
     }
 
+    /// The steps of SPEC §4 after credentials, for a resource path.
     async fn resource(
         &self,
         verb: Verb,
@@ -373,29 +468,38 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
+        // Rules, as far as they can be decided without looking.
+        let decided = self.authorize_before_store(verb, &path, &principal)?;
         // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
         // future is as large as its largest branch and is moved whole (memcpy) on its way to
         // hyper, so unboxed they made each GET build and copy 10 KiB instead of under 4.
-        if verb == Verb::Put && self.put_needs_no_lookup(&path, &principal, &request) {
+        if verb == Verb::Put && self.put_needs_no_lookup(decided, &path, &request) {
+            self.authorize_parents(&principal, &path).await?;
             return Box::pin(self.put(path, None, principal, request)).await;
         }
         let opened = self.store.open(&path).await?;
         let entry = opened.as_ref().map(|(entry, _)| entry);
 
-        // Rules. A collection's listing is `list`; writes are create or update by existence.
-        let collection = entry.map(Entry::is_collection).unwrap_or(path.is_collection());
-        let action = match verb {
-            Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
-            Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
-            Verb::Put if entry.is_some() => Action::Update,
-            Verb::Put | Verb::Post => Action::Create,
-            Verb::Delete => Action::Delete,
-        };
-        self.authorize(&principal, &path, action)?;
+        // Rules that depend on what is there: a collection's listing is `list`; a PUT
+        // creates or updates.
+        if !decided {
+            let collection = entry.map(Entry::is_collection).unwrap_or(path.is_collection());
+            let action = match verb {
+                Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
+                Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
+                Verb::Put if entry.is_some() => Action::Update,
+                Verb::Put | Verb::Post => Action::Create,
+                Verb::Delete => Action::Delete,
+            };
+            self.authorize(&principal, &path, action)?;
+        }
 
         let Some((entry, handle)) = opened else {
             return match verb {
-                Verb::Put => Box::pin(self.put(path, None, principal, request)).await,
+                Verb::Put => {
+                    self.authorize_parents(&principal, &path).await?;
+                    Box::pin(self.put(path, None, principal, request)).await
+                }
                 _ => Err(Problem::not_found()),
             };
         };
@@ -435,6 +539,7 @@ impl<S: Store> App<S> {
             _ => None,
         };
 
+        // The action (body limits and preconditions first, in each).
         match verb {
             Verb::Options => Ok(no_content_with(ALLOW, allow_value(&allow))),
             Verb::Trace => Ok(trace(&request)),
@@ -447,6 +552,12 @@ impl<S: Store> App<S> {
             Verb::Delete => Box::pin(self.delete(&entry, &request)).await,
         }
     }
+}
+
+/// Method known (501).
+fn known_method(method: &Method) -> Result<Verb, Problem> {
+    Verb::parse(method)
+        .ok_or_else(|| Problem::new(Slug::NotImplemented, format!("{method} is not implemented.")))
 }
 
 /// A 401 with one challenge per scheme; 429 with Retry-After for throttled sign-ins.

@@ -17,7 +17,7 @@ use super::{
     App, Body, body_is_empty, content_type, empty, insert_location, json_response, listing,
     precondition_failed, stored, validators,
 };
-use crate::access::Principal;
+use crate::access::{Action, Principal};
 use crate::path::ResourcePath;
 use crate::store::{self, ByteStream, Entry, Store, Upload};
 
@@ -194,6 +194,7 @@ impl<S: Store> App<S> {
             .unwrap_or_default();
         let name = format!("{:016x}{extension}", rand::random::<u64>());
         let path = collection.path.child(&name, false)?;
+        self.authorize(&principal, &path, Action::Create)?;
         let upload = Upload {
             content_type,
             owner: principal.account_owned(),
@@ -234,7 +235,7 @@ impl<S: Store> App<S> {
             let Some(file_name) = field.file_name().map(str::to_owned) else { continue };
             // Browsers may send a path; keep its last component.
             let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
-            let path = self.free_name(&collection.path, &base).await?;
+            let path = self.free_name(&principal, &collection.path, &base).await?;
             let upload = Upload {
                 content_type: field.content_type().map(|m| m.to_string()),
                 owner: owner.clone(),
@@ -256,9 +257,14 @@ impl<S: Store> App<S> {
         Ok(response)
     }
 
-    /// `name` in `collection`, or `name-1`, `name-2`… (before the extension) if taken.
+    /// `name` in `collection`, or `name-1`, `name-2`… (before the extension) if taken. Each
+    /// name is first decided by the rules as a PUT creating it would be: a refusal refuses
+    /// the part. A name is looked up only where `principal` may know what is there (it may
+    /// read or list it), so the name chosen never depends on a resource hidden from it;
+    /// elsewhere the name is taken as it is, and a clash is a conflict.
     async fn free_name(
         &self,
+        principal: &Principal,
         collection: &ResourcePath,
         name: &str,
     ) -> Result<ResourcePath, Problem> {
@@ -269,7 +275,11 @@ impl<S: Store> App<S> {
         for n in 0..100 {
             let candidate = if n == 0 { name.to_owned() } else { format!("{stem}-{n}{ext}") };
             let path = collection.child(&candidate, false)?;
-            if self.store.open(&path).await?.is_none() {
+            self.authorize(principal, &path, Action::Create)?;
+            let known = [Action::Read, Action::List]
+                .into_iter()
+                .any(|action| self.authorize(principal, &path, action).is_ok());
+            if !known || self.store.open(&path).await?.is_none() {
                 return Ok(path);
             }
         }

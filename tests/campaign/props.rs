@@ -174,7 +174,7 @@ pub fn run(options: &Options) -> Vec<String> {
         many,
         (prop::collection::vec(rule(), 0..8), segments, 0..4usize),
         |(rules, segments, p)| {
-            let rules = Rules::new(rules, ["alice", "bob", "root"].map(String::from));
+            let rules = Rules::new(rules);
             let segments: Vec<String> = segments.into_iter().map(String::from).collect();
             for action in actions {
                 let decision = rules.decide(&principals[p], &segments, action);

@@ -84,8 +84,10 @@ async fn homes_belong_to_their_account() {
     let root = basic("root");
     let seen = server.get("/home/bob/notes.txt", &[("authorization", &root)]).await;
     assert_eq!(seen.status, 200, "admins may do everything");
-    // {account} only stands for real accounts: /home/carol falls under the open rule.
-    assert_eq!(server.put_as("bob", "/home/carol/x.txt", "x").await.status, 201);
+    // {account} stands for any name, an account's or not: /home/carol is nobody's but the
+    // admins', whether or not carol is an account.
+    server.put_as("bob", "/home/carol/x.txt", "x").await.assert_problem(404, "not-found");
+    assert!(!server.file("home/carol").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ mod operations;
 mod paths;
 mod payment;
 mod process;
+mod tenants;
 mod tls;
 mod tokens;
 mod ui;

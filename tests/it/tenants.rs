@@ -1,0 +1,197 @@
+//! A hostile tenant, over TCP: bob, signed in, tries every path a request can touch to reach
+//! what the rules keep from him (other homes, hidden folders, names he may not create), and
+//! to learn what exists there. Each test asserts what a user would notice: alice's bytes
+//! survive, and bob's answers do not depend on what is hidden from him.
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// SPEC §2's rules: homes hidden from everyone but their account, `/secret` hidden from all
+/// but alice, `/pub` read-only with an open drop folder beneath it.
+fn config(extra: &str) -> String {
+    format!(
+        r#"{}
+[[rule]]
+path = "/home/{{account}}"
+read = ["{{account}}"]
+write = ["{{account}}"]
+hidden = true
+[[rule]]
+path = "/secret"
+read = ["alice"]
+write = ["alice"]
+hidden = true
+[[rule]]
+path = "/pub"
+read = ["*"]
+[[rule]]
+path = "/pub/drop"
+read = ["*"]
+create = ["@authenticated"]
+"#,
+        team_config(extra)
+    )
+}
+
+/// What must not tell two answers apart: status, headers but Date and the request id, and the
+/// body without the problem's `instance`.
+fn seen(reply: &Reply) -> (u16, Vec<(String, String)>, Value) {
+    let mut body = match reply.body.is_empty() {
+        true => Value::Null,
+        false => serde_json::from_slice(&reply.body).unwrap_or(Value::String(reply.text())),
+    };
+    if let Some(doc) = body.as_object_mut() {
+        doc.remove("instance");
+    }
+    (reply.status, reply.stable_headers(), body)
+}
+
+/// A multipart form with one file part named `name`.
+fn form(name: &str, bytes: &str) -> (String, String) {
+    let boundary = "XyZ-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: text/plain\r\n\r\n{bytes}\r\n--{boundary}--\r\n"
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recursive_delete_never_takes_or_tells_of_hidden_homes() {
+    let server = TestServer::with_config(&config("")).await;
+    let (alice, bob) = (basic("alice"), basic("bob"));
+    assert_eq!(server.put_as("bob", "/home/bob/mine.txt", "bob's").await.status, 201);
+    // What bob gets before alice has a home...
+    let before = [
+        server.send("DELETE", "/home/", &[("authorization", &bob)], "").await,
+        server
+            .send("DELETE", "/home/", &[("authorization", &bob), ("depth", "infinity")], "")
+            .await,
+    ];
+    assert_eq!(server.put_as("alice", "/home/alice/diary.txt", "dear diary").await.status, 201);
+    // ...and after: the same, refused from the rules alone.
+    let after = [
+        server.send("DELETE", "/home/", &[("authorization", &bob)], "").await,
+        server
+            .send("DELETE", "/home/", &[("authorization", &bob), ("depth", "infinity")], "")
+            .await,
+    ];
+    for (b, a) in before.iter().zip(&after) {
+        b.assert_problem(403, "forbidden");
+        assert_eq!(seen(b), seen(a));
+    }
+    // Anonymous: 401, the same way.
+    let anonymous = server.send("DELETE", "/home/", &[("depth", "infinity")], "").await;
+    anonymous.assert_problem(401, "unauthenticated");
+    // Alice's diary and bob's own file are still there, and alice reads hers.
+    let diary = server.get("/home/alice/diary.txt", &[("authorization", &alice)]).await;
+    assert_eq!((diary.status, &diary.body[..]), (200, &b"dear diary"[..]));
+    assert!(server.file("home/bob/mine.txt").is_file());
+    // Bob still removes his own home, whole; an admin removes /home.
+    let own = server
+        .send("DELETE", "/home/bob/", &[("authorization", &bob), ("depth", "infinity")], "")
+        .await;
+    assert_eq!(own.status, 204, "{}", own.text());
+    assert!(!server.file("home/bob").exists());
+    let root = basic("root");
+    let all = server
+        .send("DELETE", "/home/", &[("authorization", &root), ("depth", "infinity")], "")
+        .await;
+    assert_eq!(all.status, 204);
+    assert!(!server.file("home").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_follow_the_rules_of_all_that_may_be_beneath() {
+    let server = TestServer::with_config(&config("")).await;
+    let bob = basic("bob");
+    server.place("box/keep.txt", b"k");
+    // / may hold /secret, /pub and homes: refused by the rules (before its 405).
+    let everything = server.send("DELETE", "/", &[("authorization", &bob)], "").await;
+    everything.assert_problem(403, "forbidden");
+    // Without Depth, a folder of things bob may know of says it is not empty.
+    let deep = server.send("DELETE", "/box/", &[("authorization", &bob)], "").await;
+    deep.assert_problem(409, "conflict");
+    // A folder whose rules bob's rights cover goes, with Depth.
+    let gone =
+        server.send("DELETE", "/box/", &[("authorization", &bob), ("depth", "infinity")], "").await;
+    assert_eq!(gone.status, 204);
+    // /pub is read-only with a drop folder beneath: refused, nothing removed.
+    server.place("pub/drop/x.txt", b"x");
+    let refused =
+        server.send("DELETE", "/pub/", &[("authorization", &bob), ("depth", "infinity")], "").await;
+    refused.assert_problem(403, "forbidden");
+    assert!(server.file("pub/drop/x.txt").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_parts_pass_the_rules_as_puts_would() {
+    let server = TestServer::with_config(&config("")).await;
+    let bob = basic("bob");
+    assert_eq!(server.put_as("bob", "/home/bob/x.txt", "x").await.status, 201);
+    // A part named after another account's home, posted to /home/: refused as a PUT of
+    // /home/dave is, whether or not dave is an account; nothing is created.
+    for name in ["dave", "alice"] {
+        let (ct, body) = form(name, "planted");
+        let posted = server
+            .send("POST", "/home/", &[("authorization", &bob), ("content-type", &ct)], body)
+            .await;
+        let put = server.put_as("bob", &format!("/home/{name}"), "planted").await;
+        assert_eq!(seen(&posted).0, 404, "{}", posted.text());
+        assert_eq!(seen(&posted), seen(&put));
+        assert!(!server.file(&format!("home/{name}")).exists());
+    }
+    // A part named like a hidden path: refused alike whether it exists or not, and never
+    // renamed around it (a `secret-1` would tell bob that /secret exists).
+    let (ct, body) = form("secret", "guess");
+    let headers = [("authorization", bob.as_str()), ("content-type", ct.as_str())];
+    let missing = server.send("POST", "/", &headers, body.clone()).await;
+    assert_eq!(server.put_as("alice", "/secret", "alice's").await.status, 201);
+    let existing = server.send("POST", "/", &headers, body).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(seen(&missing), seen(&existing));
+    assert!(!server.file("secret-1").exists());
+    assert_eq!(std::fs::read(server.file("secret")).unwrap(), b"alice's");
+    // Where bob may create, a clash with what he can see is still renamed.
+    let (ct, body) = form("a.txt", "first");
+    let headers = [("authorization", bob.as_str()), ("content-type", ct.as_str())];
+    assert_eq!(server.send("POST", "/home/bob/", &headers, body.clone()).await.status, 201);
+    let second = server.send("POST", "/home/bob/", &headers, body).await;
+    assert_eq!(second.json()["created"][0]["path"], "/home/bob/a-1.txt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_creates_only_parents_the_caller_may_create() {
+    let server = TestServer::with_config(&config("")).await;
+    let bob = basic("bob");
+    // /pub is missing and bob may not create it: the drop folder beneath cannot make it.
+    let refused = server.send("PUT", "/pub/drop/x.txt", &[("authorization", &bob)], "x").await;
+    refused.assert_problem(403, "forbidden");
+    assert!(!server.file("pub").exists());
+    // Once an admin made /pub, bob may make the drop folder (its own rule lets him) and files.
+    server.place("pub/readme.txt", b"r");
+    let made = server.send("PUT", "/pub/drop/x.txt", &[("authorization", &bob)], "x").await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    // The same through the path that needs no lookup (no quota, no precondition) and with one.
+    let again = server
+        .send("PUT", "/pub/drop/y.txt", &[("authorization", &bob), ("if-none-match", "*")], "y")
+        .await;
+    assert_eq!(again.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_names_are_not_told_by_homes() {
+    let server = TestServer::with_config(&config("")).await;
+    assert_eq!(server.put_as("alice", "/home/alice/a.txt", "a").await.status, 201);
+    let bob = basic("bob");
+    for method in ["PUT", "GET", "DELETE", "POST", "OPTIONS"] {
+        for headers in [vec![], vec![("authorization", bob.as_str())]] {
+            let real = server.send(method, "/home/alice/x", &headers, "x").await;
+            let made_up = server.send(method, "/home/nobody/x", &headers, "x").await;
+            assert_eq!(real.status, 404, "{method}");
+            assert_eq!(seen(&real), seen(&made_up), "{method} {headers:?}");
+        }
+    }
+    assert!(!server.file("home/nobody").exists());
+}

@@ -155,8 +155,8 @@ pub async fn respond<S: Store>(
 
 /// GET /.larder/metrics: admins, or anyone when `metrics_public`.
 async fn metrics<S: Store>(context: &Context<'_, S>) -> Result<Response<Body>, Problem> {
-    if !context.settings.metrics_public && !context.identity.principal.admin {
-        return Err(forbidden("Only admins may read the metrics."));
+    if !context.settings.metrics_public && !context.identity.principal.unscoped_admin() {
+        return Err(forbidden("Only admins may read the metrics, with a token of no scope."));
     }
     let (credits, storage) =
         context.app.state_call(|state| Ok((state.credit_totals()?, state.total_usage()?))).await?;
@@ -238,6 +238,9 @@ async fn buy<S: Store>(
         .ok_or_else(|| Problem::new(Slug::BadRequest, "path: the resource to buy is missing."))?;
     let path = ResourcePath::parse(&text)?;
     let principal = &context.identity.principal;
+    if principal.read_only() {
+        return Err(out_of_scope(&context.settings.realm));
+    }
     let app = context.app;
     app.authorize(principal, &path, Action::Read)?;
     let entry = match app.store().open(&path).await? {
@@ -289,10 +292,11 @@ async fn top_up<S: Store>(
     name: String,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
-    if !context.identity.principal.admin {
+    let principal = &context.identity.principal;
+    if !principal.admin {
         return Err(forbidden("Only admins may change balances."));
     }
-    if context.identity.principal.limit.as_ref().is_some_and(|l| l.read_only) {
+    if !principal.unscoped_admin() || principal.read_only() {
         return Err(out_of_scope(&context.settings.realm));
     }
     if !context.settings.accounts.contains_key(&name) {

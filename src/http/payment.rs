@@ -11,7 +11,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde_json::json;
 
 use super::problem::{Problem, Slug};
-use super::{App, Verb, unauthenticated};
+use super::{App, Verb, out_of_scope, unauthenticated};
 use crate::access::Principal;
 use crate::meter::{Price, price_for};
 use crate::state::{Bought, Purchase, State};
@@ -110,6 +110,10 @@ impl<S: Store> App<S> {
                 )?)
             }
         };
+        // A read-only token spends nothing.
+        if max.is_some() && principal.read_only() {
+            return Err(out_of_scope(&self.settings().realm));
+        }
         // HEAD never buys: it would charge for nothing.
         if verb == Verb::Get && max.is_some_and(|max| price <= max) {
             return Ok(Some(Charge { account, price }));

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::harness::*;
+use crate::tokens::new_token;
 
 /// SPEC §2's rules: homes hidden from everyone but their account, `/secret` hidden from all
 /// but alice, `/pub` read-only with an open drop folder beneath it.
@@ -194,4 +195,62 @@ async fn account_names_are_not_told_by_homes() {
         }
     }
     assert!(!server.file("home/nobody").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_past_their_limits() {
+    let config = format!(
+        "{}\n[plan.basic]\nstorage = \"1 MiB\"\ncredits = 20\n[[rule]]\npath = \"/shop\"\n\
+         read = [\"@authenticated\"]\nwrite = [\"root\"]\nprice = 5\n",
+        team_config("")
+    )
+    .replace("name = \"bob\"\n", "name = \"bob\"\nplan = \"basic\"\n");
+    let server = TestServer::with_config(&config).await;
+    assert_eq!(server.put_as("root", "/shop/book.txt", "a book").await.status, 201);
+    let bob = basic("bob");
+    let made = new_token(&server, &bob, r#"{"read_only": true}"#).await.json();
+    let reader = format!("Bearer {}", made["token"].as_str().unwrap());
+    let balance = async || {
+        server.get("/.larder/account", &[("authorization", &bob)]).await.json()["balance"].clone()
+    };
+    assert_eq!(balance().await, 20);
+    // A read-only token spends nothing: not by buying, not in one step.
+    let bought = server
+        .send(
+            "POST",
+            "/.larder/purchases",
+            &[("authorization", &reader), ("content-type", "application/json")],
+            r#"{"path": "/shop/book.txt"}"#,
+        )
+        .await;
+    bought.assert_problem(403, "forbidden");
+    let one_step = server
+        .get("/shop/book.txt", &[("authorization", &reader), ("larder-max-price", "5")])
+        .await;
+    one_step.assert_problem(403, "forbidden");
+    assert_eq!(balance().await, 20);
+    // It still reads what is free to it, and the 402 tells it the price.
+    let unpaid = server.get("/shop/book.txt", &[("authorization", &reader)]).await;
+    unpaid.assert_problem(402, "payment-required");
+
+    // An admin token scoped to a folder is no admin for /.larder: no top-up, no metrics.
+    let root = basic("root");
+    let scoped = new_token(&server, &root, r#"{"scope": "/docs"}"#).await.json();
+    let scoped = format!("Bearer {}", scoped["token"].as_str().unwrap());
+    let top_up = server
+        .send(
+            "POST",
+            "/.larder/accounts/bob/credits",
+            &[("authorization", &scoped), ("content-type", "application/json")],
+            r#"{"amount": 1000}"#,
+        )
+        .await;
+    top_up.assert_problem(403, "forbidden");
+    assert_eq!(balance().await, 20);
+    let metrics = server.get("/.larder/metrics", &[("authorization", &scoped)]).await;
+    metrics.assert_problem(403, "forbidden");
+    // An unscoped admin token may.
+    let full = new_token(&server, &root, "").await.json();
+    let full = format!("Bearer {}", full["token"].as_str().unwrap());
+    assert_eq!(server.get("/.larder/metrics", &[("authorization", &full)]).await.status, 200);
 }

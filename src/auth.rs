@@ -272,9 +272,11 @@ impl Authenticator {
         let Some(value) = authorization else { return Ok(Identity::anonymous()) };
         let (scheme, rest) = split_scheme(value);
         if scheme.eq_ignore_ascii_case(b"bearer") {
-            self.throttle.check(peer, None).map_err(Failure::Throttled)?;
+            // A valid token is never refused for others' failures: tokens are 256 random
+            // bits, so answering a throttled address's right one is no oracle worth having.
             let found = self.bearer(rest).await;
             if found.is_err() {
+                self.throttle.check(peer, None).map_err(Failure::Throttled)?;
                 self.throttle.failed(peer, None);
             }
             return found;

@@ -27,6 +27,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub trace: Option<bool>,
     pub metrics_public: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
@@ -147,6 +148,7 @@ struct Effective<'a> {
     tls_key: Option<String>,
     trace: bool,
     metrics_public: bool,
+    trusted_proxies: Vec<String>,
     shutdown_grace: String,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
@@ -206,6 +208,7 @@ pub fn render(settings: &Settings) -> String {
         tls_key: settings.tls.as_ref().map(|t| t.key.display().to_string()),
         trace: settings.trace,
         metrics_public: settings.metrics_public,
+        trusted_proxies: settings.trusted_proxies.iter().map(ToString::to_string).collect(),
         shutdown_grace: format!("{}s", settings.shutdown_grace.as_secs()),
         account: settings
             .accounts

@@ -146,6 +146,8 @@ pub struct Settings {
     pub trace: bool,
     /// Whether anyone may read `/.larder/metrics` (otherwise admins only).
     pub metrics_public: bool,
+    /// Peers whose `Forwarded` or `X-Forwarded-For` names the client (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
     /// Accounts by name.
@@ -346,6 +348,21 @@ impl Settings {
             _ => return Err(Error::new(&source, "tls_cert", "tls_cert and tls_key go together")),
         };
 
+        let mut trusted_proxies = Vec::new();
+        for text in file.trusted_proxies.iter().flatten() {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    Error::new(
+                        &source,
+                        "trusted_proxies",
+                        format!("`{text}` is not an address or a network like 127.0.0.1/32"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+
         let open_read_only = accounts.is_empty() && rules.is_empty();
         if open_read_only {
             rules.push(Rule {
@@ -368,6 +385,7 @@ impl Settings {
             tls,
             trace,
             metrics_public: file.metrics_public.unwrap_or(false),
+            trusted_proxies,
             shutdown_grace,
             accounts,
             plans,

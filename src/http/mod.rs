@@ -7,6 +7,7 @@
 //! Errors become responses in exactly one place, [`problem`].
 
 mod body;
+pub mod client;
 pub mod conditional;
 pub mod framing;
 mod listing;
@@ -316,10 +317,14 @@ impl<S: Store> App<S> {
             None if matches!(verb, Verb::Get | Verb::Head) => {
                 Ok(self.auth.from_cookies(request.headers().get_all(COOKIE).iter()).await)
             }
-            _ => self.auth.authenticate(authorization, peer).await.map_err(|failure| {
-                self.metrics.sign_in_failed(failure);
-                unauthenticated(&self.settings().realm, Some(failure))
-            }),
+            _ => {
+                let address =
+                    client::address(request.headers(), peer, &self.settings().trusted_proxies);
+                self.auth.authenticate(authorization, address).await.map_err(|failure| {
+                    self.metrics.sign_in_failed(failure);
+                    unauthenticated(&self.settings().realm, Some(failure))
+                })
+            }
         }
     }
 

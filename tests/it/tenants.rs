@@ -254,3 +254,59 @@ async fn tokens_never_reach_past_their_limits() {
     let full = format!("Bearer {}", full["token"].as_str().unwrap());
     assert_eq!(server.get("/.larder/metrics", &[("authorization", &full)]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_one_client_locks_out_only_itself() {
+    let server = TestServer::with_config(&team_config(
+        "sign_in_limit = 3\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    ))
+    .await;
+    let alice = basic("alice");
+    let made = new_token(&server, &alice, "").await.json();
+    let token = format!("Bearer {}", made["token"].as_str().unwrap());
+    let from = |address: &'static str| ("x-forwarded-for", address);
+    // Through the proxy (127.0.0.1), an attacker guesses past the limits, for many names.
+    for n in 0..10 {
+        let wrong = basic_raw(&format!("user{n}:guess"));
+        let reply = server.get("/", &[("authorization", &wrong), from("203.0.113.66")]).await;
+        assert!(matches!(reply.status, 401 | 429), "{}", reply.status);
+    }
+    let blocked = server.get("/", &[("authorization", &basic("root")), from("203.0.113.66")]).await;
+    blocked.assert_problem(429, "too-many-requests");
+    // Everyone else behind the same proxy still signs in, with a password or a token.
+    let other = server.get("/", &[("authorization", &alice), from("198.51.100.7")]).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    let root = server.get("/", &[("authorization", &basic("root")), from("198.51.100.8")]).await;
+    assert_eq!(root.status, 200);
+    // A valid token is never refused, even from the guesser's own address.
+    let with_token = server.get("/", &[("authorization", &token), from("203.0.113.66")]).await;
+    assert_eq!(with_token.status, 200);
+
+    // Without trusted_proxies, the header is the client's word and is ignored: guesses with
+    // forged addresses all count against the peer.
+    let plain = TestServer::with_config(&team_config("sign_in_limit = 3")).await;
+    for n in 0..6 {
+        let wrong = basic_raw(&format!("user{n}:guess"));
+        let forged = format!("198.51.100.{n}");
+        let reply = plain
+            .send_from(
+                [127, 0, 0, 5],
+                "GET",
+                "/",
+                &[("authorization", &wrong), ("x-forwarded-for", &forged)],
+                "",
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    let reply = plain
+        .send_from(
+            [127, 0, 0, 5],
+            "GET",
+            "/",
+            &[("authorization", &basic("root")), from("198.51.100.99")],
+            "",
+        )
+        .await;
+    reply.assert_problem(429, "too-many-requests");
+}

@@ -12,7 +12,6 @@
 //! Memory is bounded by [`BUDGET`] bytes of content; past it, arbitrary entries are dropped.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,8 +37,6 @@ const MAX_ENTRIES: usize = 100_000;
 pub struct Object {
     /// What `open` returns.
     pub entry: Arc<Entry>,
-    /// The canonical file-system path (shared: a hit clones the object).
-    pub real: Arc<Path>,
     /// The whole content, for small files.
     pub content: Option<Content>,
     /// The version, for large files (whose bytes are read from disk on each GET).
@@ -123,7 +120,6 @@ impl Cache {
         &self,
         key: String,
         entry: Entry,
-        real: PathBuf,
         content: Option<Content>,
         fingerprint: Option<Fingerprint>,
         generation: u64,
@@ -137,13 +133,7 @@ impl Cache {
             shrink(&mut maps, size);
         }
         maps.content_bytes += size;
-        let object = Object {
-            entry: Arc::new(entry),
-            real: real.into(),
-            content,
-            fingerprint,
-            at: Instant::now(),
-        };
+        let object = Object { entry: Arc::new(entry), content, fingerprint, at: Instant::now() };
         if let Some(old) = maps.objects.insert(object_key(&key).to_owned(), object) {
             maps.content_bytes -= old.content.map_or(0, |c| c.len());
         }
@@ -228,7 +218,6 @@ mod tests {
         cache.put_object(
             "/a".into(),
             entry("/a"),
-            "/r/a".into(),
             Some(Content { bytes: Bytes::from_static(b"x"), file: None }),
             None,
             generation,
@@ -239,10 +228,10 @@ mod tests {
         let before = cache.generation();
         cache.invalidate("/a");
         assert!(cache.object("/a").is_none() && cache.listing("/").is_none());
-        cache.put_object("/a".into(), entry("/a"), "/r/a".into(), None, None, before);
+        cache.put_object("/a".into(), entry("/a"), None, None, before);
         assert!(cache.object("/a").is_none());
         // Entries expire.
-        cache.put_object("/b".into(), entry("/b"), "/r/b".into(), None, None, cache.generation());
+        cache.put_object("/b".into(), entry("/b"), None, None, cache.generation());
         tokio::time::advance(TTL).await;
         assert!(cache.object("/b").is_none());
     }
@@ -255,7 +244,6 @@ mod tests {
             cache.put_object(
                 format!("/f{i}"),
                 entry("/f"),
-                "/r".into(),
                 Some(Content { bytes: big.clone(), file: None }),
                 None,
                 cache.generation(),

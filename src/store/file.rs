@@ -4,8 +4,8 @@
 //! [`TEMP_PREFIX`], which no request path may use, swept when the store opens), which is
 //! synced with its metadata in [`META_ATTR`], recorded in the state database, linked or
 //! renamed over the target, and the folder is synced; only then does `put` return. Every
-//! path is resolved to its canonical form and must stay inside ROOT (and outside the state
-//! folder), symlinks included.
+//! path is resolved by descriptor beneath ROOT ([`resolve`](super::resolve)), never through
+//! a symlink, never into the state folder.
 
 use std::ffi::CStr;
 use std::fs::{self, File};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, StatxFlags};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::cache::{self, Cache, Content};
@@ -25,6 +25,7 @@ use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
+use super::resolve::{Dir, Root};
 use super::spool::Spool;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
@@ -51,6 +52,8 @@ pub struct FileStore {
 struct Inner {
     cache: Cache,
     root: PathBuf,
+    /// ROOT, held open: every request's path is resolved from it.
+    tree: Root,
     /// The state folder, when it lies inside ROOT: never served, listed or written.
     reserved: Option<PathBuf>,
     state: Arc<State>,
@@ -108,8 +111,10 @@ impl FileStore {
             );
         }
         let exact_times = keeps_exact_times(&root);
+        let tree = Root::open(&root, reserved.as_deref())?;
         let mut inner = Inner {
             cache: Cache::default(),
+            tree,
             root,
             reserved,
             state,
@@ -294,64 +299,10 @@ fn carried_meta(path: &Path) -> Option<ObjectMeta> {
     })
 }
 
-/// The canonical path of `segments` (no `.`, `..` or empty ones) under `root`, itself
-/// canonical, and what it is, symlinks followed: like [`Path::canonicalize`] and a stat, but
-/// with one `lstat` per segment instead of a `readlink` per component from `/`, since
-/// nothing above `root` need be looked at again. Any symlink on the way hands the rest to
-/// `canonicalize`.
-fn real_path(root: &Path, segments: &[String]) -> io::Result<(PathBuf, fs::Metadata)> {
-    let look = |path: &Path| fs::symlink_metadata(path).map(|m| (m.file_type().is_symlink(), m));
-    walk(root, segments, look, |path| fs::metadata(path))
-}
-
-/// [`real_path`] for a folder to write in: whether it is one. Only the type of each step is
-/// asked for, not its times, which would make the next link into it take a fine-grained
-/// timestamp (see [`stamp_new_file`]).
-fn real_folder(root: &Path, segments: &[String]) -> io::Result<(PathBuf, bool)> {
-    let kind = |path: &Path, flags| -> io::Result<FileType> {
-        let found = rustix::fs::statx(CWD, path, flags, StatxFlags::TYPE)?;
-        Ok(FileType::from_raw_mode(found.stx_mode.into()))
-    };
-    let look = |path: &Path| {
-        let kind = kind(path, AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok((kind == FileType::Symlink, kind == FileType::Directory))
-    };
-    walk(root, segments, look, |path| Ok(kind(path, AtFlags::empty())? == FileType::Directory))
-}
-
-/// Walks `segments` from `root`, describing each step with `look` (whether it is a symlink,
-/// and what it is) until one is a symlink: then the rest of the path is canonicalized and
-/// described with `follow`. The path reached and what the last step (or `root`) is.
-fn walk<T>(
-    root: &Path,
-    segments: &[String],
-    look: impl Fn(&Path) -> io::Result<(bool, T)>,
-    follow: impl Fn(&Path) -> io::Result<T>,
-) -> io::Result<(PathBuf, T)> {
-    let mut real = root.to_path_buf();
-    let mut last = None;
-    for (i, segment) in segments.iter().enumerate() {
-        real.push(segment);
-        let (symlink, found) = look(&real)?;
-        if symlink {
-            segments[i + 1..].iter().for_each(|rest| real.push(rest));
-            let real = real.canonicalize()?;
-            let found = follow(&real)?;
-            return Ok((real, found));
-        }
-        last = Some(found);
-    }
-    let last = match last {
-        Some(found) => found,
-        None => follow(root)?,
-    };
-    Ok((real, last))
-}
-
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
 static DIR_SYNCS: std::sync::LazyLock<DirSyncs> = std::sync::LazyLock::new(DirSyncs::default);
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+fn sync_dir(dir: &Dir) -> io::Result<()> {
     fail::fail_point!("store-sync", |arg| Err(super::injected(arg)));
     DIR_SYNCS.sync(dir)
 }
@@ -366,31 +317,24 @@ impl Inner {
         self.reserved.as_ref().is_some_and(|r| path.starts_with(r))
     }
 
-    /// The canonical file-system path of `path`, which must exist inside ROOT.
-    fn resolve(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
-        Ok(self.resolve_with_meta(path)?.0)
+    /// What is at `path` (not following a symlink: one answers as missing).
+    fn meta_of(&self, path: &ResourcePath) -> Result<fs::Metadata, Error> {
+        let found = self
+            .tree
+            .open_at(path.segments(), OFlags::PATH)
+            .and_then(|fd| File::from(fd).metadata());
+        found.map_err(|e| match Error::from_io(e) {
+            Error::Conflict(_) => Error::NotFound,
+            other => other,
+        })
     }
 
-    /// The canonical file-system path of `path`, which must exist inside ROOT, and what it is
-    /// (symlinks followed).
-    fn resolve_with_meta(&self, path: &ResourcePath) -> Result<(PathBuf, fs::Metadata), Error> {
-        let (real, meta) =
-            real_path(&self.root, path.segments()).map_err(|e| match Error::from_io(e) {
-                Error::Conflict(_) => Error::NotFound,
-                other => other,
-            })?;
-        if !real.starts_with(&self.root) || self.is_reserved(&real) {
-            return Err(Error::NotFound);
-        }
-        Ok((real, meta))
-    }
-
-    /// The journal's key for `real`, a canonical path in ROOT: its place under ROOT, so
-    /// that paths reached through symlinks are recorded where the bytes are.
-    fn journal_key(&self, real: &Path) -> Result<String, Error> {
-        let relative = real.strip_prefix(&self.root).ok().and_then(Path::to_str);
-        let relative = relative.ok_or_else(|| Error::Invalid("a path outside ROOT".into()))?;
-        Ok(format!("/{relative}"))
+    /// The folder `path` names, held open.
+    fn folder_of(&self, path: &ResourcePath) -> Result<Dir, Error> {
+        self.tree.dir(path.segments()).map_err(|e| match Error::from_io(e) {
+            Error::Conflict(_) => Error::NotFound,
+            other => other,
+        })
     }
 
     /// The entry for the file-system object described by `meta`, which `path` names.
@@ -408,27 +352,23 @@ impl Inner {
         &self,
         path: &ResourcePath,
     ) -> Result<Option<(Entry, Fingerprint)>, Error> {
-        let meta = match self.resolve_with_meta(path) {
-            Ok((_, meta)) => meta,
+        let meta = match self.meta_of(path) {
+            Ok(meta) => meta,
             Err(Error::NotFound) => return Ok(None),
             Err(e) => return Err(e),
         };
         Ok(Some((self.entry(path, &meta)?, fingerprint(&meta))))
     }
 
-    /// [`Inner::current_with_fingerprint`] for `path` in `parent`, its canonical folder:
-    /// looked up there, not again from ROOT, unless it is a symlink.
+    /// [`Inner::current_with_fingerprint`] for `path` in `parent`, its held folder: looked
+    /// up there, not again from ROOT. A symlink there answers as missing.
     fn current_in(
         &self,
         path: &ResourcePath,
-        parent: &Path,
+        parent: &Dir,
     ) -> Result<Option<(Entry, Fingerprint)>, Error> {
-        let target = parent.join(path.name());
-        let meta = match fs::symlink_metadata(&target) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return self.current_with_fingerprint(path);
-            }
-            Ok(_) if self.is_reserved(&target) => return Ok(None),
+        let meta = match fs::symlink_metadata(parent.join(path.name())) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(None),
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::from_io(e)),
@@ -442,59 +382,29 @@ impl Inner {
     }
 
     /// Makes sure the parent collection of `path` exists (creating and syncing missing
-    /// levels) and returns its canonical path.
-    fn prepare_parent(&self, path: &ResourcePath) -> Result<PathBuf, Error> {
+    /// levels) and returns it, held open.
+    fn prepare_parent(&self, path: &ResourcePath) -> Result<Dir, Error> {
         self.parent_folder(path, true).map(|found| found.expect("every level is created"))
     }
 
-    /// The canonical path of the parent collection of `path`, whose missing levels are
-    /// created and synced if `create` says so, else are `None`.
-    fn parent_folder(&self, path: &ResourcePath, create: bool) -> Result<Option<PathBuf>, Error> {
+    /// The parent collection of `path`, held open; its missing levels are created and
+    /// synced if `create` says so, else it is `None`. A level that is a resource is a
+    /// conflict; one that is a symlink, missing.
+    fn parent_folder(&self, path: &ResourcePath, create: bool) -> Result<Option<Dir>, Error> {
         let segments = path.segments();
         let parents = &segments[..segments.len().saturating_sub(1)];
-        // Find the deepest existing ancestor.
-        let mut existing = parents.len();
-        let (mut base, is_dir) = loop {
-            match real_folder(&self.root, &parents[..existing]) {
-                Ok(found) => break found,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && existing > 0 => existing -= 1,
-                Err(e) => return Err(Error::from_io(e)),
-            }
-        };
-        if !base.starts_with(&self.root) || self.is_reserved(&base) {
-            return Err(Error::NotFound);
-        }
-        if !is_dir {
-            return Err(Error::Conflict(format!(
-                "/{} is a resource, not a collection",
-                parents[..existing].join("/")
-            )));
-        }
-        if existing < parents.len() && !create {
-            return Ok(None);
-        }
-        for segment in &parents[existing..] {
-            let next = base.join(segment);
-            fs::create_dir(&next).or_else(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-            sync_dir(&base)?;
-            base = next;
-        }
-        Ok(Some(base))
+        self.tree.folder(parents, create, sync_dir).map_err(|e| match Error::from_io(e) {
+            Error::Conflict(_) => Error::Conflict(format!(
+                "a resource stands where a collection of /{} is needed",
+                parents.join("/")
+            )),
+            other => other,
+        })
     }
 
     /// A new file holding `head` in the folder of `path` (created if missing): the folder,
     /// the file's guard and the file.
-    fn create_temp(
-        &self,
-        path: &ResourcePath,
-        head: &[Bytes],
-    ) -> Result<(PathBuf, Temp, File), Error> {
+    fn create_temp(&self, path: &ResourcePath, head: &[Bytes]) -> Result<(Dir, Temp, File), Error> {
         let parent = self.prepare_parent(path)?;
         let (temp, mut file) = self.open_new(&parent)?;
         head.iter().try_for_each(|chunk| file.write_all(chunk))?;
@@ -511,7 +421,7 @@ impl Inner {
         &self,
         path: &ResourcePath,
         head: &[Bytes],
-    ) -> Result<Option<(PathBuf, Temp, File)>, Error> {
+    ) -> Result<Option<(Dir, Temp, File)>, Error> {
         let Some(parent) = self.parent_folder(path, false)? else {
             return Ok(None);
         };
@@ -525,11 +435,11 @@ impl Inner {
     }
 
     /// An unnamed new file in `parent`, or a named temporary one where unsupported.
-    fn open_new(&self, parent: &Path) -> Result<(Temp, File), Error> {
+    fn open_new(&self, parent: &Dir) -> Result<(Temp, File), Error> {
         if *UNNAMED_FILES {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-            match rustix::fs::open(parent, flags, Mode::from_raw_mode(0o666)) {
-                Ok(fd) => return Ok((Temp { path: None }, File::from(fd))),
+            match rustix::fs::open(&**parent, flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => return Ok((Temp::unnamed(), File::from(fd))),
                 // Not on this file system: a named one, below.
                 Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => {}
                 Err(e) => return Err(io::Error::from(e).into()),
@@ -537,7 +447,7 @@ impl Inner {
         }
         let temp_path = temp_name(parent);
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&temp_path)?;
-        Ok((Temp { path: Some(temp_path) }, file))
+        Ok((Temp::named(parent, temp_path), file))
     }
 
     /// Checks that `file`, the temporary file `temp` in `parent` holding a whole new body
@@ -549,7 +459,7 @@ impl Inner {
     fn prepare<R>(
         &self,
         path: &ResourcePath,
-        parent: PathBuf,
+        parent: Dir,
         temp: Temp,
         file: File,
         etag: String,
@@ -579,11 +489,10 @@ impl Inner {
             None => sync_new_file(&file)?,
         };
         let quota = meta.owner.as_ref().and_then(|owner| upload.quotas.get(owner).copied());
-        let target = parent.join(path.name());
         let row = Row { path: path.as_key(), fp, meta, current: current_fp, quota };
         let replace = current.is_some();
         let _shared = journaled.map(|journaled| journaled.shared);
-        Ok(Ok(Ready { path: path.clone(), row, parent, target, temp, file, replace, _shared }))
+        Ok(Ok(Ready { path: path.clone(), row, parent, temp, file, replace, _shared }))
     }
 
     /// Makes `file` (see [`Inner::prepare`]) the new version of `path`, if `check` allows
@@ -595,7 +504,7 @@ impl Inner {
     fn finish<R>(
         &self,
         path: &ResourcePath,
-        parent: PathBuf,
+        parent: Dir,
         temp: Temp,
         file: File,
         etag: String,
@@ -629,7 +538,7 @@ impl Inner {
         // (the request then fails, and its outcome is unknown, as after a crash).
         sync_dir(&ready.parent)?;
         if let Some(journal) = &self.journal {
-            journal.supersede(&self.journal_key(&ready.target)?, false)?;
+            journal.supersede(&ready.parent.key_of(ready.path.name()), false)?;
         }
         Ok(Ok(ready.put()))
     }
@@ -645,7 +554,7 @@ impl Inner {
         &self,
         (journal, shared, absent): (&Arc<Journal>, Shared, bool),
         path: &ResourcePath,
-        (parent, temp, file): (PathBuf, Temp, File),
+        (parent, temp, file): (Dir, Temp, File),
         etag: String,
         upload: Upload,
         body: &[Bytes],
@@ -658,7 +567,7 @@ impl Inner {
             Ok(ready) => ready,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let at = self.journal_key(&ready.target)?;
+        let at = ready.parent.key_of(ready.path.name());
         let meta = meta_value(&ready.row.meta);
         let row = ready.row.clone();
         let then = Box::new(move |outcome| drop(answer.send(ready.settle(outcome))));
@@ -702,10 +611,9 @@ impl Inner {
         file.write_all(&survivor.body)?;
         carry_value(&file, &survivor.meta)?;
         file.sync_all()?;
-        let target = parent.join(path.name());
-        let replace = fs::symlink_metadata(&target).is_ok();
-        publish(&file, &mut temp, &target, replace)?;
-        File::open(&parent)?.sync_all()
+        let replace = fs::symlink_metadata(parent.join(path.name())).is_ok();
+        publish(&file, &mut temp, &parent, path.name(), replace)?;
+        parent.sync()
     }
 
     /// After a boot, gives back the rows a crash of the machine may have taken (see
@@ -834,7 +742,19 @@ impl Drop for Forget<'_> {
 /// if larder stops first) or, where the file system cannot do that, under a temporary name
 /// that is removed unless published (and swept when the store opens after a crash).
 struct Temp {
-    path: Option<PathBuf>,
+    /// The name, if it has one; in `dir`, which is held open so that the name means the
+    /// same file until it goes.
+    path: Option<(PathBuf, Dir)>,
+}
+
+impl Temp {
+    fn unnamed() -> Temp {
+        Temp { path: None }
+    }
+
+    fn named(dir: &Dir, path: PathBuf) -> Temp {
+        Temp { path: Some((path, dir.clone())) }
+    }
 }
 
 /// A new version checked and ready to become visible ([`Inner::prepare`]).
@@ -842,9 +762,8 @@ struct Ready {
     path: ResourcePath,
     /// Its metadata row.
     row: Row,
-    /// The folder it goes in, and its place there.
-    parent: PathBuf,
-    target: PathBuf,
+    /// The folder it goes in, held open.
+    parent: Dir,
     temp: Temp,
     file: File,
     /// Whether it replaces a version.
@@ -856,7 +775,7 @@ struct Ready {
 impl Ready {
     /// Makes the version visible (its folder is not synced).
     fn publish(&mut self) -> io::Result<()> {
-        publish(&self.file, &mut self.temp, &self.target, self.replace)
+        publish(&self.file, &mut self.temp, &self.parent, self.path.name(), self.replace)
     }
 
     /// After the journal settled the version with `outcome`: made visible, or why not.
@@ -913,7 +832,7 @@ struct Recorded {
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        if let Some(path) = &self.path {
+        if let Some((path, _dir)) = &self.path {
             let _ = fs::remove_file(path);
         }
     }
@@ -974,25 +893,26 @@ fn temp_name(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()))
 }
 
-/// Makes `file`, the new version's file that `temp` tracks, visible at `target`: linked
-/// there if nothing was (`replace` false), else linked under a temporary name in its folder
-/// and renamed over what is there.
-fn publish(file: &File, temp: &mut Temp, target: &Path, replace: bool) -> io::Result<()> {
+/// Makes `file`, the new version's file that `temp` tracks, visible as `name` in `dir`:
+/// linked there if nothing was (`replace` false), else linked under a temporary name in the
+/// folder and renamed over what is there.
+fn publish(file: &File, temp: &mut Temp, dir: &Dir, name: &str, replace: bool) -> io::Result<()> {
+    let target = dir.join(name);
     if temp.path.is_none() {
         let link = |to: &Path| link_unnamed(file, to);
         if !replace {
-            match link(target) {
+            match link(&target) {
                 Ok(()) => return Ok(()),
                 Err(Errno::EXIST) => {} // put there by hand meanwhile: renamed over, below
                 Err(e) => return Err(e.into()),
             }
         }
-        let named = temp_name(target.parent().unwrap_or(Path::new("/")));
+        let named = temp_name(dir);
         link(&named)?;
-        temp.path = Some(named);
+        *temp = Temp::named(dir, named);
     }
-    if let Some(named) = &temp.path {
-        fs::rename(named, target)?;
+    if let Some((named, _)) = &temp.path {
+        fs::rename(named, &target)?;
         temp.path = None;
     }
     Ok(())
@@ -1069,9 +989,9 @@ impl Store for FileStore {
                 (None, None) => return Ok(Some(((*hit.entry).clone(), None))),
                 (None, Some(fp)) => {
                     // A large file: open it, and use the cached entry if it is that version.
-                    let real = hit.real.clone();
+                    let (inner, segments) = (self.inner.clone(), path.segments().to_vec());
                     let file = blocking(move || {
-                        let file = File::open(&real)?;
+                        let file = inner.tree.file(&segments)?;
                         Ok((fingerprint(&file.metadata()?) == fp).then_some(file))
                     })
                     .await;
@@ -1088,17 +1008,12 @@ impl Store for FileStore {
         let path = path.clone();
         blocking(move || {
             let generation = inner.cache.generation();
-            let real = match inner.resolve(&path) {
-                Ok(real) => real,
-                Err(Error::NotFound) => return Ok(None),
-                Err(e) => return Err(e),
-            };
             // Open first, then describe the open file: the bytes and the metadata are of
             // the same version even if a write renames a new one into place meanwhile.
-            let file = match File::open(&real) {
+            let file = match inner.tree.file(path.segments()).map_err(Error::from_io) {
                 Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(Error::NotFound | Error::Conflict(_)) => return Ok(None),
+                Err(e) => return Err(e),
             };
             let meta = file.metadata()?;
             let entry = inner.entry(&path, &meta)?;
@@ -1115,7 +1030,7 @@ impl Store for FileStore {
                 false => (None, Some(fingerprint(&meta)), Some(Arc::new(file))),
             };
             let key = path.as_key();
-            inner.cache.put_object(key, entry.clone(), real, content.clone(), fp, generation);
+            inner.cache.put_object(key, entry.clone(), content.clone(), fp, generation);
             let handle = match (content, large) {
                 (Some(content), _) => Some(Handle::Memory(content)),
                 (None, large) => large.map(Handle::File),
@@ -1154,31 +1069,24 @@ impl Store for FileStore {
         let inner = self.inner.clone();
         blocking(move || {
             let generation = inner.cache.generation();
-            let real = inner.resolve(&path)?;
+            let dir = inner.folder_of(&path)?;
             let mut recorded = inner.db().objects_in(&key)?;
             let mut entries = Vec::new();
-            for item in fs::read_dir(&real)? {
+            for item in fs::read_dir(&*dir)? {
                 let item = item?;
                 let Ok(name) = item.file_name().into_string() else { continue };
                 if !is_servable_name(&name) {
                     continue;
                 }
-                let meta = if item.file_type()?.is_symlink() {
-                    // Follow symlinks only to targets inside ROOT.
-                    let Ok(target) = item.path().canonicalize() else { continue };
-                    if !target.starts_with(&inner.root) || inner.is_reserved(&target) {
-                        continue;
-                    }
-                    let Ok(meta) = fs::metadata(&target) else { continue };
-                    meta
-                } else {
-                    let Ok(meta) = item.metadata() else { continue };
-                    if inner.is_reserved(&item.path()) {
-                        continue;
-                    }
-                    meta
-                };
+                // Symlinks are not followed: they are not listed, as they are not served.
+                let Ok(meta) = item.metadata() else { continue };
+                if meta.file_type().is_symlink() {
+                    continue;
+                }
                 let Ok(child) = path.child(&name, meta.is_dir()) else { continue };
+                if inner.tree.is_reserved(child.segments()) {
+                    continue;
+                }
                 let fp = fingerprint(&meta);
                 let known =
                     recorded.remove(&child.with_collection(false).as_key()).and_then(|versions| {
@@ -1313,7 +1221,7 @@ impl Store for FileStore {
             let dir = parent.join(path.name());
             fs::create_dir(&dir)?;
             sync_dir(&parent)?;
-            inner.entry(&path, &fs::metadata(&dir)?)
+            inner.entry(&path, &fs::symlink_metadata(&dir)?)
         })
         .await?;
         self.inner.cache.invalidate(&entry.path.as_key());
@@ -1345,7 +1253,7 @@ impl Store for FileStore {
         };
         let result = blocking(move || -> Result<(), Error> {
             // Remove the link itself, not what a symlink points to.
-            let parent = inner.resolve(&entry.path.parent())?;
+            let parent = inner.folder_of(&entry.path.parent())?;
             let real = parent.join(entry.path.name());
             let is_dir = fs::symlink_metadata(&real)?.is_dir();
             if is_dir && !recursive && fs::read_dir(&real)?.next().is_some() {
@@ -1380,7 +1288,7 @@ impl Store for FileStore {
             let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 sync_dir(&parent)?;
                 if let Some(journal) = journal {
-                    journal.supersede(&inner.journal_key(&real)?, is_dir)?;
+                    journal.supersede(&parent.key_of(entry.path.name()), is_dir)?;
                     superseded.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 inner.db().delete_objects(&key, entry.is_collection())?;

@@ -17,6 +17,7 @@ mod dirsync;
 mod file;
 mod journal;
 mod lock;
+mod resolve;
 mod spool;
 
 use std::future::Future;

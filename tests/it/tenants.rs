@@ -310,3 +310,96 @@ async fn behind_a_trusted_proxy_one_client_locks_out_only_itself() {
         .await;
     reply.assert_problem(429, "too-many-requests");
 }
+
+/// Another local user swaps a served folder with a symlink to a place outside ROOT, over and
+/// over (`renameat2(RENAME_EXCHANGE)`), while clients read, list, write and delete beneath it
+/// for 10 s. Not one byte from outside may be served, and nothing outside may change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_swapped_for_a_symlink_never_leads_outside() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let server = TestServer::with_config(&team_config("")).await;
+    let outside = tempfile::tempdir().unwrap();
+    for name in ["data.txt", "victim-0.txt", "victim-1.txt", "only-outside.txt"] {
+        std::fs::write(outside.path().join(name), b"OUTSIDE").unwrap();
+    }
+    server.place("pub/data.txt", b"inside");
+    server.place("pub/victim-0.txt", b"inside");
+    server.place("pub/victim-1.txt", b"inside");
+    std::os::unix::fs::symlink(outside.path(), server.file("swap")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let (a, b) = (server.file("pub"), server.file("swap"));
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                let flags = rustix::fs::RenameFlags::EXCHANGE;
+                rustix::fs::renameat_with(rustix::fs::CWD, &a, rustix::fs::CWD, &b, flags).unwrap();
+                swaps.fetch_add(1, Relaxed);
+            }
+        })
+    };
+    let alice = basic("alice");
+    let (leaked, served) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (server_addr, alice) = (server.addr, alice.clone());
+        let (leaked, served) = (leaked.clone(), served.clone());
+        clients.push(tokio::spawn(async move {
+            let mut connection = Connection::open(server_addr).await.unwrap();
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                n += 1;
+                let auth = [("authorization", alice.as_str())];
+                let reply = match (client, n % 4) {
+                    (0, _) | (_, 0) => connection.send("GET", "/pub/data.txt", &[], "").await,
+                    (1, _) | (_, 1) => {
+                        connection.send("GET", "/pub/", &[("accept", "application/json")], "").await
+                    }
+                    (2, _) | (_, 2) => {
+                        let target = format!("/pub/new-{client}-{n}.txt");
+                        connection.send("PUT", &target, &auth, "planted").await
+                    }
+                    _ => {
+                        let target = format!("/pub/victim-{}.txt", n % 2);
+                        connection.send("DELETE", &target, &auth, "").await
+                    }
+                };
+                assert!(reply.status < 500, "{} {}", reply.status, reply.text());
+                if reply.body.windows(7).any(|w| w == b"OUTSIDE")
+                    || reply.text().contains("only-outside")
+                {
+                    leaked.fetch_add(1, Relaxed);
+                }
+                if reply.status < 300 {
+                    served.fetch_add(1, Relaxed);
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    stop.store(true, Relaxed);
+    swapper.join().unwrap();
+    let mut outside_now: Vec<_> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    outside_now.sort();
+    let created = outside_now.len().saturating_sub(4);
+    println!(
+        "swaps {}, answers 2xx {}, answers with outside bytes {}, files created outside {created}",
+        swaps.load(Relaxed),
+        served.load(Relaxed),
+        leaked.load(Relaxed)
+    );
+    assert_eq!(leaked.load(Relaxed), 0, "bytes read from outside ROOT");
+    assert_eq!(outside_now, ["data.txt", "only-outside.txt", "victim-0.txt", "victim-1.txt"]);
+    for name in ["data.txt", "victim-0.txt", "victim-1.txt", "only-outside.txt"] {
+        assert_eq!(std::fs::read(outside.path().join(name)).unwrap(), b"OUTSIDE");
+    }
+    assert!(served.load(Relaxed) > 0 && swaps.load(Relaxed) > 0, "the test did something");
+}

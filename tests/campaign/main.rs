@@ -1,6 +1,6 @@
 //! The campaigns of issue 7, each trying hard to break one promise and printing what it did:
-//! crash (SIGKILL under traffic), concurrency, faults, generated inputs, hostile input and a
-//! soak. A plain program (`harness = false`): `cargo test --features failpoints --test
+//! crash (SIGKILL under traffic), concurrency, faults, generated inputs, hostile input, a
+//! hostile tenant and a soak. A plain program (`harness = false`): `cargo test --features failpoints --test
 //! campaign` runs the short seeded run that CI runs; `-- --long` the long one (or
 //! `LARDER_CAMPAIGN=long`), `-- --seed N` another seed, `-- --only NAME` one campaign.
 //! A broken promise panics with what broke, and the run fails.
@@ -20,6 +20,7 @@ mod hostile;
 mod larder_process;
 mod props;
 mod soak;
+mod tenants;
 
 fn main() {
     let options = common::Options::from_args();
@@ -39,6 +40,7 @@ fn main() {
     };
     campaign("props", &|| props::run(&options));
     campaign("hostile", &|| runtime.block_on(hostile::run(&options)));
+    campaign("tenants", &|| runtime.block_on(tenants::run(&options)));
     campaign("concurrency", &|| runtime.block_on(concurrency::run(&options)));
     #[cfg(feature = "failpoints")]
     campaign("faults", &|| runtime.block_on(faults::run(&options)));

@@ -28,6 +28,7 @@ pub struct Config {
     pub trace: Option<bool>,
     pub metrics_public: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub follow_symlinks: Option<bool>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
@@ -149,6 +150,7 @@ struct Effective<'a> {
     trace: bool,
     metrics_public: bool,
     trusted_proxies: Vec<String>,
+    follow_symlinks: bool,
     shutdown_grace: String,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
@@ -209,6 +211,7 @@ pub fn render(settings: &Settings) -> String {
         trace: settings.trace,
         metrics_public: settings.metrics_public,
         trusted_proxies: settings.trusted_proxies.iter().map(ToString::to_string).collect(),
+        follow_symlinks: settings.follow_symlinks,
         shutdown_grace: format!("{}s", settings.shutdown_grace.as_secs()),
         account: settings
             .accounts

@@ -148,6 +148,8 @@ pub struct Settings {
     pub metrics_public: bool,
     /// Peers whose `Forwarded` or `X-Forwarded-For` names the client (reverse proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Follow symlinks that stay inside ROOT (the rules of both paths apply).
+    pub follow_symlinks: bool,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
     /// Accounts by name.
@@ -386,6 +388,7 @@ impl Settings {
             trace,
             metrics_public: file.metrics_public.unwrap_or(false),
             trusted_proxies,
+            follow_symlinks: file.follow_symlinks.unwrap_or(false),
             shutdown_grace,
             accounts,
             plans,

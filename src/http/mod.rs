@@ -474,7 +474,21 @@ impl<S: Store> App<S> {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
         // Rules, as far as they can be decided without looking.
-        let decided = self.authorize_before_store(verb, &path, &principal)?;
+        let mut decided = self.authorize_before_store(verb, &path, &principal)?;
+        // Where symlinks are followed, the path they lead to passes the rules too, and is
+        // the one acted on (the store follows none itself).
+        let mut requested = None;
+        let path = match self.settings().follow_symlinks {
+            true => match self.store.canonical(&path).await? {
+                Some(real) => {
+                    decided &= self.authorize_before_store(verb, &real, &principal)?;
+                    requested = Some(path);
+                    real
+                }
+                None => path,
+            },
+            false => path,
+        };
         // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
         // future is as large as its largest branch and is moved whole (memcpy) on its way to
         // hyper, so unboxed they made each GET build and copy 10 KiB instead of under 4.
@@ -497,6 +511,9 @@ impl<S: Store> App<S> {
                 Verb::Delete => Action::Delete,
             };
             self.authorize(&principal, &path, action)?;
+            if let Some(requested) = &requested {
+                self.authorize(&principal, requested, action)?;
+            }
         }
 
         let Some((entry, handle)) = opened else {

@@ -1040,6 +1040,29 @@ impl Store for FileStore {
         .await
     }
 
+    async fn canonical(&self, path: &ResourcePath) -> Result<Option<ResourcePath>, Error> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            let segments = path.segments();
+            let (real, len) = inner.tree.followed(&inner.root, segments)?;
+            if real == segments[..len] {
+                return Ok(None);
+            }
+            let mut canonical = ResourcePath::root();
+            let all = real.iter().chain(&segments[len..]);
+            let count = real.len() + segments.len() - len;
+            for (i, segment) in all.enumerate() {
+                let last = i + 1 == count;
+                canonical = canonical
+                    .child(segment, !last || path.is_collection())
+                    .map_err(|_| Error::NotFound)?;
+            }
+            Ok(Some(canonical.with_collection(path.is_collection())))
+        })
+        .await
+    }
+
     fn in_memory(&self, handle: &Handle) -> Option<Bytes> {
         match handle {
             Handle::Memory(content) => Some(content.to_send(0..content.bytes.len())),

@@ -244,6 +244,18 @@ pub trait Store: Send + Sync + 'static {
         path: &ResourcePath,
     ) -> impl Future<Output = Result<Opened<Self::Handle>, Error>> + Send;
 
+    /// Where `path` leads once the symlinks on its way are followed, when that is elsewhere
+    /// beneath the store's root (`None`: nowhere else, or a store without symlinks). Only
+    /// the part of `path` that exists is followed; the rest is appended. A symlink that
+    /// leaves the root (or is absolute) leads nowhere: `NotFound`. Every other operation
+    /// follows no symlink, so what this returns is what they act on.
+    fn canonical(
+        &self,
+        _path: &ResourcePath,
+    ) -> impl Future<Output = Result<Option<ResourcePath>, Error>> + Send {
+        async { Ok(None) }
+    }
+
     /// The whole opened version, when the store holds it in memory (small hot files): served
     /// as it is, without a stream.
     fn in_memory(&self, _handle: &Self::Handle) -> Option<Bytes> {

@@ -2,7 +2,9 @@
 //! own descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: the kernel refuses
 //! any symlink on the way (the final name included) and any step above ROOT, atomically with
 //! the lookup, so a folder swapped for a symlink while a request runs cannot lead it outside.
-//! Symlinks inside ROOT answer as missing (SPEC §3; `follow_symlinks` is not built yet).
+//! Symlinks inside ROOT answer as missing (SPEC §3). With `follow_symlinks`, the HTTP layer
+//! first asks where a path leads ([`Root::followed`]: the kernel follows relative symlinks
+//! that stay beneath ROOT) and acts on that path, which still follows no symlink.
 //!
 //! A folder found this way is held open as a [`Dir`]; the path code still uses is its
 //! `/proc/self/fd/N`, which names that very folder for as long as the `Dir` lives, however
@@ -156,6 +158,36 @@ impl Root {
         }
         rustix::fs::openat(&at, last.as_str(), flags | OFlags::NOFOLLOW, Mode::empty())
             .map_err(not_there)
+    }
+
+    /// The segments of the longest existing start of `segments` with every symlink on the
+    /// way followed (relative ones that stay beneath ROOT; others are `NotFound`), and how
+    /// many of `segments` that start was. The kernel follows them (`RESOLVE_BENEATH`) and
+    /// says where it arrived (`/proc/self/fd/N`), so the answer is one consistent lookup.
+    pub fn followed(&self, root: &Path, segments: &[String]) -> io::Result<(Vec<String>, usize)> {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        for len in (0..=segments.len()).rev() {
+            let relative = match len {
+                0 => ".".to_owned(),
+                _ => segments[..len].join("/"),
+            };
+            let fd = match rustix::fs::openat2(&self.fd, &relative, flags, Mode::empty(), how) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) if len > 0 => continue,
+                Err(e) => return Err(not_there(e)),
+            };
+            let at = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+            let inside =
+                at.strip_prefix(root).map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+            let real: Vec<String> =
+                inside.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+            if self.is_reserved(&real) {
+                return Err(io::ErrorKind::NotFound.into());
+            }
+            return Ok((real, len));
+        }
+        Err(io::ErrorKind::NotFound.into())
     }
 
     /// The file or folder `segments` names, opened for reading.

@@ -117,3 +117,56 @@ async fn missing_or_repeated_host_is_400() {
     let ok = server.raw(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_symlinks_stay_inside_and_pass_the_rules_of_both_paths() {
+    let config = format!(
+        "{}\n[[rule]]\npath = \"/home/{{account}}\"\nread = [\"{{account}}\"]\n\
+         write = [\"{{account}}\"]\nhidden = true\n",
+        team_config("follow_symlinks = true")
+    );
+    let server = TestServer::with_config(&config).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), b"outside").unwrap();
+    server.place("inside.txt", b"inside");
+    server.place("shelf/jar.txt", b"jam");
+    server.place("pub/readme.txt", b"r");
+    assert_eq!(server.put_as("alice", "/home/alice/diary.txt", "dear diary").await.status, 201);
+    let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, server.file(name));
+    link("inside.txt", "alias.txt").unwrap();
+    link("shelf", "pantry").unwrap();
+    link("../home/alice", "pub/alice").unwrap();
+    link("..", "up").unwrap();
+    link(outside.path().to_str().unwrap(), "escape").unwrap();
+    link(server.file("inside.txt").to_str().unwrap(), "absolute.txt").unwrap();
+    let alice = basic("alice");
+
+    // Relative links that stay inside ROOT are followed, for reads and writes.
+    assert_eq!(&server.get("/alias.txt", &[]).await.body[..], b"inside");
+    assert_eq!(&server.get("/pantry/jar.txt", &[]).await.body[..], b"jam");
+    assert_eq!(server.put_as("alice", "/pantry/pot.txt", "honey").await.status, 201);
+    assert_eq!(std::fs::read(server.file("shelf/pot.txt")).unwrap(), b"honey");
+    // Out of ROOT, or absolute: missing. Nothing outside is read or written.
+    for target in ["/escape/secret.txt", "/up/secret.txt", "/absolute.txt"] {
+        server.get(target, &[]).await.assert_problem(404, "not-found");
+    }
+    server.put_as("alice", "/escape/planted.txt", "x").await.assert_problem(404, "not-found");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    // A link into alice's hidden home: the home's rule applies, as at its own path.
+    let missing = server.get("/pub/alice/nothing.txt", &[]).await;
+    let hidden = server.get("/pub/alice/diary.txt", &[]).await;
+    assert_eq!(
+        (hidden.status, hidden.stable_headers()),
+        (missing.status, missing.stable_headers())
+    );
+    hidden.assert_problem(404, "not-found");
+    let bob = basic("bob");
+    server
+        .get("/pub/alice/diary.txt", &[("authorization", &bob)])
+        .await
+        .assert_problem(404, "not-found");
+    let own = server.get("/pub/alice/diary.txt", &[("authorization", &alice)]).await;
+    assert_eq!((own.status, &own.body[..]), (200, &b"dear diary"[..]));
+    // Links are followed by URL, not listed.
+    assert_eq!(server.get("/", &[]).await.entry_names(), ["home", "inside.txt", "pub", "shelf"]);
+}

@@ -465,7 +465,9 @@ impl<S: Store> App<S> {
         allow
     }
 
-    /// The steps of SPEC §4 after credentials, for a resource path.
+    /// The steps of SPEC §4 after credentials, for a resource path, one named call each.
+    /// The one fast path (a PUT that needs no lookup) skips no step: it is taken only when
+    /// the rules are decided and nothing the lookup would tell can change an answer.
     async fn resource(
         &self,
         verb: Verb,
@@ -473,49 +475,17 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
-        // Rules, as far as they can be decided without looking.
-        let mut decided = self.authorize_before_store(verb, &path, &principal)?;
-        // Where symlinks are followed, the path they lead to passes the rules too, and is
-        // the one acted on (the store follows none itself).
-        let mut requested = None;
-        let path = match self.settings().follow_symlinks {
-            true => match self.store.canonical(&path).await? {
-                Some(real) => {
-                    decided &= self.authorize_before_store(verb, &real, &principal)?;
-                    requested = Some(path);
-                    real
-                }
-                None => path,
-            },
-            false => path,
-        };
+        let ruled = self.rules(verb, path, &principal).await?;
         // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
         // future is as large as its largest branch and is moved whole (memcpy) on its way to
         // hyper, so unboxed they made each GET build and copy 10 KiB instead of under 4.
-        if verb == Verb::Put && self.put_needs_no_lookup(decided, &path, &request) {
-            self.authorize_parents(&principal, &path).await?;
-            return Box::pin(self.put(path, None, principal, request)).await;
+        if verb == Verb::Put && self.put_needs_no_lookup(ruled.decided, &ruled.path, &request) {
+            self.authorize_parents(&principal, &ruled.path).await?;
+            return Box::pin(self.put(ruled.path, None, principal, request)).await;
         }
-        let opened = self.store.open(&path).await?;
-        let entry = opened.as_ref().map(|(entry, _)| entry);
-
-        // Rules that depend on what is there: a collection's listing is `list`; a PUT
-        // creates or updates.
-        if !decided {
-            let collection = entry.map(Entry::is_collection).unwrap_or(path.is_collection());
-            let action = match verb {
-                Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
-                Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
-                Verb::Put if entry.is_some() => Action::Update,
-                Verb::Put | Verb::Post => Action::Create,
-                Verb::Delete => Action::Delete,
-            };
-            self.authorize(&principal, &path, action)?;
-            if let Some(requested) = &requested {
-                self.authorize(&principal, requested, action)?;
-            }
-        }
-
+        let opened = self.store.open(&ruled.path).await?;
+        self.rules_for_what_is_there(verb, &ruled, opened.as_ref().map(|(e, _)| e), &principal)?;
+        let path = ruled.path;
         let Some((entry, handle)) = opened else {
             return match verb {
                 Verb::Put => {
@@ -525,43 +495,17 @@ impl<S: Store> App<S> {
                 _ => Err(Problem::not_found()),
             };
         };
-        // The path's form must match what is there: /docs for a folder redirects (or
-        // conflicts, for writes); /a.txt/ for a file does not exist.
-        if entry.is_collection() && !path.is_collection() {
-            return match verb {
-                Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Ok(redirect(&entry.path)),
-                _ => Err(Problem::new(
-                    Slug::Conflict,
-                    format!("This is a collection; its path is {}.", entry.path.to_url()),
-                )),
-            };
+        if let Some(answer) = form_mismatch(verb, &path, &entry)? {
+            return Ok(answer);
         }
-        if !entry.is_collection() && path.is_collection() {
-            return match verb {
-                Verb::Put | Verb::Post => Err(Problem::new(
-                    Slug::Conflict,
-                    format!("This is a resource, not a collection: {}.", entry.path.to_url()),
-                )),
-                _ => Err(Problem::not_found()),
-            };
-        }
-
-        // Method allowed here.
-        let allow = self.allowed(&entry);
-        if !allow.contains(&verb) {
-            return Err(method_not_allowed(verb, &allow));
-        }
-
-        // Payment: reading a priced resource (a write's quota is part of its admission, in
-        // `write`, which then checks body limits and preconditions).
+        let allow = self.method_allowed(verb, &entry)?;
         let charge = match verb {
             Verb::Get | Verb::Head if !entry.is_collection() => {
                 self.payment(verb, &principal, &entry, request.headers()).await?
             }
             _ => None,
         };
-
-        // The action (body limits and preconditions first, in each).
+        // The action: body limits (413) and preconditions (412/304) come first in each.
         match verb {
             Verb::Options => Ok(no_content_with(ALLOW, allow_value(&allow))),
             Verb::Trace => Ok(trace(&request)),
@@ -573,6 +517,98 @@ impl<S: Store> App<S> {
             Verb::Post => Box::pin(self.post(&entry, principal, request)).await,
             Verb::Delete => Box::pin(self.delete(&entry, &request)).await,
         }
+    }
+
+    /// Rules (403/404), before the store is opened: for `path`, and where symlinks are
+    /// followed, for the path they lead to, which is then the one acted on (the store
+    /// follows none itself).
+    async fn rules(
+        &self,
+        verb: Verb,
+        path: ResourcePath,
+        principal: &Principal,
+    ) -> Result<Ruled, Problem> {
+        let decided = self.authorize_before_store(verb, &path, principal)?;
+        if !self.settings().follow_symlinks {
+            return Ok(Ruled { path, requested: None, decided });
+        }
+        match self.store.canonical(&path).await? {
+            Some(real) => {
+                let also = self.authorize_before_store(verb, &real, principal)?;
+                Ok(Ruled { path: real, requested: Some(path), decided: decided && also })
+            }
+            None => Ok(Ruled { path, requested: None, decided }),
+        }
+    }
+
+    /// The rules that depend on what is at the path, when [`App::rules`] could not decide
+    /// them: a collection's listing is `list`, a resource's reading `read`; a PUT creates or
+    /// updates.
+    fn rules_for_what_is_there(
+        &self,
+        verb: Verb,
+        ruled: &Ruled,
+        entry: Option<&Entry>,
+        principal: &Principal,
+    ) -> Result<(), Problem> {
+        if ruled.decided {
+            return Ok(());
+        }
+        let collection = entry.map_or(ruled.path.is_collection(), Entry::is_collection);
+        let action = match verb {
+            Verb::Get | Verb::Head | Verb::Options | Verb::Trace if collection => Action::List,
+            Verb::Get | Verb::Head | Verb::Options | Verb::Trace => Action::Read,
+            Verb::Put if entry.is_some() => Action::Update,
+            Verb::Put | Verb::Post => Action::Create,
+            Verb::Delete => Action::Delete,
+        };
+        self.authorize(principal, &ruled.path, action)?;
+        match &ruled.requested {
+            Some(requested) => self.authorize(principal, requested, action),
+            None => Ok(()),
+        }
+    }
+
+    /// Method allowed here (405); the methods that are, for `Allow`.
+    fn method_allowed(&self, verb: Verb, entry: &Entry) -> Result<Vec<Verb>, Problem> {
+        let allow = self.allowed(entry);
+        match allow.contains(&verb) {
+            true => Ok(allow),
+            false => Err(method_not_allowed(verb, &allow)),
+        }
+    }
+}
+
+/// What [`App::rules`] decided.
+struct Ruled {
+    /// The path to act on.
+    path: ResourcePath,
+    /// The path asked for, when a symlink led elsewhere.
+    requested: Option<ResourcePath>,
+    /// True when the rules allowed the request whatever is at the path.
+    decided: bool,
+}
+
+/// The path's form must match what is there: `/docs` for a folder redirects (or conflicts,
+/// for writes); `/a.txt/` for a file does not exist.
+fn form_mismatch(
+    verb: Verb,
+    path: &ResourcePath,
+    entry: &Entry,
+) -> Result<Option<Response<Body>>, Problem> {
+    let reads = matches!(verb, Verb::Get | Verb::Head | Verb::Options | Verb::Trace);
+    match (entry.is_collection(), path.is_collection()) {
+        (true, false) if reads => Ok(Some(redirect(&entry.path))),
+        (true, false) => Err(Problem::new(
+            Slug::Conflict,
+            format!("This is a collection; its path is {}.", entry.path.to_url()),
+        )),
+        (false, true) if matches!(verb, Verb::Put | Verb::Post) => Err(Problem::new(
+            Slug::Conflict,
+            format!("This is a resource, not a collection: {}.", entry.path.to_url()),
+        )),
+        (false, true) => Err(Problem::not_found()),
+        _ => Ok(None),
     }
 }
 

@@ -25,7 +25,7 @@ use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
-use super::resolve::{Dir, Root};
+use super::resolve::{Dir, PROC_FD, Root};
 use super::spool::Spool;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
@@ -111,6 +111,13 @@ impl FileStore {
             );
         }
         let exact_times = keeps_exact_times(&root);
+        if !*PROC_FD {
+            tracing::warn!(
+                "/proc is not mounted: paths are checked by descriptor but written by name, so \
+                 a folder that another local user swaps for a symlink during a write is not \
+                 defended against, and follow_symlinks follows nothing"
+            );
+        }
         let tree = Root::open(&root, reserved.as_deref())?;
         let mut inner = Inner {
             cache: Cache::default(),
@@ -436,7 +443,8 @@ impl Inner {
 
     /// An unnamed new file in `parent`, or a named temporary one where unsupported.
     fn open_new(&self, parent: &Dir) -> Result<(Temp, File), Error> {
-        if *UNNAMED_FILES {
+        // Unnamed files may need `/proc/self/fd` to get a name ([`link_unnamed`]).
+        if *PROC_FD {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
             match rustix::fs::open(&**parent, flags, Mode::from_raw_mode(0o666)) {
                 Ok(fd) => return Ok((Temp::unnamed(), File::from(fd))),
@@ -838,10 +846,6 @@ impl Drop for Temp {
     }
 }
 
-/// Whether new versions start as unnamed files: they need `/proc/self/fd` to get a name.
-static UNNAMED_FILES: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
-
 /// The journal's rows go to the embedded database.
 struct StateRows(Arc<State>);
 
@@ -1045,7 +1049,7 @@ impl Store for FileStore {
         let path = path.clone();
         blocking(move || {
             let segments = path.segments();
-            let (real, len) = inner.tree.followed(&inner.root, segments)?;
+            let (real, len) = inner.tree.followed(segments)?;
             if real == segments[..len] {
                 return Ok(None);
             }

@@ -9,7 +9,9 @@
 //! A folder found this way is held open as a [`Dir`]; the path code still uses is its
 //! `/proc/self/fd/N`, which names that very folder for as long as the `Dir` lives, however
 //! its ancestors are renamed or replaced meanwhile. So a write's folder, checked once, is the
-//! folder its file is linked into.
+//! folder its file is linked into. Where procfs is not mounted (some containers), the path is
+//! the folder's name under ROOT: every lookup still refuses symlinks, but a folder swapped
+//! between a write's check and its link is not defended against (a warning says so at start).
 
 use std::fs::File;
 use std::io;
@@ -24,9 +26,15 @@ use rustix::io::Errno;
 const BENEATH: ResolveFlags =
     ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
+/// Whether `/proc/self/fd` names this process's open descriptors (procfs is mounted).
+pub(super) static PROC_FD: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
+
 /// ROOT, held open.
 pub(super) struct Root {
     fd: OwnedFd,
+    /// Its canonical path.
+    path: PathBuf,
     /// The state folder's segments, when it lies inside ROOT: never served, listed or written.
     reserved: Option<Vec<String>>,
 }
@@ -55,8 +63,11 @@ impl AsRef<Path> for Dir {
 }
 
 impl Dir {
-    fn new(fd: OwnedFd, segments: &[String]) -> Dir {
-        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    fn new(fd: OwnedFd, root: &Path, segments: &[String]) -> Dir {
+        let path = match *PROC_FD {
+            true => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            false => segments.iter().fold(root.to_owned(), |path, segment| path.join(segment)),
+        };
         let key = format!("/{}", segments.join("/"));
         Dir { fd: Arc::new(fd), path, key }
     }
@@ -115,7 +126,7 @@ impl Root {
         let reserved = reserved.and_then(|r| r.strip_prefix(root).ok()).map(|relative| {
             relative.iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>()
         });
-        Ok(Root { fd, reserved })
+        Ok(Root { fd, path: root.to_owned(), reserved })
     }
 
     /// True for the state folder and what is inside it.
@@ -164,7 +175,7 @@ impl Root {
     /// way followed (relative ones that stay beneath ROOT; others are `NotFound`), and how
     /// many of `segments` that start was. The kernel follows them (`RESOLVE_BENEATH`) and
     /// says where it arrived (`/proc/self/fd/N`), so the answer is one consistent lookup.
-    pub fn followed(&self, root: &Path, segments: &[String]) -> io::Result<(Vec<String>, usize)> {
+    pub fn followed(&self, segments: &[String]) -> io::Result<(Vec<String>, usize)> {
         let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         let flags = OFlags::PATH | OFlags::CLOEXEC;
         for len in (0..=segments.len()).rev() {
@@ -177,9 +188,12 @@ impl Root {
                 Err(Errno::NOENT | Errno::NOTDIR) if len > 0 => continue,
                 Err(e) => return Err(not_there(e)),
             };
-            let at = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-            let inside =
-                at.strip_prefix(root).map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+            // Without procfs, where the kernel arrived cannot be asked: nothing is followed.
+            let at = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+            let inside = at
+                .strip_prefix(&self.path)
+                .map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
             let real: Vec<String> =
                 inside.iter().map(|s| s.to_string_lossy().into_owned()).collect();
             if self.is_reserved(&real) {
@@ -198,7 +212,7 @@ impl Root {
     /// The folder `segments` names, held open.
     pub fn dir(&self, segments: &[String]) -> io::Result<Dir> {
         let fd = self.open_at(segments, OFlags::DIRECTORY | OFlags::RDONLY)?;
-        Ok(Dir::new(fd, segments))
+        Ok(Dir::new(fd, &self.path, segments))
     }
 
     /// The folder `segments` names; when `create`, missing levels are made, each in its
@@ -220,7 +234,7 @@ impl Root {
         if self.is_reserved(segments) {
             return Err(io::ErrorKind::NotFound.into());
         }
-        let mut at = Dir::new(rustix::io::dup(&self.fd)?, &[]);
+        let mut at = Dir::new(rustix::io::dup(&self.fd)?, &self.path, &[]);
         for (depth, segment) in segments.iter().enumerate() {
             let fd = match step(&at.fd, segment) {
                 Ok(fd) => fd,
@@ -234,7 +248,7 @@ impl Root {
                 }
                 Err(e) => return Err(e),
             };
-            at = Dir::new(fd, &segments[..=depth]);
+            at = Dir::new(fd, &self.path, &segments[..=depth]);
         }
         Ok(Some(at))
     }

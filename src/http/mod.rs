@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod framing;
 mod listing;
 mod logged;
+pub mod media;
 pub mod page;
 pub mod payment;
 pub mod problem;
@@ -762,7 +763,7 @@ fn etag_value(entry: &Entry) -> Option<HeaderValue> {
 /// for the fields every such response adds (so that it never grows).
 fn representation_headers(entry: &Entry) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(12);
-    if let Some(ct) = entry.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
+    if let Some(ct) = media::served(entry.content_type.as_deref()) {
         headers.insert(CONTENT_TYPE, ct);
     }
     if let Some(etag) = etag_value(entry) {

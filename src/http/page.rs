@@ -22,20 +22,6 @@ pub fn secure_headers(headers: &mut http::HeaderMap) {
     headers.insert(REFERRER_POLICY, http::HeaderValue::from_static("same-origin"));
 }
 
-/// Adds to a stored resource's answer what keeps it from acting as a page of larder's: no
-/// MIME sniffing, and for markup that can run script (HTML, SVG, XML) a `sandbox` policy, which
-/// gives it an origin of its own, so an uploaded page cannot read the interface's token.
-pub fn confine(headers: &mut http::HeaderMap, content_type: Option<&str>) {
-    use http::header::{CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-    headers.insert(X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
-    let essence = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim();
-    let bytes = essence.as_bytes();
-    let xml = bytes.len() >= 3 && bytes[bytes.len() - 3..].eq_ignore_ascii_case(b"xml");
-    if essence.is_empty() || essence.eq_ignore_ascii_case("text/html") || xml {
-        headers.insert(CONTENT_SECURITY_POLICY, http::HeaderValue::from_static("sandbox"));
-    }
-}
-
 const TEMPLATE: &str = include_str!("../../ui/page.html");
 
 /// An embedded file of the interface.
@@ -375,23 +361,6 @@ mod tests {
         let order = Order::from_query(Some("sort=size&order=desc"));
         assert_eq!(order, Order { column: Column::Size, descending: true });
         assert_eq!(Order::from_query(Some("sort=%3Cx&order=up")).column, Column::Name);
-    }
-
-    #[test]
-    fn confines_markup_only() {
-        let csp = |content_type| {
-            let mut headers = http::HeaderMap::new();
-            confine(&mut headers, content_type);
-            assert_eq!(headers["x-content-type-options"], "nosniff");
-            headers.get("content-security-policy").is_some()
-        };
-        assert!(csp(Some("TEXT/HTML; charset=utf-8")));
-        assert!(csp(Some("image/svg+xml")));
-        assert!(csp(Some("application/xhtml+XML")));
-        assert!(csp(None));
-        assert!(!csp(Some("text/plain")));
-        assert!(!csp(Some("application/pdf")));
-        assert!(!csp(Some("image/png")));
     }
 
     #[test]

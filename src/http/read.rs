@@ -41,7 +41,7 @@ fn answer(
     }
     out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
     out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    page::confine(out, entry.content_type.as_deref());
+    super::media::confine(out, entry.content_type.as_deref());
     response
 }
 

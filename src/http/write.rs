@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::conditional::{Outcome, Preconditions};
+use super::media;
 use super::payment::quota_exceeded;
 use super::problem::{Problem, Slug};
 use super::upload::{self, BodyError};
@@ -133,6 +134,7 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
+        let declared = media::declared(request.headers())?;
         let owner = current.as_ref().and_then(|c| c.owner.clone()).or(principal.account_owned());
         let admitted = self.admit_write(&request, current.as_ref(), owner, true).await?;
         let pre = admitted.pre;
@@ -150,7 +152,7 @@ impl<S: Store> App<S> {
             self.store.create_collection(&path, check).await
         } else {
             let upload = Upload {
-                content_type: content_type(request.headers()),
+                content_type: declared,
                 owner: principal.account_owned(),
                 quotas: self.settings().meter.quotas(),
             };
@@ -171,10 +173,11 @@ impl<S: Store> App<S> {
         principal: Principal,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Problem> {
+        let declared = media::declared(request.headers())?;
         let content_type = content_type(request.headers());
-        let multipart = content_type
-            .as_deref()
-            .filter(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
+        let multipart = declared.as_deref().and_then(|ct| {
+            ct.starts_with("multipart/form-data").then_some(content_type.as_deref()).flatten()
+        });
         let owner = principal.account_owned();
         let admitted =
             self.admit_write(&request, Some(collection), owner, multipart.is_none()).await?;
@@ -186,7 +189,7 @@ impl<S: Store> App<S> {
             let body = self.upload_body(request, room);
             return self.post_multipart(collection, principal, body, boundary).await;
         }
-        let extension = content_type
+        let extension = declared
             .as_deref()
             .and_then(|ct| mime_guess::get_mime_extensions_str(ct.split(';').next().unwrap_or("")))
             .and_then(|exts| exts.first())
@@ -196,7 +199,7 @@ impl<S: Store> App<S> {
         let path = collection.path.child(&name, false)?;
         self.authorize(&principal, &path, Action::Create)?;
         let upload = Upload {
-            content_type,
+            content_type: declared,
             owner: principal.account_owned(),
             quotas: self.settings().meter.quotas(),
         };
@@ -237,7 +240,7 @@ impl<S: Store> App<S> {
             let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
             let path = self.free_name(&principal, &collection.path, &base).await?;
             let upload = Upload {
-                content_type: field.content_type().map(|m| m.to_string()),
+                content_type: field.content_type().map(media::normal),
                 owner: owner.clone(),
                 quotas: self.settings().meter.quotas(),
             };

@@ -6,6 +6,7 @@
 mod access;
 mod auth;
 mod conditional;
+mod content;
 #[path = "../corpus/framing.rs"]
 mod framing;
 mod harness;

@@ -46,6 +46,15 @@ pub const TOKEN_PREFIX: &str = "lt_";
 /// The cookie in which the web interface keeps its token, for reads (links, previews).
 pub const TOKEN_COOKIE: &str = "larder-token";
 
+/// True if these `Cookie` fields carry [`TOKEN_COOKIE`]: the request may be signed in by it.
+pub fn has_token_cookie<'a>(mut fields: impl Iterator<Item = &'a http::HeaderValue>) -> bool {
+    fields.any(|field| {
+        field.to_str().is_ok_and(|text| {
+            cookie::Cookie::split_parse(text).flatten().any(|c| c.name() == TOKEN_COOKIE)
+        })
+    })
+}
+
 /// Why credentials did not yield a principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {

@@ -239,6 +239,8 @@ impl<S: Store> App<S> {
         let id = self.ids.next();
         let method = request.method().clone();
         let target = request.uri().clone();
+        let authorized = request.headers().contains_key(AUTHORIZATION);
+        let cookie = crate::auth::has_token_cookie(request.headers().get_all(COOKIE).iter());
         let mut trail = Trail::default();
         let outcome =
             AssertUnwindSafe(self.respond(request, peer, &mut trail)).catch_unwind().await;
@@ -255,16 +257,21 @@ impl<S: Store> App<S> {
                 Problem::internal().into_response(&id)
             }
         };
-        let private =
-            response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&id) {
             headers.insert(REQUEST_ID, value);
         }
-        // Answers to signed-in requests are the caller's own: shared caches keep out (a 304
-        // carries the Cache-Control its 200 would, RFC 9110 §15.4.5).
-        if trail.account.is_some() && private && !headers.contains_key(CACHE_CONTROL) {
+        // An answer to a request that presented credentials may depend on them, whatever its
+        // status (a 301 or 404 tells of what the caller may see): shared caches keep out.
+        // 401, 402 and 403 say `no-store` already.
+        if (authorized || cookie || trail.account.is_some()) && !headers.contains_key(CACHE_CONTROL)
+        {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        // Without Authorization, a GET or HEAD is answered as the page's cookie says: a
+        // cache must key it by the cookie too.
+        if !authorized && matches!(method, Method::GET | Method::HEAD) {
+            vary_cookie(headers);
         }
         let record = Record {
             id,
@@ -697,6 +704,17 @@ pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| Problem::new(Slug::BadRequest, format!("The JSON body is not accepted: {e}.")))
+}
+
+/// Adds `Cookie` to the answer's `Vary`, unless it is there.
+fn vary_cookie(headers: &mut HeaderMap) {
+    use http::header::VARY;
+    let named = headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|f| f.trim().eq_ignore_ascii_case("cookie")))
+    });
+    if !named {
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    }
 }
 
 fn validators(entry: &Entry) -> Validators<'_> {

@@ -55,3 +55,40 @@ async fn uploads_declare_one_media_type_and_unsafe_ones_are_sandboxed() {
     server.place("placed.html", b"<script>steal()</script>");
     assert_eq!(server.get("/placed.html", &[]).await.header("content-security-policy"), "sandbox");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_depend_on_credentials_are_private_whatever_their_status() {
+    let config = format!(
+        "{}\n[[rule]]\npath = \"/home/{{account}}\"\nread = [\"{{account}}\"]\n\
+         write = [\"{{account}}\"]\nhidden = true\n",
+        team_config("")
+    );
+    let server = TestServer::with_config(&config).await;
+    let alice = basic("alice");
+    assert_eq!(server.put_as("alice", "/home/alice/folder/a.txt", "a").await.status, 201);
+    server.place("public.txt", b"p");
+    let made = crate::tokens::new_token(&server, &alice, "").await.json();
+    let cookie = format!("larder-token={}", made["token"].as_str().unwrap());
+    let by_cookie = [("cookie", cookie.as_str())];
+    let by_password = [("authorization", alice.as_str())];
+    for (target, status) in [
+        ("/home/alice/folder", 301),
+        ("/home/alice/folder/", 200),
+        ("/home/alice/folder/a.txt", 200),
+        ("/home/alice/nothing.txt", 404),
+        ("/public.txt", 200),
+    ] {
+        let reply = server.get(target, &by_cookie).await;
+        assert_eq!(reply.status, status, "{target}");
+        assert_eq!(reply.header("cache-control"), "private", "{target} by cookie");
+        assert!(reply.header_all("vary").iter().any(|v| v.contains("Cookie")), "{target}");
+        let reply = server.get(target, &by_password).await;
+        assert_eq!(reply.header("cache-control"), "private", "{target} by password");
+    }
+    // The same URLs without credentials: cacheable, but keyed by the cookie.
+    let anonymous = server.get("/public.txt", &[]).await;
+    assert_eq!(anonymous.header("cache-control"), "");
+    assert!(anonymous.header_all("vary").iter().any(|v| v.contains("Cookie")));
+    let missing = server.get("/home/alice/folder", &[]).await;
+    assert_eq!((missing.status, missing.header("cache-control")), (404, ""));
+}

@@ -76,6 +76,40 @@ pub fn redact_tokens(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// A request target as the access log shows it: its path and query only (an absolute-form
+/// target's userinfo never reaches the log), with control characters escaped and every
+/// token redacted, in whatever percent-encoding it came: where decoding reveals a token, the
+/// decoded text is logged, redacted.
+pub fn loggable_target(uri: &http::Uri) -> String {
+    let raw = uri.path_and_query().map_or_else(|| uri.path(), |p| p.as_str());
+    let raw = redact_tokens(raw);
+    let mut text = raw.clone();
+    // Decoded until nothing changes (a few times at most): `%256C` hides `%6C`, which hides `l`.
+    for _ in 0..4 {
+        if !text.contains('%') {
+            break;
+        }
+        let decoded = percent_encoding::percent_decode_str(&text).decode_utf8_lossy().into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded.into();
+    }
+    match reveals_token(&text) {
+        true => escape(&redact_tokens(&text)),
+        false => escape(&raw),
+    }
+}
+
+/// True if `text` holds a token's prefix followed by some of its secret.
+fn reveals_token(text: &str) -> bool {
+    let prefix = crate::auth::TOKEN_PREFIX;
+    text.match_indices(prefix).any(|(at, _)| {
+        text[at + prefix.len()..]
+            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
 /// Escapes control characters so a path cannot forge log lines.
 pub fn escape(text: &str) -> String {
     text.chars().flat_map(char::escape_debug).collect()

@@ -1,11 +1,15 @@
 //! What hyper lets through but RFC 9112 (or SPEC) refuses, checked before anything else:
 //! a missing, repeated or invalid Host; Content-Length repeated or together with
 //! Transfer-Encoding; `chunked` not the one and final coding; an over-long target (414); an
-//! expectation other than `100-continue` (417); a TRACE with a body. Framing faults close the
+//! expectation other than `100-continue` (417); a TRACE with a body; userinfo in the target;
+//! a repeated Authorization. (A `#` in the target is refused on the bytes, by the guard: the
+//! parsed URI has lost it.) Framing faults close the
 //! connection after the 400, so nothing after them can be misread as a new request.
 //! Bare LF line ends are refused even earlier, on the bytes: see [`crate::server::guard`].
 
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, TRANSFER_ENCODING};
+use http::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, TRANSFER_ENCODING,
+};
 use http::uri::Authority;
 use http::{Method, Request, Version};
 use hyper::body::Incoming;
@@ -38,6 +42,15 @@ pub fn check(request: &Request<Incoming>) -> Result<(), Problem> {
         if repeated || !valid {
             return Err(framing("The Host field is repeated or not a valid host[:port]."));
         }
+    }
+    // Userinfo in an absolute-form target is deprecated (RFC 9110 §4.2.4) and carries a
+    // password in the clear: refused, never acted on.
+    if request.uri().authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(framing("The request target carries userinfo (a name or password)."));
+    }
+    // Two Authorization fields: which one is meant cannot be known.
+    if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(Problem::new(Slug::BadRequest, "Authorization is repeated."));
     }
     let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
     if lengths > 1 {

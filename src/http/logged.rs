@@ -14,7 +14,7 @@ use http_body::{Frame, SizeHint};
 
 use super::Body;
 use crate::metrics::Metrics;
-use crate::telemetry::{escape, redact_tokens};
+use crate::telemetry::loggable_target;
 
 /// What the log line says about a request.
 pub struct Record {
@@ -82,7 +82,7 @@ impl Drop for Logged {
             target: "access",
             request_id = %record.id,
             method = %record.method,
-            path = %escape(&redact_tokens(&record.target.to_string())),
+            path = %loggable_target(&record.target),
             status = record.status,
             bytes = self.sent,
             ms = took.as_micros() as f64 / 1000.0,

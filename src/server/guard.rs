@@ -5,7 +5,9 @@
 //!   bare LF, and a message that one parser reads with LF and another with CRLF is how
 //!   requests get smuggled);
 //! - a head whose framing is ambiguous: Content-Length repeated, or with Transfer-Encoding
-//!   (hyper silently keeps one, where SPEC wants 400 and a closed connection).
+//!   (hyper silently keeps one, where SPEC wants 400 and a closed connection);
+//! - a `#` in the request target (hyper's URI drops the fragment, so `DELETE /a/#b` would
+//!   act on `/a/`).
 //!
 //! [`Guard`] follows the HTTP/1.1 message boundaries on a connection. It holds each request
 //! head back until the head is complete, checks it, asks httparse (the parser hyper itself
@@ -232,13 +234,19 @@ impl Scanner {
 }
 
 /// The body framing a complete head announces; `None` when it is ambiguous (Content-Length
-/// repeated, or with Transfer-Encoding), which hyper would resolve silently.
+/// repeated, or with Transfer-Encoding), which hyper would resolve silently, or when the
+/// target has a `#`.
 fn body_of(head: &[u8]) -> Option<Mode> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut request = httparse::Request::new(&mut []);
     match request.parse_with_uninit_headers(head, &mut fields) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Some(Mode::Passthrough),
+    }
+    // A fragment is never sent (RFC 9112 §3.2); hyper's URI would drop it silently, and
+    // `DELETE /a/#b` would remove `/a/`.
+    if request.path.is_some_and(|path| path.contains('#')) {
+        return None;
     }
     let headers = request.headers.iter();
     let mut lengths = headers.clone().filter(|h| h.name.eq_ignore_ascii_case("content-length"));

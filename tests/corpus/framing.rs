@@ -79,6 +79,17 @@ pub fn refused() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("method not a token", b"G(E)T / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "400"),
         ("double space in request line", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "400"),
         ("space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "400"),
+        (
+            "# in the target",
+            format!("DELETE /x/#fragment HTTP/1.1\r\nHost: a\r\n{AUTH}Depth: infinity\r\n\r\n")
+                .into_bytes(),
+            "400",
+        ),
+        (
+            "userinfo in an absolute-form target",
+            b"GET http://alice:correct%20horse@a/x HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            "400",
+        ),
         ("bad version", b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n".to_vec(), "400"),
         ("two-digit version", b"GET / HTTP/1.32\r\nHost: a\r\n\r\n".to_vec(), "400"),
         (

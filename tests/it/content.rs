@@ -92,3 +92,27 @@ async fn answers_that_depend_on_credentials_are_private_whatever_their_status() 
     let missing = server.get("/home/alice/folder", &[]).await;
     assert_eq!((missing.status, missing.header("cache-control")), (404, ""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_userinfo_and_two_authorizations_change_nothing() {
+    let server = TestServer::with_config(&team_config("")).await;
+    server.place("pub/frag/keep.txt", b"kept");
+    let alice = basic("alice");
+    // `#` in the target: hyper's URI would drop it, and the DELETE would take /pub/frag/.
+    let deleted = server
+        .raw(format!("DELETE /pub/frag/#ment HTTP/1.1\r\nHost: a\r\nAuthorization: {alice}\r\nDepth: infinity\r\nConnection: close\r\n\r\n").as_bytes())
+        .await;
+    assert!(deleted.starts_with("HTTP/1.1 400"), "{deleted}");
+    assert_eq!(std::fs::read(server.file("pub/frag/keep.txt")).unwrap(), b"kept");
+    // Userinfo in an absolute-form target: refused, not served.
+    let userinfo = server
+        .raw(b"GET http://alice:correct%20horse@a/pub/frag/keep.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(userinfo.starts_with("HTTP/1.1 400") && !userinfo.contains("kept"), "{userinfo}");
+    // Two Authorization fields: neither is chosen.
+    let two = server
+        .raw(format!("PUT /two.txt HTTP/1.1\r\nHost: a\r\nAuthorization: {alice}\r\nAuthorization: {}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx", basic("bob")).as_bytes())
+        .await;
+    assert!(two.starts_with("HTTP/1.1 400") && two.contains("Authorization is repeated"), "{two}");
+    assert!(!server.file("two.txt").exists());
+}

@@ -187,11 +187,25 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
         assert_eq!(send(&server, "GET", "/nothing.txt", &alice).await.status, 404);
         let secret = "lt_c2VjcmV0LXRva2VuLXZhbHVlLW5vdC10by1iZS1sb2dnZWQ";
         send(&server, "GET", &format!("/a%0Ab?access_token={secret}"), "").await;
+        // The same token percent-encoded (once, twice), and a password in userinfo.
+        send(&server, "GET", &format!("/encoded?t=%6C%74%5F{}", &secret[3..]), "").await;
+        send(&server, "GET", &format!("/twice/lt%255F{}", &secret[3..]), "").await;
+        let mut raw = TcpStream::connect(server.addr).await.unwrap();
+        let userinfo =
+            "GET http://alice:hunter2-in-userinfo@a/userinfo HTTP/1.1\r\nHost: a\r\n\r\n";
+        raw.write_all(userinfo.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        raw.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
         let line = log.wait_for("nothing.txt");
         let cut = log.wait_for("a%0Ab");
-        for text in [&line, &cut] {
+        let encoded = log.wait_for("/encoded");
+        let twice = log.wait_for("/twice");
+        let refused = log.wait_for("/userinfo");
+        for text in [&line, &cut, &encoded, &twice, &refused] {
             assert!(!text.contains(PASSWORD) && !text.contains(&alice[6..]), "{text}");
             assert!(!text.contains(&secret[3..]), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
         }
         assert!(cut.contains("access_token=lt_<redacted>") && !cut.contains('\n'), "{cut}");
         if format == "json" {

@@ -175,7 +175,9 @@ fn strip_body(response: Response<Body>) -> Response<Body> {
 }
 
 fn rfc3339(seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64);
+    // RFC 3339 has four-digit years: a later date (none is stored now) shows as the last one.
+    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds.clamp(0, LAST) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -303,9 +305,14 @@ async fn top_up<S: Store>(
         return Err(Problem::not_found());
     }
     let body: TopUp = read_json(request, context.app.metrics()).await?;
-    let amount = body.amount.filter(|a| *a != 0).ok_or_else(|| {
-        Problem::new(Slug::BadRequest, "amount: a non-zero whole number of credits is needed.")
-    })?;
+    let limit = crate::state::MAX_BALANCE as i64;
+    let amount =
+        body.amount.filter(|a| *a != 0 && a.unsigned_abs() <= limit as u64).ok_or_else(|| {
+            Problem::new(
+                Slug::BadRequest,
+                format!("amount: a non-zero whole number of credits, at most {limit} either way."),
+            )
+        })?;
     let who = name.clone();
     match context.app.state_call(move |state| state.add_credits(&who, amount)).await? {
         Ok(balance) => {
@@ -318,8 +325,8 @@ async fn top_up<S: Store>(
         Err(balance) => Err(Problem::new(
             Slug::Conflict,
             format!(
-                "The balance is {balance}; taking {} would make it negative.",
-                amount.unsigned_abs()
+                "The balance is {balance}; a change of {amount} would take it below 0 or past {}.",
+                crate::state::MAX_BALANCE
             ),
         )),
     }
@@ -330,14 +337,9 @@ async fn top_up<S: Store>(
 struct NewToken {
     scope: Option<String>,
     read_only: Option<bool>,
-    expires_in: Option<Lifetime>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Lifetime {
-    Seconds(u64),
-    Text(String),
+    /// Seconds, or a duration like "30d": read by hand, so that any other value is a 400
+    /// that names the field.
+    expires_in: Option<Value>,
 }
 
 async fn create_token<S: Store>(
@@ -355,14 +357,22 @@ async fn create_token<S: Store>(
         None => None,
     };
     let expires_in = match &body.expires_in {
-        Some(Lifetime::Seconds(n)) => Some(Duration::from_secs(*n)),
-        Some(Lifetime::Text(text)) => {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => {
             Some(parse_duration(text).map_err(|e| bad(format!("expires_in: {e}.")))?)
         }
-        None => None,
+        Some(value) => Some(value.as_u64().map(Duration::from_secs).ok_or_else(|| {
+            bad(format!("expires_in: {value} is not a whole number of seconds or a duration."))
+        })?),
     };
     if expires_in == Some(Duration::ZERO) {
         return Err(bad("expires_in: a token must live at least a second.".into()));
+    }
+    if expires_in.is_some_and(|d| d > crate::auth::MAX_LIFETIME) {
+        return Err(bad(format!(
+            "expires_in: a token lives at most 100 years ({} seconds).",
+            crate::auth::MAX_LIFETIME.as_secs()
+        )));
     }
     // Unless told, a token made with a read-only token is read-only too.
     let inherited = context.identity.token.as_ref().is_some_and(|t| t.read_only);

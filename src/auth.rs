@@ -109,6 +109,11 @@ pub struct TokenRequest {
 }
 
 /// Makes a token for `account`: returns the record to store and the secret, shown once.
+/// The longest a token may live: a hundred years. Longer is refused (400), so that an
+/// expiry is always a date that can be written down.
+pub const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// A new token for `account` (its lifetime at most [`MAX_LIFETIME`]), and its secret.
 pub fn new_token(account: &str, request: &TokenRequest) -> (TokenRecord, String) {
     let secret = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
     let created = now_seconds();
@@ -120,9 +125,9 @@ pub fn new_token(account: &str, request: &TokenRequest) -> (TokenRecord, String)
         scope: scope.filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_owned()),
         read_only: request.read_only,
         created,
-        expires: request
-            .expires_in
-            .map(|d| created.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+        expires: request.expires_in.map(|d| {
+            created.saturating_add(i64::try_from(d.min(MAX_LIFETIME).as_secs()).unwrap_or(0))
+        }),
     };
     (record, secret)
 }

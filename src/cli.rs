@@ -470,6 +470,9 @@ fn create_token(args: TokenArgs) -> ExitCode {
         Ok(expires) => expires,
         Err(e) => return fail(format!("--expires: {e}")),
     };
+    if expires_in.is_some_and(|d| d > crate::auth::MAX_LIFETIME) {
+        return fail("--expires: a token lives at most 100 years".into());
+    }
     let request = crate::auth::TokenRequest { scope, read_only: args.read_only, expires_in };
     let (record, secret) = crate::auth::new_token(&args.name, &request);
     let state = match &settings.database {

@@ -702,8 +702,15 @@ pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Problem::new(Slug::BadRequest, format!("The JSON body is not accepted: {e}.")))
+    // The error names the field it is about (`amount: invalid type…`), as SPEC §7 asks.
+    let mut reader = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let detail = match e.path().to_string().as_str() {
+            "." => format!("The JSON body is not accepted: {}.", e.inner()),
+            field => format!("{field}: {}.", e.inner()),
+        };
+        Problem::new(Slug::BadRequest, detail)
+    })
 }
 
 /// Adds `Cookie` to the answer's `Vary`, unless it is there.

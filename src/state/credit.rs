@@ -74,6 +74,15 @@ pub struct Entry {
 }
 
 /// Seconds since the epoch.
+/// The largest balance an account may have: 2^53 - 1, the largest whole number a JSON reader
+/// (the web interface's JavaScript) holds exactly, and far from the ledger's i64 sums.
+pub const MAX_BALANCE: u64 = (1 << 53) - 1;
+
+/// True if adding `amount` to `balance` keeps it within 0 ..= [`MAX_BALANCE`].
+pub(super) fn within_range(balance: u64, amount: i64) -> bool {
+    balance.checked_add_signed(amount).is_some_and(|after| after <= MAX_BALANCE)
+}
+
 pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -183,7 +192,7 @@ impl Sqlite {
         let tx = db.transaction().map_err(to_io)?;
         ensure_row(&tx, account).map_err(to_io)?;
         let balance = balance_in(&tx, account).map_err(to_io)?;
-        if amount < 0 && amount.unsigned_abs() > balance {
+        if !within_range(balance, amount) {
             return Ok(Err(balance));
         }
         let kind = if amount >= 0 { "top-up" } else { "adjustment" };

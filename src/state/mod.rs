@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, Purchase};
+pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, MAX_BALANCE, Purchase};
 pub use object::{Described, Fingerprint, ObjectMeta, OverQuota, Row};
 pub use token::TokenRecord;
 

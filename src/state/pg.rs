@@ -545,7 +545,7 @@ impl Postgres {
     pub fn add_credits(&self, account: &str, amount: i64) -> io::Result<Result<u64, u64>> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         self.on_account(account, |tx, balance| {
-            if amount < 0 && amount.unsigned_abs() > balance {
+            if !super::credit::within_range(balance, amount) {
                 return Ok(Err(balance));
             }
             let kind = if amount >= 0 { "top-up" } else { "adjustment" };

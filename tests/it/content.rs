@@ -116,3 +116,58 @@ async fn fragments_userinfo_and_two_authorizations_change_nothing() {
     assert!(two.starts_with("HTTP/1.1 400") && two.contains("Authorization is repeated"), "{two}");
     assert!(!server.file("two.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_out_of_range_are_400_naming_the_field_never_500() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let (alice, root) = (basic("alice"), basic("root"));
+    let json = |auth: &str| {
+        [("authorization", auth.to_owned()), ("content-type", "application/json".to_owned())]
+    };
+    let post = async |target: &str, auth: &str, body: &str| {
+        let headers = json(auth);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        server.send("POST", target, &headers, body.to_owned()).await
+    };
+    for body in [
+        r#"{"expires_in": 99999999999999999}"#,
+        r#"{"expires_in": 99999999999999999999999}"#,
+        r#"{"expires_in": "99999999999d"}"#,
+        r#"{"expires_in": -1}"#,
+        r#"{"expires_in": 1.5}"#,
+    ] {
+        let reply = post("/.larder/tokens", &alice, body).await;
+        reply.assert_problem(400, "bad-request");
+        assert!(
+            reply.json()["detail"].as_str().unwrap().contains("expires_in"),
+            "{body}: {}",
+            reply.text()
+        );
+    }
+    // Nothing was stored, and the list still answers.
+    let listed = server.get("/.larder/tokens", &[("authorization", &alice)]).await;
+    assert_eq!((listed.status, listed.json()["tokens"].clone()), (200, serde_json::json!([])));
+    // A century is the longest; it lists with a date.
+    let long = post("/.larder/tokens", &alice, r#"{"expires_in": "36500d"}"#).await;
+    assert_eq!(long.status, 201);
+    assert!(server.get("/.larder/tokens", &[("authorization", &alice)]).await.status == 200);
+
+    for amount in
+        [i64::MAX.to_string(), i64::MIN.to_string(), "9007199254740992".into(), "1e30".into()]
+    {
+        let reply =
+            post("/.larder/accounts/alice/credits", &root, &format!(r#"{{"amount": {amount}}}"#))
+                .await;
+        reply.assert_problem(400, "bad-request");
+        assert!(reply.json()["detail"].as_str().unwrap().contains("amount"), "{amount}");
+    }
+    // The largest balance is reached, never passed.
+    let top =
+        post("/.larder/accounts/alice/credits", &root, r#"{"amount": 9007199254740991}"#).await;
+    assert_eq!((top.status, top.json()["balance"].as_u64()), (200, Some(9007199254740991)));
+    post("/.larder/accounts/alice/credits", &root, r#"{"amount": 1}"#)
+        .await
+        .assert_problem(409, "conflict");
+    let account = server.get("/.larder/account", &[("authorization", &alice)]).await;
+    assert_eq!(account.json()["balance"].as_u64(), Some(9007199254740991));
+}

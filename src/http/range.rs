@@ -1,16 +1,19 @@
 //! Byte ranges (RFC 9110 §14): the Range field resolved against a representation's length.
 //! An invalid field is ignored (the whole representation is sent); a valid one with nothing
-//! satisfiable, or an abusive one, is refused with 416.
+//! satisfiable is 416. Overlapping and adjacent ranges are coalesced (§14.2 allows it), and
+//! a field that would cost more than the whole (its ranges add up to more bytes than the
+//! representation, or more than [`MAX_PARTS`] remain) gets the whole: `bytes=0-,0-,…` is a
+//! way to multiply a small request into a large answer, not a way to read a file.
 
-/// The most ranges one request may ask for.
-pub const MAX_RANGES: usize = 32;
+/// The most parts a multipart/byteranges answer has; more get the whole representation.
+pub const MAX_PARTS: usize = 16;
 
 /// What to send for a Range field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ranges {
     /// Send the whole representation (no field, unknown unit, invalid syntax, empty resource).
     Whole,
-    /// Send these inclusive `(first, last)` ranges, in request order.
+    /// Send these inclusive `(first, last)` ranges: ascending, none overlapping or adjacent.
     Parts(Vec<(u64, u64)>),
     /// Answer 416.
     Unsatisfiable,
@@ -68,11 +71,29 @@ pub fn resolve(field: &str, len: u64) -> Ranges {
     if parsed.is_empty() {
         return Ranges::Whole;
     }
-    if parsed.len() > MAX_RANGES {
+    let mut satisfiable: Vec<(u64, u64)> = parsed.into_iter().flatten().collect();
+    if satisfiable.is_empty() {
         return Ranges::Unsatisfiable;
     }
-    let satisfiable: Vec<(u64, u64)> = parsed.into_iter().flatten().collect();
-    if satisfiable.is_empty() { Ranges::Unsatisfiable } else { Ranges::Parts(satisfiable) }
+    let asked =
+        satisfiable.iter().fold(0u64, |sum, (first, last)| sum.saturating_add(last - first + 1));
+    if asked > len {
+        return Ranges::Whole;
+    }
+    satisfiable.sort_unstable();
+    let mut parts: Vec<(u64, u64)> = Vec::with_capacity(satisfiable.len());
+    for (first, last) in satisfiable {
+        match parts.last_mut() {
+            Some(previous) if first <= previous.1.saturating_add(1) => {
+                previous.1 = previous.1.max(last);
+            }
+            _ => parts.push((first, last)),
+        }
+    }
+    if parts.len() > MAX_PARTS {
+        return Ranges::Whole;
+    }
+    Ranges::Parts(parts)
 }
 
 #[cfg(test)]
@@ -89,6 +110,12 @@ mod tests {
             ("bytes=-1000", 100, Parts(vec![(0, 99)])),
             ("bytes=95-200", 100, Parts(vec![(95, 99)])),
             ("BYTES=0-0, 5-5", 100, Parts(vec![(0, 0), (5, 5)])),
+            // Coalesced: overlapping, adjacent, out of order.
+            ("bytes=50-59,0-9,5-14,15-19", 100, Parts(vec![(0, 19), (50, 59)])),
+            ("bytes=-10,90-95", 100, Parts(vec![(90, 99)])),
+            // More than the whole: the whole.
+            ("bytes=0-,0-", 100, Whole),
+            ("bytes=0-60,40-99", 100, Whole),
             ("bytes=0-1,200-300", 100, Parts(vec![(0, 1)])),
             ("bytes=100-", 100, Unsatisfiable),
             ("bytes=-0", 100, Unsatisfiable),
@@ -103,7 +130,14 @@ mod tests {
         for (field, len, want) in table {
             assert_eq!(&resolve(field, *len), want, "{field} of {len}");
         }
-        let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
-        assert_eq!(resolve(&many, 100), Unsatisfiable);
+        // The same small range many times coalesces to one; many distinct ones are the whole.
+        let same = format!("bytes={}", vec!["0-0"; 50].join(","));
+        assert_eq!(resolve(&same, 100), Parts(vec![(0, 0)]));
+        let spread: Vec<String> = (0..=MAX_PARTS).map(|i| format!("{}-{}", i * 2, i * 2)).collect();
+        assert_eq!(resolve(&format!("bytes={}", spread.join(",")), 100), Whole);
+        let sixteen = &spread[..MAX_PARTS];
+        assert!(
+            matches!(resolve(&format!("bytes={}", sixteen.join(",")), 100), Parts(p) if p.len() == MAX_PARTS)
+        );
     }
 }

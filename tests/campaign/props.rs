@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use larder::access::{Action, Decision, Principal, Rule, Rules, Who};
 use larder::config::{Overrides, Settings, env_none};
 use larder::http::conditional::{Outcome, Preconditions, Validators};
-use larder::http::range::{MAX_RANGES, Ranges, resolve};
+use larder::http::range::{MAX_PARTS, Ranges, resolve};
 use larder::path::ResourcePath;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -203,10 +203,16 @@ pub fn run(options: &Options) -> Vec<String> {
     let n = check("range", options, many, (field, 0u64..150), |(field, len)| {
         match resolve(&field, len) {
             Ranges::Parts(parts) => {
-                prop_assert!(!parts.is_empty() && parts.len() <= MAX_RANGES);
+                prop_assert!(!parts.is_empty() && parts.len() <= MAX_PARTS);
                 for (first, last) in &parts {
                     prop_assert!(first <= last && *last < len, "{field} on {len}: {parts:?}");
                 }
+                // Ascending, apart, and never more bytes than the whole.
+                for pair in parts.windows(2) {
+                    prop_assert!(pair[0].1 + 1 < pair[1].0, "{field} on {len}: {parts:?}");
+                }
+                let sent: u64 = parts.iter().map(|(first, last)| last - first + 1).sum();
+                prop_assert!(sent <= len);
             }
             Ranges::Whole | Ranges::Unsatisfiable => {}
         }
@@ -227,7 +233,7 @@ pub fn run(options: &Options) -> Vec<String> {
         }
         Ok(())
     });
-    lines.push(format!("Range: {n} fields; every part inside the representation, at most {MAX_RANGES}, simple forms exact"));
+    lines.push(format!("Range: {n} fields; every part inside the representation, ascending and apart, at most {MAX_PARTS} and never more bytes than the whole, simple forms exact"));
 
     let fields =
         ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range"];

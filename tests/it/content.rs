@@ -171,3 +171,20 @@ async fn numbers_out_of_range_are_400_naming_the_field_never_500() {
     let account = server.get("/.larder/account", &[("authorization", &alice)]).await;
     assert_eq!(account.json()["balance"].as_u64(), Some(9007199254740991));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_never_send_more_than_the_whole() {
+    let server = TestServer::open().await;
+    let bytes: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    server.place("big.bin", &bytes);
+    // 32 times the whole file, asked for in a 201-byte field.
+    let field = format!("bytes={}", vec!["0-"; 32].join(","));
+    let reply = server.get("/big.bin", &[("range", &field)]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 4 << 20, "the whole, once");
+    assert!(reply.body[..] == bytes[..]);
+    // Overlapping ranges come back as one part.
+    let reply = server.get("/big.bin", &[("range", "bytes=100-199,150-299,0-99")]).await;
+    assert_eq!((reply.status, reply.header("content-range")), (206, "bytes 0-299/4194304"));
+    assert!(reply.body[..] == bytes[..300]);
+}

@@ -4,7 +4,7 @@
 //! before that. The store then repeats the precondition and quota checks atomically with the
 //! write itself.
 
-use http::header::{CONTENT_LENGTH, HeaderName};
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -103,8 +103,23 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// A store failure of a write, with the owner's quota for a `quota-exceeded` answer.
+    /// A store failure of a write, with the owner's quota for a `quota-exceeded` answer. A
+    /// body refused while streaming ends its connection after the answer (its rest was read
+    /// and dropped, within bounds: see [`upload`]).
     async fn write_failure(&self, error: store::Error, owner: Option<&str>) -> Problem {
+        let refused_body = matches!(
+            &error,
+            store::Error::Body(e)
+                if matches!(upload::body_error(e), Some(BodyError::TooLarge(_) | BodyError::OverQuota(_)))
+        );
+        let problem = self.write_problem(error, owner).await;
+        match refused_body {
+            true => problem.header(CONNECTION, HeaderValue::from_static("close")),
+            false => problem,
+        }
+    }
+
+    async fn write_problem(&self, error: store::Error, owner: Option<&str>) -> Problem {
         let live = self.settings();
         let terms = owner.and_then(|o| live.meter.plan_of(o));
         let (Some(owner), Some((plan, terms))) = (owner, terms) else { return error.into() };

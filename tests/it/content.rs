@@ -188,3 +188,36 @@ async fn ranges_never_send_more_than_the_whole() {
     assert_eq!((reply.status, reply.header("content-range")), (206, "bytes 0-299/4194304"));
     assert!(reply.body[..] == bytes[..300]);
 }
+
+/// As curl sends a large file of unknown length: a head with `Expect: 100-continue`, then,
+/// once told to go on, chunks as fast as the socket takes them, and only then a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_past_the_quota_gets_a_402_it_can_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::with_config(&crate::payment::shop_config()).await;
+    let alice = basic("alice"); // 1 KiB of storage
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "PUT /big.bin HTTP/1.1\r\nHost: a\r\nAuthorization: {alice}\r\n\
+         Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
+    for _ in 0..64 {
+        stream.write_all(&chunk).await.unwrap(); // 4 MiB in all
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 402"), "{answer}");
+    assert!(
+        answer.contains("quota-exceeded")
+            && answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(!server.file("big.bin").exists());
+}

@@ -282,6 +282,11 @@ impl Problem {
         self
     }
 
+    /// Adds `more` to the detail.
+    pub fn append_detail(&mut self, more: &str) {
+        self.0.detail.push_str(more);
+    }
+
     /// Adds an extension member to the document.
     pub fn member(&mut self, name: &str, value: Value) {
         self.0.members.insert(name.to_owned(), value);

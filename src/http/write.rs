@@ -225,6 +225,8 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// A multipart form's file parts, all or nothing: a failure at any part removes the
+    /// parts this request had stored (those still as it left them), and says so.
     async fn post_multipart(
         &self,
         collection: &Entry,
@@ -232,8 +234,59 @@ impl<S: Store> App<S> {
         body: ByteStream,
         boundary: String,
     ) -> Result<Response<Body>, Problem> {
-        let mut form = multer::Multipart::new(body, boundary);
         let mut created = Vec::new();
+        if let Err(mut problem) =
+            self.store_parts(collection, &principal, body, boundary, &mut created).await
+        {
+            if !created.is_empty() {
+                let removed = self.remove_parts(&created).await;
+                problem.member("removed", json!(removed));
+                problem.append_detail(&format!(
+                    " The {} files this request had stored were removed; nothing of it stays.",
+                    removed.len()
+                ));
+            }
+            return Err(problem);
+        }
+        let Some(first) = created.first() else {
+            return Err(Problem::new(Slug::BadRequest, "The form has no file parts."));
+        };
+        let described: Vec<_> = created.iter().map(|p| listing::describe(&p.entry)).collect();
+        let mut response = json_response(StatusCode::CREATED, &json!({ "created": described }));
+        insert_location(response.headers_mut(), &first.entry.path);
+        Ok(response)
+    }
+
+    /// Removes the parts a failed form stored, each only if it is still the version stored
+    /// (a later write wins); their paths.
+    async fn remove_parts(&self, created: &[store::Put]) -> Vec<String> {
+        let mut removed = Vec::new();
+        for put in created {
+            let etag = put.entry.etag.clone();
+            let unchanged = move |now: Option<&Entry>| match now.map(|e| &e.etag) {
+                Some(current) if *current == etag => Ok(()),
+                _ => Err(()),
+            };
+            match self.store.delete(&put.entry.path, false, unchanged).await {
+                Ok(Ok(())) => removed.push(put.entry.path.to_string()),
+                Ok(Err(())) => {}
+                Err(e) => tracing::error!("cannot remove {} of a failed form: {e}", put.entry.path),
+            }
+        }
+        removed
+    }
+
+    /// Stores a form's file parts, in order, into `created`; the first failure.
+    async fn store_parts(
+        &self,
+        collection: &Entry,
+        principal: &Principal,
+        body: ByteStream,
+        boundary: String,
+        created: &mut Vec<store::Put>,
+    ) -> Result<(), Problem> {
+        let principal = principal.clone();
+        let mut form = multer::Multipart::new(body, boundary);
         let owner = principal.account_owned();
         loop {
             let field = match form.next_field().await {
@@ -266,13 +319,7 @@ impl<S: Store> App<S> {
                 Err(e) => return Err(self.write_failure(e, owner.as_deref()).await),
             }
         }
-        let Some(first) = created.first() else {
-            return Err(Problem::new(Slug::BadRequest, "The form has no file parts."));
-        };
-        let described: Vec<_> = created.iter().map(|p| listing::describe(&p.entry)).collect();
-        let mut response = json_response(StatusCode::CREATED, &json!({ "created": described }));
-        insert_location(response.headers_mut(), &first.entry.path);
-        Ok(response)
+        Ok(())
     }
 
     /// `name` in `collection`, or `name-1`, `name-2`… (before the extension) if taken. Each

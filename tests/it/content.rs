@@ -221,3 +221,44 @@ async fn a_chunked_upload_past_the_quota_gets_a_402_it_can_read() {
     );
     assert!(!server.file("big.bin").exists());
 }
+
+/// A form of `parts` file parts named `name`, each holding `bytes`.
+fn form_of(parts: usize, name: &str, bytes: &str) -> (String, String) {
+    let b = "form-boundary";
+    let mut body = String::new();
+    for _ in 0..parts {
+        body.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"{name}\"\r\n\
+             Content-Type: text/plain\r\n\r\n{bytes}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{b}--\r\n"));
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_is_all_or_nothing() {
+    let server = TestServer::with_config(&crate::payment::shop_config()).await;
+    let bob = basic("bob");
+    assert_eq!(server.put_as("bob", "/drop/", "").await.status, 201);
+    // 300 parts named alike: the 101st finds no free name. Nothing of the form stays.
+    let (ct, body) = form_of(300, "same.txt", "x");
+    let reply = server
+        .send("POST", "/drop/", &[("authorization", &bob), ("content-type", &ct)], body)
+        .await;
+    reply.assert_problem(409, "conflict");
+    assert_eq!(reply.json()["removed"].as_array().unwrap().len(), 100, "{}", reply.text());
+    assert!(reply.json()["detail"].as_str().unwrap().contains("removed"));
+    assert_eq!(std::fs::read_dir(server.file("drop")).unwrap().count(), 0);
+    // A form that crosses the quota half-way (alice: 1 KiB): 402, nothing stored, nothing used.
+    let alice = basic("alice");
+    let (ct, body) = form_of(3, "part.txt", &"y".repeat(400));
+    let reply = server
+        .send("POST", "/drop/", &[("authorization", &alice), ("content-type", &ct)], body)
+        .await;
+    reply.assert_problem(402, "quota-exceeded");
+    assert_eq!(reply.json()["removed"].as_array().unwrap().len(), 2, "{}", reply.text());
+    assert_eq!(std::fs::read_dir(server.file("drop")).unwrap().count(), 0);
+    let account = server.get("/.larder/account", &[("authorization", &alice)]).await.json();
+    assert_eq!(account["storage"]["used"], 0);
+}

@@ -19,6 +19,8 @@ use super::problem::{Problem, Slug};
 
 /// The longest request target accepted (bytes as sent); longer is 414.
 pub const MAX_TARGET: usize = crate::path::MAX_PATH;
+/// The most segments a path may have; deeper is 414. Folders nest no deeper than this.
+pub const MAX_DEPTH: usize = 256;
 
 /// A 400 that closes the connection.
 fn framing(detail: &str) -> Problem {
@@ -75,6 +77,13 @@ pub fn check(request: &Request<Incoming>) -> Result<(), Problem> {
         return Err(Problem::new(
             Slug::UriTooLong,
             format!("The request target is {target} bytes; at most {MAX_TARGET} are accepted."),
+        ));
+    }
+    let depth = memchr::memchr_iter(b'/', request.uri().path().as_bytes()).count();
+    if depth > MAX_DEPTH {
+        return Err(Problem::new(
+            Slug::UriTooLong,
+            format!("The path is {depth} segments deep; at most {MAX_DEPTH} are accepted."),
         ));
     }
     if let Some(expect) = headers.get(EXPECT)

@@ -262,3 +262,19 @@ async fn a_multipart_upload_is_all_or_nothing() {
     let account = server.get("/.larder/account", &[("authorization", &alice)]).await.json();
     assert_eq!(account["storage"]["used"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_paths_have_a_limit_and_their_parents_are_made_in_one_walk() {
+    let server = TestServer::with_config(&team_config("")).await;
+    let deep = |depth: usize| format!("{}/f.txt", "/d".repeat(depth - 1));
+    // 256 segments (255 folders and the file): made, each missing folder once.
+    let made = server.put_as("alice", &deep(256), "deep").await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(&server.get(&deep(256), &[]).await.body[..], b"deep");
+    // 257: 414, nothing made.
+    server
+        .put_as("alice", &deep(257).replace("/d/", "/e/"), "x")
+        .await
+        .assert_problem(414, "uri-too-long");
+    assert!(!server.file("e").exists());
+}

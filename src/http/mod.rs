@@ -257,6 +257,13 @@ impl<S: Store> App<S> {
                 Problem::internal().into_response(&id)
             }
         };
+        // A HEAD is answered with GET's head and no body, whatever the answer (its
+        // Content-Length stays: the size GET's body would have). HTTP/1 writes none anyway;
+        // HTTP/2 would send the body's DATA, and the client end the stream in error.
+        if method == Method::HEAD {
+            let (parts, _) = response.into_parts();
+            response = Response::from_parts(parts, empty());
+        }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&id) {
             headers.insert(REQUEST_ID, value);

@@ -60,12 +60,25 @@ async fn h2_get<I>(io: I, uri: &str) -> (u16, Bytes)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    h2_send(io, "GET", uri, &[]).await
+}
+
+/// One request over a new HTTP/2 connection; its status and whole body (failing the test if
+/// the stream fails).
+async fn h2_send<I>(io: I, method: &str, uri: &str, headers: &[(&str, &str)]) -> (u16, Bytes)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     (status, response.into_body().collect().await.unwrap().to_bytes())
@@ -111,4 +124,14 @@ async fn h2c_with_prior_knowledge() {
     let (status, body) = h2_get(stream, "http://localhost/missing").await;
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("not-found"));
+    // HEAD of an error: the head, and no body (a body would be a stream error).
+    let wrong = [("authorization", "Basic bm9ib2R5Ondyb25n")];
+    for (target, headers, want) in
+        [("/missing", &[][..], 404), ("/big.bin", &wrong[..], 401), ("/big.bin", &[][..], 200)]
+    {
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let (status, body) =
+            h2_send(stream, "HEAD", &format!("http://localhost{target}"), headers).await;
+        assert_eq!((status, body.len()), (want, 0), "HEAD {target}");
+    }
 }

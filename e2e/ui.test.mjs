@@ -27,6 +27,7 @@ let work;
 let root;
 let browser;
 let shot = 0;
+let accessLog;
 
 // A minimal one-page PDF, so the shop has a document to sell.
 function pdf(text) {
@@ -79,6 +80,10 @@ name = "admin"
 password = "${hash}"
 admin = true
 
+[[account]]
+name = "bob"
+password = "${hash}"
+
 [plan.small]
 storage = "1 MiB"
 credits = 10
@@ -101,6 +106,11 @@ price = 4
 path = "/vault"
 read = ["@authenticated"]
 price = 50
+
+[[rule]]
+path = "/drop"
+read = ["*"]
+write = ["bob"]
 `;
 }
 
@@ -115,8 +125,9 @@ before(async () => {
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([key]) => !key.startsWith('LARDER_')),
   );
+  accessLog = path.join(work, 'larder.log');
   server = spawn(binary, ['serve', root, '--port', '0', '--config', path.join(work, 'larder.toml')], {
-    stdio: ['ignore', 'pipe', 'ignore'],
+    stdio: ['ignore', 'pipe', fs.openSync(accessLog, 'w')],
     env,
   });
   base = await new Promise((resolve, reject) => {
@@ -519,3 +530,76 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+// What an uploaded page would do with alice's session if it ran as larder: read the page's
+// token from the cookie, ask who she is, and mint a token for its author. Each request is
+// marked, so the access log tells whether any reached larder and as whom.
+function payload(mark) {
+  return `
+    const token = (document.cookie.match(/larder-token=([^;]+)/) || [])[1] || '';
+    const auth = { Authorization: 'Bearer ' + token };
+    fetch('/.larder/account?from=${mark}', { headers: auth, credentials: 'include' });
+    fetch('/.larder/tokens?from=${mark}', {
+      method: 'POST', credentials: 'include',
+      headers: { ...auth, 'Content-Type': 'application/json' }, body: '{}',
+    });`;
+}
+
+test('pages bob uploads run nothing as larder when alice opens them', async () => {
+  const bob = 'Basic ' + Buffer.from('bob:correct horse').toString('base64');
+  const alice = 'Basic ' + Buffer.from('alice:correct horse').toString('base64');
+  const put = (name, type, body) => fetch(`${base}/drop/${name}`, {
+    method: 'PUT', body, headers: { Authorization: bob, ...(type ? { 'Content-Type': type } : {}) },
+  });
+  const html = (mark) => `<!doctype html><title>hi</title><script>${payload(mark)}</script>`;
+  // Lists of types are refused outright: nothing is stored to open.
+  for (const type of ['text/plain,text/html', 'application/octet-stream,text/html']) {
+    assert.equal((await put('listed.html', type, html('listed'))).status, 415, type);
+  }
+  const pages = [
+    ['page.html', 'text/html', html('html')],
+    ['style.xsl', 'text/xsl', `<?xml version="1.0"?><xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><xsl:template match="/"><html><body><script>${payload('xsl')}</script></body></html></xsl:template></xsl:stylesheet>`],
+    ['picture.svg', 'image/svg+xml', `<svg xmlns="http://www.w3.org/2000/svg"><script>${payload('svg')}</script></svg>`],
+    ['page.xhtml', 'application/xhtml+xml', `<html xmlns="http://www.w3.org/1999/xhtml"><body><script>${payload('xhtml').replace(/&/g, '&amp;').replace(/</g, '&lt;')}</script></body></html>`],
+    ['notes.txt', null, html('txt')],
+    ['data.bin', 'application/octet-stream', html('bin')],
+    ['upper.html', 'TEXT/HTML; Charset=UTF-8', html('upper')],
+  ];
+  for (const [name, type, body] of pages) {
+    assert.equal((await put(name, type, body)).status, 201, name);
+  }
+  const tokens = async () =>
+    (await (await fetch(`${base}/.larder/tokens`, { headers: { Authorization: alice } })).json()).tokens.length;
+
+  const { context, page } = await newPage();
+  await page.goto(`${base}/drop/`);
+  await signIn(page);
+  await page.waitForSelector('#signed-in-as');
+  const before = await tokens();
+  // The control: the same script, run in larder's own page, does reach larder as alice.
+  await page.evaluate(payload('control'));
+  await page.waitForLoadState('networkidle');
+  for (const [name] of pages) {
+    await page.goto(`${base}/drop/`);
+    // A browser shows a page, or saves what it cannot show (application/octet-stream).
+    const opened = Promise.race([
+      page.waitForEvent('load').then(() => 'shown'),
+      page.waitForEvent('download').then(() => 'saved'),
+    ]);
+    await row(page, name).locator('td.name a').click();
+    if ((await opened) === 'shown') {
+      await page.waitForLoadState('networkidle');
+      await screenshot(page, `hostile-${name}`);
+    }
+  }
+  await context.close();
+  const lines = fs.readFileSync(accessLog, 'utf8').split('\n');
+  const reached = (mark) => lines.filter((l) => l.includes(`from=${mark}`) && l.includes('account=alice'));
+  assert.equal(reached('control').length, 2, 'the payload works where it may run');
+  for (const mark of ['html', 'xsl', 'svg', 'xhtml', 'txt', 'bin', 'upper']) {
+    assert.deepEqual(reached(mark), [], `${mark}: reached larder with alice's credentials`);
+  }
+  // The control's own POST minted one token; none came from the pages.
+  assert.equal(await tokens(), before + 1, 'no token minted by an uploaded page');
+});
+

@@ -1,8 +1,10 @@
 //! Listings of collections in JSON (HTML pages are `page`'s), the negotiation between the
 //! two, and the JSON description of one stored resource.
 
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Serialize;
 
+use super::problem::{Problem, Slug};
 use crate::store::Entry;
 
 /// The media types a listing comes in.
@@ -80,22 +82,64 @@ pub fn describe(entry: &Entry) -> Described<'_> {
     }
 }
 
-/// The listing of `collection` with `members` as JSON; priced members carry `price`.
+/// Entries in a JSON page when the client asks for no `limit`.
+pub const DEFAULT_LIMIT: usize = 1000;
+/// The most entries a JSON page may hold.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// The value of `name` in a query string, percent-decoded; `None` when absent.
+pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode_str(value).decode_utf8_lossy().into_owned())
+    })
+}
+
+/// One page of the listing of `collection` as JSON, from `members` (sorted by name): at most
+/// `?limit=N` entries (1..=[`MAX_LIMIT`], [`DEFAULT_LIMIT`] if not given) whose names come
+/// after `?after=NAME`. Priced members carry `price`. Also the URL of the next page, when
+/// there are more: in the document's `next`, and for the `Link` header.
 pub fn json(
     collection: &Entry,
     members: &[&Entry],
     price: impl Fn(&Entry) -> Option<u64>,
-) -> Vec<u8> {
+    query: Option<&str>,
+) -> Result<(Vec<u8>, Option<String>), Problem> {
     #[derive(Serialize)]
     struct Listing<'a> {
         path: String,
         entries: Vec<Described<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     }
-    let entries = members
-        .iter()
-        .map(|member| Described { price: price(member), ..describe(member) })
-        .collect();
-    serde_json::to_vec(&Listing { path: collection.path.to_url(), entries }).unwrap_or_default()
+    let limit = match query_value(query, "limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => {
+            text.parse::<usize>().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                Problem::new(
+                    Slug::BadRequest,
+                    format!("limit: a whole number from 1 to {MAX_LIMIT} is needed."),
+                )
+            })?
+        }
+    };
+    let start = match query_value(query, "after") {
+        None => 0,
+        Some(after) => members.partition_point(|m| m.path.name() <= after.as_str()),
+    };
+    let page = &members[start..members.len().min(start.saturating_add(limit))];
+    let next = match (page.last(), start + page.len() < members.len()) {
+        (Some(last), true) => Some(format!(
+            "{}?limit={limit}&after={}",
+            collection.path.to_url(),
+            utf8_percent_encode(last.path.name(), NON_ALPHANUMERIC)
+        )),
+        _ => None,
+    };
+    let entries =
+        page.iter().map(|member| Described { price: price(member), ..describe(member) }).collect();
+    let document = Listing { path: collection.path.to_url(), entries, next: next.clone() };
+    Ok((serde_json::to_vec(&document).unwrap_or_default(), next))
 }
 
 #[cfg(test)]

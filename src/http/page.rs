@@ -90,11 +90,11 @@ impl Order {
     }
 
     /// Sorts `rows`, folders first; names compare without case (each lowered once).
-    fn sort(self, rows: &mut Vec<Row<'_>>) {
+    /// Sorts `entries` in this order, folders first.
+    pub fn sort(self, entries: &mut Vec<&Entry>) {
         let mut keyed: Vec<_> =
-            rows.drain(..).map(|row| (row.entry.path.name().to_lowercase(), row)).collect();
+            entries.drain(..).map(|entry| (entry.path.name().to_lowercase(), entry)).collect();
         keyed.sort_by(|(a_name, a), (b_name, b)| {
-            let (a, b) = (a.entry, b.entry);
             let by = match self.column {
                 Column::Name => std::cmp::Ordering::Equal,
                 Column::Size => a.size.cmp(&b.size),
@@ -105,8 +105,38 @@ impl Order {
             let by = if self.descending { by.reverse() } else { by };
             b.is_collection().cmp(&a.is_collection()).then(by)
         });
-        rows.extend(keyed.into_iter().map(|(_, row)| row));
+        entries.extend(keyed.into_iter().map(|(_, entry)| entry));
     }
+
+    /// The query that asks for this order (empty for the default).
+    fn query(self) -> String {
+        let column = match self.column {
+            Column::Name if !self.descending => return String::new(),
+            Column::Name => "name",
+            Column::Size => "size",
+            Column::Type => "type",
+            Column::Modified => "modified",
+        };
+        let order = if self.descending { "desc" } else { "asc" };
+        format!("sort={column}&amp;order={order}")
+    }
+}
+
+/// Rows shown on one page of a collection's listing.
+pub const PAGE_ROWS: usize = 1000;
+
+/// Where a page of a listing is among the others, and what the whole holds.
+pub struct Pages {
+    /// This page, from 1.
+    pub page: usize,
+    /// How many pages there are (at least 1).
+    pub pages: usize,
+    /// Folders, over every page.
+    pub folders: usize,
+    /// Files, over every page.
+    pub files: usize,
+    /// The files' bytes, over every page.
+    pub bytes: u64,
 }
 
 /// One member of the listing, as the caller sees it.
@@ -127,8 +157,10 @@ pub struct Row<'a> {
 pub struct Listing<'a> {
     /// The collection.
     pub collection: &'a Entry,
-    /// Its members the caller may see.
+    /// Its members the caller may see, on this page, in order.
     pub rows: Vec<Row<'a>>,
+    /// Which page, of how many, and the totals of all.
+    pub pages: Pages,
     /// The signed-in account.
     pub account: Option<&'a str>,
     /// Whether the caller may create members.
@@ -138,8 +170,7 @@ pub struct Listing<'a> {
 }
 
 /// Renders `listing` as an HTML page.
-pub fn render(mut listing: Listing<'_>) -> Vec<u8> {
-    listing.order.sort(&mut listing.rows);
+pub fn render(listing: Listing<'_>) -> Vec<u8> {
     let path = listing.collection.path.to_url();
     let heading = escape(&listing.collection.path.as_key());
     let priced = listing.rows.iter().any(|row| row.price.is_some());
@@ -147,10 +178,7 @@ pub fn render(mut listing: Listing<'_>) -> Vec<u8> {
     for row in &listing.rows {
         push_row(&mut rows, row, priced);
     }
-    let (folders, files) = listing.rows.iter().fold((0, 0), |(d, f), row| {
-        if row.entry.is_collection() { (d + 1, f) } else { (d, f + 1) }
-    });
-    let bytes: u64 = listing.rows.iter().map(|row| row.entry.size).sum();
+    let Pages { folders, files, bytes, .. } = listing.pages;
     let summary = match (folders, files) {
         (0, 0) => "This folder is empty.".to_owned(),
         _ => format!(
@@ -178,6 +206,7 @@ pub fn render(mut listing: Listing<'_>) -> Vec<u8> {
             ("columns", &columns(listing.order, priced)),
             ("rows", &rows),
             ("summary", &summary),
+            ("pager", &pager(&listing.pages, listing.order)),
         ],
     );
     page.into_bytes()
@@ -230,6 +259,33 @@ fn push_row(out: &mut String, row: &Row<'_>, priced: bool) {
         out.push_str(&format!("<td class=\"price\">{price}</td>"));
     }
     out.push_str("<td class=\"actions\"></td></tr>\n");
+}
+
+/// Links to the pages before and after this one, when there are others.
+fn pager(pages: &Pages, order: Order) -> String {
+    if pages.pages <= 1 {
+        return String::new();
+    }
+    let sort = order.query();
+    let link = |page: usize, rel: &str, label: &str| {
+        let query = match (sort.is_empty(), page) {
+            (true, 1) => "?".to_owned(),
+            (true, _) => format!("?page={page}"),
+            (false, 1) => format!("?{sort}"),
+            (false, _) => format!("?{sort}&amp;page={page}"),
+        };
+        format!("<a rel=\"{rel}\" href=\"{query}\">{label}</a>")
+    };
+    let mut out = String::from("<nav class=\"pager\" aria-label=\"Pages\">");
+    if pages.page > 1 {
+        out.push_str(&link(pages.page - 1, "prev", "Previous page"));
+    }
+    out.push_str(&format!(" <span>Page {} of {}</span> ", pages.page, pages.pages));
+    if pages.page < pages.pages {
+        out.push_str(&link(pages.page + 1, "next", "Next page"));
+    }
+    out.push_str("</nav>");
+    out
 }
 
 fn columns(order: Order, priced: bool) -> String {

@@ -183,15 +183,16 @@ impl<S: Store> App<S> {
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
         let live = self.settings();
         let rules = &live.rules;
-        let (bytes, content_type) = match listing::negotiate(accept) {
+        let query = request.uri().query();
+        let (bytes, content_type, next) = match listing::negotiate(accept) {
             listing::Format::Json => {
                 let price = |member: &Entry| list_price(rules, member);
-                (listing::json(entry, &members, price), "application/json")
+                let (page, next) = listing::json(entry, &members, price, query)?;
+                (page, "application/json", next)
             }
             listing::Format::Html => {
-                let query = request.uri().query();
-                let page = self.page(&live, entry, &members, principal, query).await?;
-                (page, "text/html; charset=utf-8")
+                let page = self.page(&live, entry, members, principal, query).await?;
+                (page, "text/html; charset=utf-8", None)
             }
         };
         let len = bytes.len();
@@ -200,6 +201,11 @@ impl<S: Store> App<S> {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
+        if let Some(next) =
+            next.and_then(|n| HeaderValue::from_str(&format!("<{n}>; rel=\"next\"")).ok())
+        {
+            headers.insert(http::header::LINK, next);
+        }
         if content_type.starts_with("text/html") {
             page::secure_headers(headers);
         }
@@ -214,11 +220,31 @@ impl<S: Store> App<S> {
         &self,
         live: &Live,
         collection: &Entry,
-        members: &[&Entry],
+        mut members: Vec<&Entry>,
         principal: &Principal,
         query: Option<&str>,
     ) -> Result<Vec<u8>, Problem> {
         let rules = &live.rules;
+        // One page of the whole, sorted as asked: the sort spans every page.
+        let order = page::Order::from_query(query);
+        let number = match listing::query_value(query, "page") {
+            None => 1,
+            Some(text) => text.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Problem::new(Slug::BadRequest, "page: a whole number from 1 is needed.")
+            })?,
+        };
+        let folders = members.iter().filter(|m| m.is_collection()).count();
+        let pages = page::Pages {
+            page: number,
+            pages: members.len().div_ceil(page::PAGE_ROWS).max(1),
+            folders,
+            files: members.len() - folders,
+            bytes: members.iter().map(|m| m.size).sum(),
+        };
+        order.sort(&mut members);
+        let start = (number - 1).saturating_mul(page::PAGE_ROWS).min(members.len());
+        let end = start.saturating_add(page::PAGE_ROWS).min(members.len());
+        let members = &members[start..end];
         let allowed = |entry: &Entry, action| {
             rules.decide(principal, entry.path.segments(), action) == Decision::Allow
         };
@@ -252,9 +278,10 @@ impl<S: Store> App<S> {
         Ok(page::render(page::Listing {
             collection,
             rows,
+            pages,
             account: principal.account.as_deref(),
             writable: allowed(collection, Action::Create),
-            order: page::Order::from_query(query),
+            order,
         }))
     }
 }

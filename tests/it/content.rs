@@ -278,3 +278,62 @@ async fn deep_paths_have_a_limit_and_their_parents_are_made_in_one_walk() {
         .assert_problem(414, "uri-too-long");
     assert!(!server.file("e").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_folders_are_listed_a_page_at_a_time() {
+    let server = TestServer::open().await;
+    for i in 0..2500 {
+        // Sizes that do not follow names, so that sorting by size spans pages.
+        server.place(&format!("big/f{i:04}.txt"), &vec![b'x'; (i * 7919) % 3001]);
+    }
+    // JSON: pages of `limit`, a cursor in `next` and in Link, each name exactly once.
+    let mut names = Vec::new();
+    let mut target = "/big/?limit=1000".to_owned();
+    let mut pages = 0;
+    loop {
+        let reply = server.get(&target, &[("accept", "application/json")]).await;
+        assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+        let doc = reply.json();
+        let entries = doc["entries"].as_array().unwrap();
+        assert!(entries.len() <= 1000);
+        names.extend(entries.iter().map(|e| e["name"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match doc["next"].as_str() {
+            Some(next) => {
+                assert_eq!(reply.header("link"), format!("<{next}>; rel=\"next\""));
+                target = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..2500).map(|i| format!("f{i:04}.txt")).collect();
+    assert_eq!((pages, names), (3, want));
+    // Without a limit, a page of 1,000; a limit out of range names the field.
+    let first = server.get("/big/", &[("accept", "application/json")]).await.json();
+    assert_eq!(first["entries"].as_array().unwrap().len(), 1000);
+    for bad in ["0", "10001", "-1", "ten"] {
+        let reply =
+            server.get(&format!("/big/?limit={bad}"), &[("accept", "application/json")]).await;
+        reply.assert_problem(400, "bad-request");
+        assert!(reply.json()["detail"].as_str().unwrap().starts_with("limit:"), "{bad}");
+    }
+    // HTML: 1,000 rows a page, sorted across pages, with links between them.
+    let html = async |query: &str| {
+        let reply = server.get(&format!("/big/{query}"), &[("accept", "text/html")]).await;
+        assert_eq!(reply.status, 200, "{query}");
+        reply.text()
+    };
+    let rows = |page: &str| page.matches("<tr data-kind").count();
+    let first = html("").await;
+    assert_eq!(rows(&first), 1000);
+    assert!(first.contains("Page 1 of 3") && first.contains("rel=\"next\" href=\"?page=2\""));
+    assert!(first.contains("2500 files"), "the summary counts the whole folder");
+    assert_eq!(rows(&html("?page=3").await), 500);
+    let largest = (0..2500).max_by_key(|i| ((i * 7919) % 3001, std::cmp::Reverse(*i))).unwrap();
+    let by_size = html("?sort=size&order=desc").await;
+    let first_row = by_size.split("<tr data-kind").nth(1).unwrap();
+    assert!(first_row.contains(&format!("data-name=\"f{largest:04}.txt\"")), "{first_row}");
+    assert!(by_size.contains("href=\"?sort=size&amp;order=desc&amp;page=2\""));
+    let reply = server.get("/big/?page=0", &[("accept", "text/html")]).await;
+    assert_eq!(reply.status, 400);
+}

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::inbound::Inbound;
 use http::header::{
     ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderValue, LOCATION,
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -86,7 +86,7 @@ pub async fn respond<S: Store>(
     identity: &Identity,
     verb: Verb,
     rest: &[String],
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<Response<Body>, Problem> {
     let context = &Context { app, settings: app.settings(), identity };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -232,7 +232,7 @@ struct BuyRequest {
 async fn buy<S: Store>(
     context: &Context<'_, S>,
     account: &str,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<Response<Body>, Problem> {
     let body: BuyRequest = read_json(request, context.app.metrics()).await?;
     let text = body
@@ -292,7 +292,7 @@ struct TopUp {
 async fn top_up<S: Store>(
     context: &Context<'_, S>,
     name: String,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<Response<Body>, Problem> {
     let principal = &context.identity.principal;
     if !principal.admin {
@@ -345,7 +345,7 @@ struct NewToken {
 async fn create_token<S: Store>(
     context: &Context<'_, S>,
     account: &str,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<Response<Body>, Problem> {
     let body: NewToken = read_json(request, context.app.metrics()).await?;
     let bad = |detail: String| Problem::new(Slug::BadRequest, detail);
@@ -440,7 +440,7 @@ async fn revoke_token<S: Store>(
 
 /// A file of the web interface: revalidated on every use (`no-cache`), so a new binary's
 /// assets are picked up at once and an unchanged one costs a 304.
-fn serve_asset(asset: &Asset, request: &Request<Incoming>) -> Response<Body> {
+fn serve_asset(asset: &Asset, request: &Request<Inbound>) -> Response<Body> {
     let etag = HeaderValue::from_str(&format!("\"{}\"", asset.etag))
         .unwrap_or(HeaderValue::from_static("\"\""));
     let validators = Validators { etag: Some(&asset.etag), modified: None };

@@ -7,12 +7,12 @@
 //! connection after the 400, so nothing after them can be misread as a new request.
 //! Bare LF line ends are refused even earlier, on the bytes: see [`crate::server::guard`].
 
+use super::inbound::Inbound;
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, HeaderValue, TRANSFER_ENCODING,
 };
 use http::uri::Authority;
 use http::{Method, Request, Version};
-use hyper::body::Incoming;
 
 use super::body_is_empty;
 use super::problem::{Problem, Slug};
@@ -28,7 +28,7 @@ fn framing(detail: &str) -> Problem {
 }
 
 /// Checks the request line and framing fields.
-pub fn check(request: &Request<Incoming>) -> Result<(), Problem> {
+pub fn check(request: &Request<Inbound>) -> Result<(), Problem> {
     let headers = request.headers();
     let mut hosts = headers.get_all(HOST).iter();
     let (host, repeated) = (hosts.next(), hosts.next().is_some());

@@ -10,6 +10,7 @@ mod body;
 pub mod client;
 pub mod conditional;
 pub mod framing;
+pub mod inbound;
 mod listing;
 mod logged;
 pub mod media;
@@ -35,7 +36,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use inbound::Inbound;
 use serde_json::json;
 
 use crate::access::{Action, Decision, Principal};
@@ -234,7 +235,13 @@ impl<S: Store> App<S> {
 
     /// Answers one request from `peer`. Never fails: errors and panics become problem
     /// documents.
-    pub async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        peer: IpAddr,
+    ) -> Response<Body> {
+        let http2 = request.version() == Version::HTTP_2;
+        let request = request.map(|body| Inbound::new(body, http2));
         let started = Instant::now();
         let id = self.ids.next();
         let method = request.method().clone();
@@ -302,7 +309,7 @@ impl<S: Store> App<S> {
     /// (`write.rs`) and the reads' conditions (`read.rs`), both before any body moves.
     async fn respond(
         &self,
-        request: Request<Incoming>,
+        request: Request<Inbound>,
         peer: IpAddr,
         trail: &mut Trail,
     ) -> Result<Response<Body>, Problem> {
@@ -324,7 +331,7 @@ impl<S: Store> App<S> {
     async fn credentials(
         &self,
         verb: Verb,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
         peer: IpAddr,
     ) -> Result<crate::auth::Identity, Problem> {
         let authorization = request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
@@ -453,7 +460,7 @@ impl<S: Store> App<S> {
         &self,
         decided: bool,
         path: &ResourcePath,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
     ) -> bool {
         let headers = request.headers();
         decided
@@ -488,7 +495,7 @@ impl<S: Store> App<S> {
         verb: Verb,
         path: ResourcePath,
         principal: Principal,
-        request: Request<Incoming>,
+        request: Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let ruled = self.rules(verb, path, &principal).await?;
         // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
@@ -681,7 +688,7 @@ pub fn out_of_scope(realm: &str) -> Problem {
 /// the default; another media type is 415; malformed JSON or unknown fields are 400 naming
 /// the field.
 pub async fn read_json<T: serde::de::DeserializeOwned + Default>(
-    request: Request<Incoming>,
+    request: Request<Inbound>,
     metrics: &Metrics,
 ) -> Result<T, Problem> {
     const LIMIT: usize = 64 * 1024;
@@ -750,7 +757,7 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         .filter(|ct| !ct.is_empty())
 }
 
-fn body_is_empty(request: &Request<Incoming>) -> bool {
+fn body_is_empty(request: &Request<Inbound>) -> bool {
     use http_body::Body as _;
     request.body().size_hint().exact() == Some(0)
 }
@@ -880,7 +887,7 @@ fn options_star(trace: bool) -> Response<Body> {
 }
 
 /// The request as received, minus credentials, as `message/http`.
-fn trace(request: &Request<Incoming>) -> Response<Body> {
+fn trace(request: &Request<Inbound>) -> Response<Body> {
     let version = match request.version() {
         Version::HTTP_10 => "HTTP/1.0",
         Version::HTTP_2 => "HTTP/2",

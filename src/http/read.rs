@@ -3,13 +3,13 @@
 
 use std::collections::HashSet;
 
+use super::inbound::Inbound;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
     ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE, VARY,
 };
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::conditional::{Outcome, Preconditions};
 use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
@@ -53,7 +53,7 @@ impl<S: Store> App<S> {
         verb: Verb,
         entry: &Entry,
         handle: Option<S::Handle>,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
         charge: Option<Charge>,
     ) -> Result<Response<Body>, Problem> {
         let validators = validators(entry);
@@ -171,7 +171,7 @@ impl<S: Store> App<S> {
         verb: Verb,
         entry: &Entry,
         principal: &Principal,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let all = self.store.list(&entry.path).await?;
         let members: Vec<&Entry> = all

@@ -11,9 +11,9 @@ use std::io;
 
 use std::time::Duration;
 
+use super::inbound::Inbound;
 use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 
 use crate::metrics::UploadCounters;
 use crate::store::ByteStream;
@@ -56,7 +56,7 @@ pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// The request body as a stream of data that fails once more than `limit` bytes arrive, or
 /// more than `room` (what the owner's quota leaves), after reading the rest (see the module).
 pub fn limited(
-    body: Incoming,
+    body: Inbound,
     limit: u64,
     room: Option<u64>,
     counters: UploadCounters,
@@ -93,7 +93,7 @@ pub fn limited(
 }
 
 /// Reads and drops what is left of a refused body, within [`DRAIN_MAX`] and [`DRAIN_TIME`].
-async fn drain(data: &mut BodyDataStream<Incoming>, counters: &UploadCounters) {
+async fn drain(data: &mut BodyDataStream<Inbound>, counters: &UploadCounters) {
     let deadline = tokio::time::Instant::now() + DRAIN_TIME;
     let mut drained: u64 = 0;
     while drained <= DRAIN_MAX {

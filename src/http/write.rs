@@ -4,9 +4,9 @@
 //! before that. The store then repeats the precondition and quota checks atomically with the
 //! write itself.
 
+use super::inbound::Inbound;
 use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use super::conditional::{Outcome, Preconditions};
@@ -38,7 +38,7 @@ struct Admitted {
 impl<S: Store> App<S> {
     /// A request's body as the store reads it: `max_upload` and the owner's `room` enforced
     /// while it streams, its bytes and a client's cut counted.
-    fn upload_body(&self, request: Request<Incoming>, room: Option<u64>) -> ByteStream {
+    fn upload_body(&self, request: Request<Inbound>, room: Option<u64>) -> ByteStream {
         upload::limited(
             request.into_body(),
             self.settings().max_upload,
@@ -52,7 +52,7 @@ impl<S: Store> App<S> {
     /// measures them (false for multipart, whose framing adds bytes).
     async fn admit_write(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
         current: Option<&Entry>,
         owner: Option<String>,
         declared: bool,
@@ -147,7 +147,7 @@ impl<S: Store> App<S> {
         path: ResourcePath,
         current: Option<Entry>,
         principal: Principal,
-        request: Request<Incoming>,
+        request: Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let declared = media::declared(request.headers())?;
         let owner = current.as_ref().and_then(|c| c.owner.clone()).or(principal.account_owned());
@@ -186,7 +186,7 @@ impl<S: Store> App<S> {
         &self,
         collection: &Entry,
         principal: Principal,
-        request: Request<Incoming>,
+        request: Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let declared = media::declared(request.headers())?;
         let content_type = content_type(request.headers());
@@ -355,7 +355,7 @@ impl<S: Store> App<S> {
     pub(super) async fn delete(
         &self,
         entry: &Entry,
-        request: &Request<Incoming>,
+        request: &Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let pre = self.admit_write(request, Some(entry), None, false).await?.pre;
         let recursive = request

@@ -3,10 +3,12 @@
 //! race, purchase and quota races with exact balances, and a node killed with SIGKILL under
 //! load. A plain program (`harness = false`) that prints what each scenario did.
 //!
-//! It needs the services `scripts/services start` starts (and `scripts/test` sources):
+//! It runs when `LARDER_TEST_SERVICES=1` (as `scripts/test` sets it), and then needs the
+//! services `scripts/services start` starts (and `scripts/test` sources):
 //! `LARDER_TEST_DATABASE` (a PostgreSQL URL whose role may create databases),
 //! `LARDER_TEST_BUCKET`, and the `AWS_*` variables of the S3 endpoint. Each scenario gets
-//! its own database and key prefix. `-- --only NAME` runs one scenario.
+//! its own database and key prefix. `-- --only NAME` runs one scenario. Without
+//! `LARDER_TEST_SERVICES=1` it says so and passes, so a plain `cargo test` needs no services.
 
 // A failed unwrap here is a found defect, reported with a backtrace.
 #![allow(clippy::unwrap_used)]
@@ -118,6 +120,13 @@ impl Drop for Cluster {
 }
 
 fn main() {
+    if std::env::var("LARDER_TEST_SERVICES").as_deref() != Ok("1") {
+        println!(
+            "cluster: skipped (set LARDER_TEST_SERVICES=1 with the services of \
+             `scripts/services start` running; scripts/test does)"
+        );
+        return;
+    }
     let only = {
         let mut args = std::env::args().skip(1);
         let mut only = None;

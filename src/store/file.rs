@@ -1020,6 +1020,11 @@ impl Store for FileStore {
                 Err(e) => return Err(e),
             };
             let meta = file.metadata()?;
+            // Only files and folders are resources: a FIFO, socket or device someone put
+            // here is not served (a FIFO would hold a reader forever).
+            if !meta.is_file() && !meta.is_dir() {
+                return Ok(None);
+            }
             let entry = inner.entry(&path, &meta)?;
             let (content, fp, large) = match meta.is_dir() {
                 true => (None, None, None),
@@ -1107,8 +1112,8 @@ impl Store for FileStore {
                 }
                 // Symlinks are not followed: they are not listed, as they are not served.
                 let Ok(meta) = item.metadata() else { continue };
-                if meta.file_type().is_symlink() {
-                    continue;
+                if !meta.is_file() && !meta.is_dir() {
+                    continue; // symlinks, FIFOs, sockets, devices: not resources
                 }
                 let Ok(child) = path.child(&name, meta.is_dir()) else { continue };
                 if inner.tree.is_reserved(child.segments()) {

@@ -86,10 +86,11 @@ impl Dir {
     }
 }
 
-/// What a symlink or an escape met on the way means: nothing is there.
+/// What a symlink or an escape met on the way means, or a socket opened as a file (ENXIO):
+/// nothing is there.
 fn not_there(e: Errno) -> io::Error {
     match e {
-        Errno::LOOP | Errno::XDEV => io::Error::from(io::ErrorKind::NotFound),
+        Errno::LOOP | Errno::XDEV | Errno::NXIO => io::Error::from(io::ErrorKind::NotFound),
         other => io::Error::from(other),
     }
 }
@@ -204,9 +205,10 @@ impl Root {
         Err(io::ErrorKind::NotFound.into())
     }
 
-    /// The file or folder `segments` names, opened for reading.
+    /// The file or folder `segments` names, opened for reading. Non-blocking, so that a FIFO
+    /// put in ROOT opens at once (and is then refused) instead of waiting for a writer.
     pub fn file(&self, segments: &[String]) -> io::Result<File> {
-        Ok(File::from(self.open_at(segments, OFlags::RDONLY)?))
+        Ok(File::from(self.open_at(segments, OFlags::RDONLY | OFlags::NONBLOCK)?))
     }
 
     /// The folder `segments` names, held open.

@@ -170,3 +170,23 @@ async fn followed_symlinks_stay_inside_and_pass_the_rules_of_both_paths() {
     // Links are followed by URL, not listed.
     assert_eq!(server.get("/", &[]).await.entry_names(), ["home", "inside.txt", "pub", "shelf"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifos_and_sockets_are_not_resources() {
+    let server = TestServer::open().await;
+    server.place("plain.txt", b"p");
+    let fifo = server.file("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let _socket = std::os::unix::net::UnixListener::bind(server.file("socket")).unwrap();
+    // Answered at once as missing (a FIFO opened for reading would wait for a writer), and
+    // never listed.
+    for target in ["/pipe", "/socket"] {
+        let reply =
+            tokio::time::timeout(std::time::Duration::from_secs(5), server.get(target, &[]))
+                .await
+                .expect("answered");
+        reply.assert_problem(404, "not-found");
+    }
+    assert_eq!(server.get("/", &[]).await.entry_names(), ["plain.txt"]);
+}

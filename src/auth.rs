@@ -17,9 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
@@ -27,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::access::{Limit, Principal};
 use crate::config::Settings;
+use crate::password::verify;
 use crate::path::ResourcePath;
 use crate::state::{State, TokenRecord};
 
@@ -83,14 +81,7 @@ impl Identity {
     }
 }
 
-/// Hashes a password into an argon2id PHC string with the default parameters.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
-}
+pub use crate::password::hash_password;
 
 /// Seconds since the epoch.
 pub fn now_seconds() -> i64 {
@@ -460,13 +451,6 @@ pub fn parse_basic(encoded: &[u8]) -> Option<(String, String)> {
         return None;
     }
     Some((name.to_owned(), password.to_owned()))
-}
-
-fn verify(stored: &str, password: &str) -> bool {
-    match PasswordHash::new(stored) {
-        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

@@ -3,26 +3,30 @@
 //! # Layout
 //!
 //! Dependencies point downward in this list: a module may use those below it, never above.
+//! `scripts/layers` (run by `scripts/test`) checks it, and names the upward uses still left.
 //!
-//! - [`cli`]: the command line (`serve`, `hash-password`, `check`); the thin `main.rs` calls it.
-//! - [`server`]: sockets, connections, panics turned into 500s, graceful shutdown.
-//! - [`http`]: routing, method semantics, conditional and range requests, listings, and the one
-//!   place where errors become status codes and problem documents.
-//! - [`admin`]: the `/.larder/` namespace (health, problem pages).
-//! - [`auth`]: credentials in a request → a [`access::Principal`] (argon2id, cache).
-//! - [`access`]: pure rule evaluation: allow / unauthenticated / forbidden / hidden.
+//! - [`cli`]: the command line (`serve`, `hash-password`, `check`, `explain`, `migrate`,
+//!   `token create`); the thin `main.rs` calls it.
+//! - [`migrate`]: the folder and SQLite copied into a bucket and PostgreSQL.
 //! - [`explain`]: the rules and one path's decisions in words (`check`, `explain`).
-//! - [`meter`]: plans, quotas and prices (pure).
-//! - [`config`]: the TOML file, environment and flags merged into [`config::Settings`].
-//! - [`store`]: resources (bytes and metadata) behind the [`store::Store`] trait; the only
-//!   module that touches the served folder.
-//! - [`state`]: the embedded SQLite database (metadata, later tokens and the ledger).
-//! - [`path`]: validated, percent-decoded resource paths.
+//! - [`server`]: sockets, connections, the guard before hyper, graceful shutdown.
+//! - [`zerocopy`]: file bytes sent with sendfile on plain HTTP/1 connections.
+//! - [`http`]: routing, the order of checks, method semantics, conditional and range requests,
+//!   listings, the `/.larder/` endpoints (`http/admin.rs`), and the one place where errors
+//!   become status codes and problem documents.
+//! - [`telemetry`]: logging set-up, request ids, what the access log shows of a target.
 //! - [`metrics`]: the counters `/.larder/metrics` shows.
-//! - [`telemetry`]: logging set-up and request ids.
+//! - [`auth`]: credentials in a request → a [`access::Principal`] (argon2id, cache, throttle).
+//! - [`meter`]: plans, quotas and prices (pure).
+//! - [`store`]: resources (bytes and metadata) behind the [`store::Store`] trait; the only
+//!   module that touches the served folder and the bucket.
+//! - [`config`]: the TOML file, environment and flags merged into [`config::Settings`].
+//! - [`state`]: the state database, SQLite or PostgreSQL (metadata, tokens, the ledger).
+//! - [`access`]: pure rule evaluation: allow / unauthenticated / forbidden / hidden.
+//! - [`password`]: argon2id password hashes, made and checked.
+//! - [`path`]: validated, percent-decoded resource paths.
 
 pub mod access;
-pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -31,6 +35,7 @@ pub mod http;
 pub mod meter;
 pub mod metrics;
 pub mod migrate;
+pub mod password;
 pub mod path;
 pub mod server;
 pub mod state;

@@ -297,7 +297,7 @@ impl Settings {
                     check_phc(secret).map_err(|p| Error::new("--auth", name.clone(), p))?;
                     secret.clone()
                 } else {
-                    crate::auth::hash_password(secret)
+                    crate::password::hash_password(secret)
                         .map_err(|p| Error::new("--auth", name.clone(), p))?
                 };
                 let account = Account { name: name.clone(), password, plan: None, admin: false };

@@ -6,6 +6,7 @@
 //!
 //! Errors become responses in exactly one place, [`problem`].
 
+mod admin;
 mod body;
 pub mod client;
 pub mod conditional;
@@ -321,7 +322,7 @@ impl<S: Store> App<S> {
         match target {
             Target::Star => Ok(options_star(self.settings().trace)),
             Target::Larder(rest) => {
-                Box::pin(crate::admin::respond(self, &identity, verb, &rest, request)).await
+                Box::pin(admin::respond(self, &identity, verb, &rest, request)).await
             }
             Target::Resource(path) => self.resource(verb, path, identity.principal, request).await,
         }

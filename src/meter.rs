@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::access::{Action, Decision, Principal, Rules};
 use crate::config::{Plan, Settings};
+use crate::state::Quota;
 use crate::store::Quotas;
 
 /// The plans in force, by account.
@@ -26,8 +27,12 @@ impl Meter {
                 Some((a.name.clone(), (name.clone(), *settings.plans.get(name)?)))
             })
             .collect();
-        let quotas =
-            plans.iter().map(|(account, (_, plan))| (account.clone(), plan.storage)).collect();
+        let quotas = plans
+            .iter()
+            .map(|(account, (_, plan))| {
+                (account.clone(), Quota { bytes: plan.storage, files: plan.files })
+            })
+            .collect();
         Meter { plans, quotas: Arc::new(quotas) }
     }
 

@@ -54,6 +54,7 @@ pub struct PlanConfig {
     pub storage: Size,
     #[serde(default)]
     pub credits: u64,
+    pub files: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +171,7 @@ struct EffectiveAccount<'a> {
 struct EffectivePlan {
     storage: u64,
     credits: u64,
+    files: u64,
 }
 
 #[derive(Serialize)]
@@ -227,7 +229,10 @@ pub fn render(settings: &Settings) -> String {
             .plans
             .iter()
             .map(|(name, p)| {
-                (name.as_str(), EffectivePlan { storage: p.storage, credits: p.credits })
+                (
+                    name.as_str(),
+                    EffectivePlan { storage: p.storage, credits: p.credits, files: p.files },
+                )
             })
             .collect(),
         rule: settings

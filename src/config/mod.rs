@@ -104,7 +104,12 @@ pub struct Plan {
     pub storage: u64,
     /// Credits granted once.
     pub credits: u64,
+    /// Resources (files) the account may own.
+    pub files: u64,
 }
+
+/// The default of a plan's `files`.
+pub const DEFAULT_FILES: u64 = 100_000;
 
 /// Where the TLS certificate chain and private key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +252,11 @@ impl Settings {
 
         let mut plans = BTreeMap::new();
         for (name, plan) in &file.plan {
-            let plan = Plan { storage: plan.storage.0, credits: plan.credits };
+            let plan = Plan {
+                storage: plan.storage.0,
+                credits: plan.credits,
+                files: plan.files.unwrap_or(DEFAULT_FILES),
+            };
             plans.insert(name.clone(), plan);
         }
 
@@ -525,7 +534,10 @@ write = ["alice"]
         assert_eq!(settings.port, 9000);
         assert_eq!(settings.max_upload, 10 << 20);
         assert!(!settings.trace);
-        assert_eq!(settings.plans["free"], Plan { storage: 100 << 20, credits: 20 });
+        assert_eq!(
+            settings.plans["free"],
+            Plan { storage: 100 << 20, credits: 20, files: DEFAULT_FILES }
+        );
         assert!(!settings.open_read_only);
     }
 

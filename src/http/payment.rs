@@ -72,6 +72,21 @@ pub fn quota_exceeded(used: u64, quota: u64, needed: u64, plan: &str) -> Problem
     problem
 }
 
+/// 402 `quota-exceeded`, for the number of resources: the owner has as many as its plan
+/// allows.
+pub fn resources_exceeded(resources: u64, limit: u64, plan: &str) -> Problem {
+    let mut problem = Problem::new(
+        Slug::QuotaExceeded,
+        format!(
+            "This account owns {resources} resources; plan {plan} allows {limit}. Nothing was stored."
+        ),
+    );
+    problem.member("resources", json!(resources));
+    problem.member("resources_quota", json!(limit));
+    problem.member("plan", json!(plan));
+    problem
+}
+
 impl<S: Store> App<S> {
     /// Decides whether a GET or HEAD of `entry` may go on: free, already bought, or to be
     /// bought in one step (the returned [`Charge`]); otherwise 401 (anonymous), 400 (a bad

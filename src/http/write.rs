@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::conditional::{Outcome, Preconditions};
 use super::media;
-use super::payment::quota_exceeded;
+use super::payment::{quota_exceeded, resources_exceeded};
 use super::problem::{Problem, Slug};
 use super::upload::{self, BodyError};
 use super::{
@@ -67,7 +67,14 @@ impl<S: Store> App<S> {
             && let Some((plan, terms)) = self.settings().meter.plan_of(owner)
         {
             let who = owner.clone();
-            let used = self.state_call(move |state| state.usage(&who)).await?;
+            let (used, resources) = self
+                .state_call(move |state| Ok((state.usage(&who)?, state.resources(&who)?)))
+                .await?;
+            // A PUT of a new path, or a POST into a collection, adds a resource.
+            let adds = current.is_none_or(Entry::is_collection);
+            if adds && resources >= terms.files {
+                return Err(resources_exceeded(resources, terms.files, plan));
+            }
             let replaced = current
                 .filter(|c| c.owner.as_deref() == Some(owner.as_str()) && !c.is_collection())
                 .map_or(0, |c| c.size);
@@ -124,9 +131,10 @@ impl<S: Store> App<S> {
         let terms = owner.and_then(|o| live.meter.plan_of(o));
         let (Some(owner), Some((plan, terms))) = (owner, terms) else { return error.into() };
         match &error {
-            store::Error::OverQuota(over) => {
-                quota_exceeded(over.used, terms.storage, over.needed, plan)
-            }
+            store::Error::OverQuota(over) => match over.resources {
+                Some(resources) => resources_exceeded(resources, terms.files, plan),
+                None => quota_exceeded(over.used, terms.storage, over.needed, plan),
+            },
             store::Error::Body(e)
                 if matches!(upload::body_error(e), Some(BodyError::OverQuota(_))) =>
             {

@@ -32,7 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use credit::{Bought, CreditTotals, Entry as LedgerEntry, MAX_BALANCE, Purchase};
-pub use object::{Described, Fingerprint, ObjectMeta, OverQuota, Row};
+pub use object::{Described, Fingerprint, ObjectMeta, OverQuota, Quota, Row};
 pub use token::TokenRecord;
 
 pub use pg::Postgres;
@@ -94,6 +94,8 @@ shared! {
     fn total_usage(&self) -> io::Result<u64>;
     /// Bytes of `owner`'s resources.
     fn usage(&self, owner: &str) -> io::Result<u64>;
+    /// How many resources `owner` has.
+    fn resources(&self, owner: &str) -> io::Result<u64>;
 }
 
 impl State {

@@ -53,6 +53,26 @@ pub struct OverQuota {
     pub used: u64,
     /// Bytes the write would add (its size less the version it replaces, if the owner's).
     pub needed: u64,
+    /// When the number of resources refused it rather than their bytes: how many the owner
+    /// has.
+    pub resources: Option<u64>,
+}
+
+/// What a plan holds an owner to: bytes, and resources (a resource replaced is not a new
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes its resources may occupy.
+    pub bytes: u64,
+    /// Resources it may own.
+    pub files: u64,
+}
+
+impl Quota {
+    /// A quota of `bytes`, with no limit on how many resources.
+    pub fn bytes(bytes: u64) -> Quota {
+        Quota { bytes, files: u64::MAX }
+    }
 }
 
 /// What committing a [`Row`] came to: done, refused (the quota), or failed.
@@ -71,7 +91,7 @@ pub struct Row {
     /// The version on disk now, if any.
     pub current: Option<Fingerprint>,
     /// The owner's quota, if one applies.
-    pub quota: Option<u64>,
+    pub quota: Option<Quota>,
 }
 
 /// A row waiting for the group commit.
@@ -196,25 +216,30 @@ fn commit_puts(db: &rusqlite::Connection, rows: &[&Row]) -> Vec<Outcome> {
 fn put_in(tx: &rusqlite::Connection, row: &Row) -> Outcome {
     let Row { path, fp, meta, current, quota } = row;
     if let (Some(owner), Some(quota)) = (&meta.owner, quota) {
-        let sum = |query: &str| -> io::Result<u64> {
+        // Bytes and resources, of the owner's other live resources and of this path's.
+        let sum = |query: &str| -> io::Result<(u64, u64)> {
             tx.prepare_cached(query)
                 .and_then(|mut statement| {
-                    statement.query_row(params![owner, path], |row| row.get::<_, i64>(0))
+                    statement.query_row(params![owner, path], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                    })
                 })
-                .map(|n| n as u64)
+                .map(|(bytes, count)| (bytes as u64, count as u64))
                 .map_err(to_io)
         };
-        let others = sum(
-            "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1 AND path != ?2",
-        )?;
-        let replaced = sum(
-            "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1 AND path = ?2",
-        )?;
-        if others + fp.size > *quota {
+        let (others, other_files) = sum("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object
+             WHERE owner = ?1 AND live = 1 AND path != ?2")?;
+        let (replaced, replacing) = sum("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object
+             WHERE owner = ?1 AND live = 1 AND path = ?2")?;
+        if others + fp.size > quota.bytes {
             return Ok(Err(OverQuota {
                 used: others + replaced,
                 needed: fp.size.saturating_sub(replaced),
+                resources: None,
             }));
+        }
+        if replacing == 0 && other_files >= quota.files {
+            return Ok(Err(OverQuota { used: others, needed: 0, resources: Some(other_files) }));
         }
     }
     // Cached statements: a group commit runs these for every row.
@@ -282,7 +307,7 @@ impl Sqlite {
         fp: Fingerprint,
         meta: &ObjectMeta,
         current: Option<Fingerprint>,
-        quota: Option<u64>,
+        quota: Option<Quota>,
     ) -> io::Result<Result<(), OverQuota>> {
         self.put_row(Row { path: path.to_owned(), fp, meta: meta.clone(), current, quota })
     }
@@ -524,6 +549,18 @@ impl Sqlite {
             .map_err(to_io)
     }
 
+    /// How many live resources `owner` has.
+    pub fn resources(&self, owner: &str) -> io::Result<u64> {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM object WHERE owner = ?1 AND live = 1",
+                params![owner],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(to_io)
+    }
+
     /// Bytes of `owner`'s live resources.
     pub fn usage(&self, owner: &str) -> io::Result<u64> {
         self.db()
@@ -671,8 +708,9 @@ mod tests {
         assert_eq!(state.usage("alice").unwrap(), 80, "the new /a replaced the old");
         // A quota is checked against every row behind.
         state.put_behind(vec![row("/b", Fingerprint { ino: 3, size: 20, mtime_ns: 1 }, "b", None)]);
-        let over = state.put_object("/c", V1, &meta("c", "alice"), None, Some(120)).unwrap();
-        assert_eq!(over, Err(OverQuota { used: 100, needed: 30 }));
+        let over =
+            state.put_object("/c", V1, &meta("c", "alice"), None, Some(Quota::bytes(120))).unwrap();
+        assert_eq!(over, Err(OverQuota { used: 100, needed: 30, resources: None }));
         assert!(state.caught_up());
         // Closing commits what is left.
         state.put_behind(vec![row("/e", V1, "e", None)]);
@@ -685,16 +723,21 @@ mod tests {
     fn quota_is_checked_in_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let state = Sqlite::open(dir.path()).unwrap();
-        state.put_object("/a", V1, &meta("a", "alice"), None, Some(100)).unwrap().unwrap();
+        state
+            .put_object("/a", V1, &meta("a", "alice"), None, Some(Quota::bytes(100)))
+            .unwrap()
+            .unwrap();
         let big = Fingerprint { ino: 3, size: 71, mtime_ns: 1 };
-        let refused = state.put_object("/b", big, &meta("b", "alice"), None, Some(100)).unwrap();
-        assert_eq!(refused, Err(OverQuota { used: 30, needed: 71 }));
+        let refused = state
+            .put_object("/b", big, &meta("b", "alice"), None, Some(Quota::bytes(100)))
+            .unwrap();
+        assert_eq!(refused, Err(OverQuota { used: 30, needed: 71, resources: None }));
         assert!(state.object("/b", big).unwrap().is_none(), "nothing changed");
         // Replacing counts the difference: 30 → 100 fits exactly.
         let grown = Fingerprint { ino: 4, size: 100, mtime_ns: 1 };
         assert!(
             state
-                .put_object("/a", grown, &meta("a2", "alice"), Some(V1), Some(100))
+                .put_object("/a", grown, &meta("a2", "alice"), Some(V1), Some(Quota::bytes(100)))
                 .unwrap()
                 .is_ok()
         );
@@ -719,7 +762,13 @@ mod tests {
                     // Then all race for the last 600 bytes of bob's quota.
                     let fp = Fingerprint { ino: 9000 + t, size: 600, mtime_ns: 1 };
                     state
-                        .put_object(&format!("/race/{t}"), fp, &meta("r", "bob"), None, Some(1000))
+                        .put_object(
+                            &format!("/race/{t}"),
+                            fp,
+                            &meta("r", "bob"),
+                            None,
+                            Some(Quota::bytes(1000)),
+                        )
                         .unwrap()
                 })
             })

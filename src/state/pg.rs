@@ -653,6 +653,15 @@ impl Postgres {
         Ok(row.get::<_, i64>(0).max(0) as u64)
     }
 
+    /// How many resources `owner` has.
+    pub fn resources(&self, owner: &str) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_one("SELECT COUNT(*) FROM entry WHERE owner = $1 AND NOT collection", &[&owner])
+            .map_err(to_io)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
     // --- Namespace ----------------------------------------------------------------------
 
     /// The row at `path` (without a trailing slash; `/` for the root).
@@ -696,7 +705,7 @@ impl Postgres {
         &self,
         path: &str,
         new: NewVersion,
-        quota: impl Fn(&str) -> Option<u64>,
+        quota: impl Fn(&str) -> Option<super::Quota>,
         check: impl FnOnce(Option<&Row>) -> Result<(), R>,
     ) -> Result<(bool, Row), Failed<R>> {
         fail::fail_point!("state-write", |_| Err(Failed::Io(io::Error::other(
@@ -714,20 +723,28 @@ impl Postgres {
             && let Some(quota) = quota(owner)
         {
             lock(&mut tx, &format!("owner:{owner}"), false)?;
-            let others: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
-                     WHERE owner = $1 AND NOT collection AND path <> $2",
-                    &[owner, &path],
-                )?
-                .get(0);
-            let others = others.max(0) as u64;
+            let counted = tx.query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry
+                 WHERE owner = $1 AND NOT collection AND path <> $2",
+                &[owner, &path],
+            )?;
+            let (others, other_files): (i64, i64) = (counted.get(0), counted.get(1));
+            let (others, other_files) = (others.max(0) as u64, other_files.max(0) as u64);
             let replaced = current.as_ref().filter(|row| row.owner.as_ref() == Some(owner));
+            let replacing = replaced.is_some();
             let replaced = replaced.map(|row| row.size).unwrap_or(0);
-            if others + new.size > quota {
+            if others + new.size > quota.bytes {
                 return Err(Failed::Refused(Refused::OverQuota(OverQuota {
                     used: others + replaced,
                     needed: new.size.saturating_sub(replaced),
+                    resources: None,
+                })));
+            }
+            if !replacing && other_files >= quota.files {
+                return Err(Failed::Refused(Refused::OverQuota(OverQuota {
+                    used: others,
+                    needed: 0,
+                    resources: Some(other_files),
                 })));
             }
         }

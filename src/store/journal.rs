@@ -823,7 +823,7 @@ mod tests {
     use super::*;
 
     /// A row for a new version of `path`.
-    pub(super) fn row(path: &str, quota: Option<u64>) -> Row {
+    pub(super) fn row(path: &str, quota: Option<crate::state::Quota>) -> Row {
         Row {
             path: path.into(),
             fp: crate::state::Fingerprint { ino: 1, size: 1, mtime_ns: 1 },
@@ -842,7 +842,7 @@ mod tests {
 
     impl Rows for Kept {
         fn commit(&self, rows: &[&Row]) -> Vec<Outcome> {
-            let over = crate::state::OverQuota { used: 1, needed: 2 };
+            let over = crate::state::OverQuota { used: 1, needed: 2, resources: None };
             let refused = |row: &&Row| row.path.starts_with("/full/");
             rows.iter().map(|row| Ok(if refused(row) { Err(over) } else { Ok(()) })).collect()
         }
@@ -1028,10 +1028,11 @@ mod tests {
         let journal =
             Journal::open(dir.path(), root.path(), Box::new(kept), |_, _| unreachable!()).unwrap();
         let shared = journal.shared();
-        let (_, refused) = journal.settle("/full/a", row("/full/a", Some(1)));
-        assert_eq!(refused.unwrap(), Err(OverQuota { used: 1, needed: 2 }));
+        let (_, refused) =
+            journal.settle("/full/a", row("/full/a", Some(crate::state::Quota::bytes(1))));
+        assert_eq!(refused.unwrap(), Err(OverQuota { used: 1, needed: 2, resources: None }));
         assert!(behind.lock().unwrap().is_empty(), "a row with a quota is committed, not behind");
-        let (_, checked) = journal.settle("/b", row("/b", Some(1)));
+        let (_, checked) = journal.settle("/b", row("/b", Some(crate::state::Quota::bytes(1))));
         assert_eq!(checked.unwrap(), Ok(()));
         let (_, free) = journal.settle("/full/c", row("/full/c", None));
         assert_eq!(free.unwrap(), Ok(()));

@@ -84,8 +84,8 @@ impl Entry {
     }
 }
 
-/// Storage quotas by account: the bytes each account's own resources may occupy.
-pub type Quotas = std::sync::Arc<std::collections::BTreeMap<String, u64>>;
+/// Quotas by account: the bytes each account's own resources may occupy, and how many.
+pub type Quotas = std::sync::Arc<std::collections::BTreeMap<String, crate::state::Quota>>;
 
 /// What a write records besides the bytes.
 #[derive(Debug, Clone, Default)]

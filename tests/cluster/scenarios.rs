@@ -330,8 +330,10 @@ pub async fn purchase_race() -> Vec<String> {
 /// Uploads racing on both nodes against one quota: exactly what fits is stored.
 pub async fn quota_race() -> Vec<String> {
     let config = format!(
-        "{}[plan.tiny]\nstorage = \"10 KiB\"\n[[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"dave\"]\n",
+        "{}{}[plan.tiny]\nstorage = \"10 KiB\"\n[plan.few]\nstorage = \"1 MiB\"\nfiles = 5\n\
+         [[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"dave\", \"erin\"]\n",
         accounts(&["dave"], Some("tiny")),
+        accounts(&["erin"], Some("few")),
     );
     let cluster = Cluster::start("quota", &config, 2);
     let addrs = [cluster.addr(0), cluster.addr(1)];
@@ -347,9 +349,20 @@ pub async fn quota_race() -> Vec<String> {
         let reply = get(addr, "/.larder/account", Some(&basic("dave"))).await;
         assert_eq!(reply.json()["storage"]["used"], 10 * 1024);
     }
+    // The number of resources, held the same way: 20 empty files at once against 5.
+    let replies = at_once(20, |i| {
+        let addr = addrs[i % 2];
+        async move { put(addr, &format!("/few/{i}"), "erin", bytes::Bytes::new()).await.status }
+    })
+    .await;
+    let stored = replies.iter().filter(|&&s| s == 201).count();
+    assert_eq!(stored, 5, "{replies:?}");
+    assert!(replies.iter().all(|&s| s == 201 || s == 402), "{replies:?}");
     vec![
         "24 uploads of 1 KiB over 2 nodes at once against 10 KiB: 10 stored, 14 refused \
           with 402, usage 10 KiB on both nodes"
+            .into(),
+        "20 empty files over 2 nodes at once against a plan of 5 resources: 5 stored, 15 × 402"
             .into(),
     ]
 }

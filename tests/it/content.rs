@@ -337,3 +337,52 @@ async fn large_folders_are_listed_a_page_at_a_time() {
     let reply = server.get("/big/?page=0", &[("accept", "text/html")]).await;
     assert_eq!(reply.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_limits_how_many_resources_an_account_owns() {
+    let config = team_config("[plan.few]\nstorage = \"1 MiB\"\nfiles = 3\n")
+        .replace("name = \"bob\"\n", "name = \"bob\"\nplan = \"few\"\n");
+    let server = TestServer::with_config(&config).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(server.put_as("bob", &format!("/bob/{name}.txt"), "x").await.status, 201);
+    }
+    // A fourth, even empty, is refused before its body; replacing one is not a new one.
+    for (target, body) in [("/bob/d.txt", "x"), ("/bob/empty.txt", "")] {
+        let reply = server.put_as("bob", target, body).await;
+        reply.assert_problem(402, "quota-exceeded");
+        assert_eq!(
+            (reply.json()["resources"].as_u64(), reply.json()["resources_quota"].as_u64()),
+            (Some(3), Some(3))
+        );
+    }
+    assert_eq!(server.put_as("bob", "/bob/a.txt", "again").await.status, 200);
+    assert_eq!(server.put_as("alice", "/alice.txt", "not bob's plan").await.status, 201);
+    // One removed: one slot. Ten at once for it: one wins, the others are refused.
+    let bob = basic("bob");
+    assert_eq!(
+        server.send("DELETE", "/bob/b.txt", &[("authorization", &bob)], "").await.status,
+        204
+    );
+    let racers: Vec<_> = (0..10)
+        .map(|i| {
+            let (addr, bob) = (server.addr, bob.clone());
+            tokio::spawn(async move {
+                let mut connection = Connection::open(addr).await.unwrap();
+                connection
+                    .send("PUT", &format!("/bob/race-{i}.txt"), &[("authorization", &bob)], "r")
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            201 => won += 1,
+            status => assert_eq!(status, 402),
+        }
+    }
+    assert_eq!(won, 1, "exactly one new resource fits");
+    let owned = std::fs::read_dir(server.file("bob")).unwrap().count();
+    assert_eq!(owned, 3);
+}

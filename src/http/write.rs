@@ -67,9 +67,7 @@ impl<S: Store> App<S> {
             && let Some((plan, terms)) = self.settings().meter.plan_of(owner)
         {
             let who = owner.clone();
-            let (used, resources) = self
-                .state_call(move |state| Ok((state.usage(&who)?, state.resources(&who)?)))
-                .await?;
+            let (used, resources) = self.state_call(move |state| state.holdings(&who)).await?;
             // A PUT of a new path, or a POST into a collection, adds a resource.
             let adds = current.is_none_or(Entry::is_collection);
             if adds && resources >= terms.files {

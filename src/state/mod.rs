@@ -94,8 +94,8 @@ shared! {
     fn total_usage(&self) -> io::Result<u64>;
     /// Bytes of `owner`'s resources.
     fn usage(&self, owner: &str) -> io::Result<u64>;
-    /// How many resources `owner` has.
-    fn resources(&self, owner: &str) -> io::Result<u64>;
+    /// Bytes of `owner`'s resources, and how many they are (one query).
+    fn holdings(&self, owner: &str) -> io::Result<(u64, u64)>;
 }
 
 impl State {

@@ -549,28 +549,20 @@ impl Sqlite {
             .map_err(to_io)
     }
 
-    /// How many live resources `owner` has.
-    pub fn resources(&self, owner: &str) -> io::Result<u64> {
+    /// Bytes of `owner`'s live resources, and how many they are.
+    pub fn holdings(&self, owner: &str) -> io::Result<(u64, u64)> {
         self.db()
             .query_row(
-                "SELECT COUNT(*) FROM object WHERE owner = ?1 AND live = 1",
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object WHERE owner = ?1 AND live = 1",
                 params![owner],
-                |row| row.get::<_, i64>(0),
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
             )
-            .map(|n| n as u64)
             .map_err(to_io)
     }
 
     /// Bytes of `owner`'s live resources.
     pub fn usage(&self, owner: &str) -> io::Result<u64> {
-        self.db()
-            .query_row(
-                "SELECT COALESCE(SUM(size), 0) FROM object WHERE owner = ?1 AND live = 1",
-                params![owner],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(to_io)
+        Ok(self.holdings(owner)?.0)
     }
 
     /// Makes the rows agree with the files: `on_disk(path)` gives the fingerprint of the file

@@ -643,23 +643,20 @@ impl Postgres {
 
     /// Bytes of `owner`'s resources.
     pub fn usage(&self, owner: &str) -> io::Result<u64> {
+        Ok(self.holdings(owner)?.0)
+    }
+
+    /// Bytes of `owner`'s resources, and how many they are.
+    pub fn holdings(&self, owner: &str) -> io::Result<(u64, u64)> {
         let row = self
             .client()?
             .query_one(
-                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry WHERE owner = $1 AND NOT collection",
+                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry
+                 WHERE owner = $1 AND NOT collection",
                 &[&owner],
             )
             .map_err(to_io)?;
-        Ok(row.get::<_, i64>(0).max(0) as u64)
-    }
-
-    /// How many resources `owner` has.
-    pub fn resources(&self, owner: &str) -> io::Result<u64> {
-        let row = self
-            .client()?
-            .query_one("SELECT COUNT(*) FROM entry WHERE owner = $1 AND NOT collection", &[&owner])
-            .map_err(to_io)?;
-        Ok(row.get::<_, i64>(0).max(0) as u64)
+        Ok((row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64))
     }
 
     // --- Namespace ----------------------------------------------------------------------

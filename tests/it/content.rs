@@ -58,11 +58,7 @@ async fn uploads_declare_one_media_type_and_unsafe_ones_are_sandboxed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_depend_on_credentials_are_private_whatever_their_status() {
-    let config = format!(
-        "{}\n[[rule]]\npath = \"/home/{{account}}\"\nread = [\"{{account}}\"]\n\
-         write = [\"{{account}}\"]\nhidden = true\n",
-        team_config("")
-    );
+    let config = format!("{}\n{HOMES}", team_config(""));
     let server = TestServer::with_config(&config).await;
     let alice = basic("alice");
     assert_eq!(server.put_as("alice", "/home/alice/folder/a.txt", "a").await.status, 201);

@@ -60,6 +60,23 @@ write = ["alice"]
     )
 }
 
+/// A rule that hides each account's home (`/home/{account}`) from everyone but it.
+pub const HOMES: &str = "[[rule]]\npath = \"/home/{account}\"\nread = [\"{account}\"]\n\
+                         write = [\"{account}\"]\nhidden = true\n";
+
+/// What must not tell two answers apart (a hidden resource from a missing one): status,
+/// headers but Date and the request id, and the body without the problem's `instance`.
+pub fn seen(reply: &Reply) -> (u16, Vec<(String, String)>, Value) {
+    let mut body = match reply.body.is_empty() {
+        true => Value::Null,
+        false => serde_json::from_slice(&reply.body).unwrap_or(Value::String(reply.text())),
+    };
+    if let Some(doc) = body.as_object_mut() {
+        doc.remove("instance");
+    }
+    (reply.status, reply.stable_headers(), body)
+}
+
 /// The `Authorization` value for an account with [`PASSWORD`].
 pub fn basic(name: &str) -> String {
     basic_raw(&format!("{name}:{PASSWORD}"))

@@ -120,11 +120,7 @@ async fn missing_or_repeated_host_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followed_symlinks_stay_inside_and_pass_the_rules_of_both_paths() {
-    let config = format!(
-        "{}\n[[rule]]\npath = \"/home/{{account}}\"\nread = [\"{{account}}\"]\n\
-         write = [\"{{account}}\"]\nhidden = true\n",
-        team_config("follow_symlinks = true")
-    );
+    let config = format!("{}\n{HOMES}", team_config("follow_symlinks = true"));
     let server = TestServer::with_config(&config).await;
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), b"outside").unwrap();
@@ -147,7 +143,8 @@ async fn followed_symlinks_stay_inside_and_pass_the_rules_of_both_paths() {
     assert_eq!(server.put_as("alice", "/pantry/pot.txt", "honey").await.status, 201);
     assert_eq!(std::fs::read(server.file("shelf/pot.txt")).unwrap(), b"honey");
     // Out of ROOT, or absolute: missing. Nothing outside is read or written.
-    for target in ["/escape/secret.txt", "/up/secret.txt", "/absolute.txt"] {
+    // `up` leads to ROOT's parent, where the test's configuration file lies.
+    for target in ["/escape/secret.txt", "/up/larder.toml", "/absolute.txt"] {
         server.get(target, &[]).await.assert_problem(404, "not-found");
     }
     server.put_as("alice", "/escape/planted.txt", "x").await.assert_problem(404, "not-found");

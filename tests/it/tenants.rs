@@ -3,8 +3,6 @@
 //! to learn what exists there. Each test asserts what a user would notice: alice's bytes
 //! survive, and bob's answers do not depend on what is hidden from him.
 
-use serde_json::Value;
-
 use crate::harness::*;
 use crate::tokens::new_token;
 
@@ -12,12 +10,7 @@ use crate::tokens::new_token;
 /// but alice, `/pub` read-only with an open drop folder beneath it.
 fn config(extra: &str) -> String {
     format!(
-        r#"{}
-[[rule]]
-path = "/home/{{account}}"
-read = ["{{account}}"]
-write = ["{{account}}"]
-hidden = true
+        r#"{}{HOMES}
 [[rule]]
 path = "/secret"
 read = ["alice"]
@@ -33,19 +26,6 @@ create = ["@authenticated"]
 "#,
         team_config(extra)
     )
-}
-
-/// What must not tell two answers apart: status, headers but Date and the request id, and the
-/// body without the problem's `instance`.
-fn seen(reply: &Reply) -> (u16, Vec<(String, String)>, Value) {
-    let mut body = match reply.body.is_empty() {
-        true => Value::Null,
-        false => serde_json::from_slice(&reply.body).unwrap_or(Value::String(reply.text())),
-    };
-    if let Some(doc) = body.as_object_mut() {
-        doc.remove("instance");
-    }
-    (reply.status, reply.stable_headers(), body)
 }
 
 /// A multipart form with one file part named `name`.

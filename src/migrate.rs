@@ -165,7 +165,10 @@ pub async fn verify(
         let path = &entry.path;
         if entry.is_collection() {
             match target.open(path).await.map_err(failed)? {
-                Some((there, _)) if there.is_collection() => {}
+                Some((there, _)) if there.is_collection() && there.owner == entry.owner => {}
+                Some((there, _)) if there.is_collection() => {
+                    report.mismatches.push(format!("{path}: owner differs"));
+                }
                 _ => report.mismatches.push(format!("{path}: collection missing")),
             }
             continue;

@@ -170,7 +170,12 @@ impl<S: Store> App<S> {
                     "A collection is made with an empty body.",
                 ));
             }
-            self.store.create_collection(&path, check).await
+            let upload = Upload {
+                content_type: None,
+                owner: principal.account_owned(),
+                quotas: self.settings().meter.quotas(),
+            };
+            self.store.create_collection(&path, upload, check).await
         } else {
             let upload = Upload {
                 content_type: declared,

@@ -21,6 +21,7 @@
 
 pub mod credit;
 pub mod export;
+mod folder;
 pub mod object;
 pub mod pg;
 pub mod token;
@@ -94,7 +95,7 @@ shared! {
     fn total_usage(&self) -> io::Result<u64>;
     /// Bytes of `owner`'s resources.
     fn usage(&self, owner: &str) -> io::Result<u64>;
-    /// Bytes of `owner`'s resources, and how many they are (one query).
+    /// Bytes of `owner`'s resources, and how many they are, files and folders (one query).
     fn holdings(&self, owner: &str) -> io::Result<(u64, u64)>;
 }
 
@@ -160,6 +161,11 @@ CREATE TABLE IF NOT EXISTS object (
     PRIMARY KEY (path, ino, size, mtime_ns)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS object_owner ON object (owner, live);
+CREATE TABLE IF NOT EXISTS folder (
+    path TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS folder_owner ON folder (owner);
 CREATE TABLE IF NOT EXISTS token (
     id TEXT PRIMARY KEY,
     account TEXT NOT NULL,

@@ -58,6 +58,17 @@ pub struct OverQuota {
     pub resources: Option<u64>,
 }
 
+impl std::fmt::Display for OverQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.resources {
+            Some(count) => write!(f, "the owner has {count} resources, as many as its quota"),
+            None => write!(f, "{} bytes more would exceed the quota", self.needed),
+        }
+    }
+}
+
+impl std::error::Error for OverQuota {}
+
 /// What a plan holds an owner to: bytes, and resources (a resource replaced is not a new
 /// one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +238,10 @@ fn put_in(tx: &rusqlite::Connection, row: &Row) -> Outcome {
                 .map(|(bytes, count)| (bytes as u64, count as u64))
                 .map_err(to_io)
         };
-        let (others, other_files) = sum("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object
-             WHERE owner = ?1 AND live = 1 AND path != ?2")?;
+        // Folders count as resources too (never `path`: a folder's key ends with '/').
+        let (others, other_files) = sum("SELECT COALESCE(SUM(size), 0),
+                 COUNT(*) + (SELECT COUNT(*) FROM folder WHERE owner = ?1)
+             FROM object WHERE owner = ?1 AND live = 1 AND path != ?2")?;
         let (replaced, replacing) = sum("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object
              WHERE owner = ?1 AND live = 1 AND path = ?2")?;
         if others + fp.size > quota.bytes {
@@ -259,6 +272,22 @@ fn put_in(tx: &rusqlite::Connection, row: &Row) -> Outcome {
         params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner],
     )?;
     Ok(Ok(()))
+}
+
+/// Bytes of `owner`'s live resources, and how many they are, its folders included, as `db`
+/// (a transaction's connection, maybe) sees them.
+pub(super) fn holdings_in(db: &rusqlite::Connection, owner: &str) -> io::Result<(u64, u64)> {
+    db.prepare_cached(
+        "SELECT COALESCE(SUM(size), 0),
+                COUNT(*) + (SELECT COUNT(*) FROM folder WHERE owner = ?1)
+         FROM object WHERE owner = ?1 AND live = 1",
+    )
+    .and_then(|mut statement| {
+        statement.query_row(params![owner], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+        })
+    })
+    .map_err(to_io)
 }
 
 /// Sets the connection's `synchronous` mode. A failure is a panic: the connection must not
@@ -493,15 +522,21 @@ impl Sqlite {
     /// Forgets `path`, and with `beneath` everything under the collection `path` (ending `/`).
     pub fn delete_objects(&self, path: &str, beneath: bool) -> io::Result<()> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
-        let db = self.db();
-        if beneath {
-            // `path` ends with '/', so this is a segment-aligned prefix match.
-            db.execute("DELETE FROM object WHERE substr(path, 1, length(?1)) = ?1", params![path])
-        } else {
-            db.execute("DELETE FROM object WHERE path = ?1", params![path])
+        let mut db = self.db();
+        if !beneath {
+            return db
+                .execute("DELETE FROM object WHERE path = ?1", params![path])
+                .map(drop)
+                .map_err(to_io);
         }
-        .map(drop)
-        .map_err(to_io)
+        // `path` ends with '/', so this is a segment-aligned prefix match, and takes the
+        // folder's own row with those of the folders inside.
+        let tx = db.transaction().map_err(to_io)?;
+        for table in ["object", "folder"] {
+            let sql = format!("DELETE FROM {table} WHERE substr(path, 1, length(?1)) = ?1");
+            tx.execute(&sql, params![path]).map_err(to_io)?;
+        }
+        tx.commit().map_err(to_io)
     }
 
     /// Every recorded version of the direct members of the collection `dir` (ending in `/`),
@@ -549,15 +584,9 @@ impl Sqlite {
             .map_err(to_io)
     }
 
-    /// Bytes of `owner`'s live resources, and how many they are.
+    /// Bytes of `owner`'s live resources, and how many they are, its folders included.
     pub fn holdings(&self, owner: &str) -> io::Result<(u64, u64)> {
-        self.db()
-            .query_row(
-                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM object WHERE owner = ?1 AND live = 1",
-                params![owner],
-                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-            )
-            .map_err(to_io)
+        holdings_in(&self.db(), owner)
     }
 
     /// Bytes of `owner`'s live resources.

@@ -305,15 +305,62 @@ fn lock_path(tx: &mut Transaction<'_>, path: &str) -> Result<Option<Row>, postgr
     Ok(tx.query_opt(ENTRY_BY_PATH, &[&path])?.as_ref().map(row_of))
 }
 
-/// Makes every ancestor of `path` a collection (creating missing ones); refuses if one is a
-/// resource.
-fn ensure_ancestors<R>(tx: &mut Transaction<'_>, path: &str, at: i64) -> Result<(), Failed<R>> {
+/// The ancestors of `path` that are not there yet, top down.
+fn missing_ancestors(tx: &mut Transaction<'_>, path: &str) -> Result<Vec<String>, postgres::Error> {
+    let ancestors = ancestors(path);
+    let there = tx.query("SELECT path FROM entry WHERE path = ANY($1)", &[&ancestors])?;
+    let there: Vec<String> = there.iter().map(|row| row.get(0)).collect();
+    Ok(ancestors.into_iter().filter(|a| !there.iter().any(|t| t == a)).map(str::to_owned).collect())
+}
+
+/// Takes `owner`'s lock and holds it to `quota`'s resources: its own other than `path`, and
+/// when `path` is `new`, it and its missing ancestors (made for it, as its). Returns the
+/// bytes of the others, for a check of their size.
+fn count_resources<R>(
+    tx: &mut Transaction<'_>,
+    owner: &str,
+    path: &str,
+    quota: super::Quota,
+    new: bool,
+) -> Result<u64, Failed<R>> {
+    lock(tx, &format!("owner:{owner}"), false)?;
+    // Under the lock: the ancestors another write of the owner's made are there.
+    let adding = match new {
+        true => 1 + missing_ancestors(tx, path)?.len() as u64,
+        false => 0,
+    };
+    let counted = tx.query_one(
+        "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry
+         WHERE owner = $1 AND path <> $2",
+        &[&owner, &path],
+    )?;
+    let (others, count): (i64, i64) = (counted.get(0), counted.get(1));
+    let (others, count) = (others.max(0) as u64, count.max(0) as u64);
+    if count.saturating_add(adding) > quota.files {
+        return Err(Failed::Refused(Refused::OverQuota(OverQuota {
+            used: others,
+            needed: 0,
+            resources: Some(count),
+        })));
+    }
+    Ok(others)
+}
+
+/// Makes every ancestor of `path` a collection (creating missing ones, as `owner`'s);
+/// refuses if one is a resource.
+fn ensure_ancestors<R>(
+    tx: &mut Transaction<'_>,
+    path: &str,
+    at: i64,
+    owner: Option<&str>,
+) -> Result<(), Failed<R>> {
     let ancestors = ancestors(path);
     for ancestor in &ancestors {
         tx.execute(
-            "INSERT INTO entry (path, parent, collection, modified_ns) VALUES ($1, $2, true, $3)
+            "INSERT INTO entry (path, parent, collection, modified_ns, owner)
+             VALUES ($1, $2, true, $3, $4)
              ON CONFLICT (path) DO NOTHING",
-            &[ancestor, &parent_of(ancestor), &at],
+            &[ancestor, &parent_of(ancestor), &at, &owner],
         )?;
     }
     let blocking = tx.query_opt(
@@ -646,13 +693,12 @@ impl Postgres {
         Ok(self.holdings(owner)?.0)
     }
 
-    /// Bytes of `owner`'s resources, and how many they are.
+    /// Bytes of `owner`'s resources, and how many they are, its collections included.
     pub fn holdings(&self, owner: &str) -> io::Result<(u64, u64)> {
         let row = self
             .client()?
             .query_one(
-                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry
-                 WHERE owner = $1 AND NOT collection",
+                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry WHERE owner = $1",
                 &[&owner],
             )
             .map_err(to_io)?;
@@ -715,21 +761,16 @@ impl Postgres {
             return Err(Failed::Refused(Refused::Conflict(format!("{path}/ is a collection"))));
         }
         check(current.as_ref()).map_err(Failed::Check)?;
+        let writer = new.owner.clone();
         let owner = current.as_ref().and_then(|row| row.owner.clone()).or(new.owner);
         if let Some(owner) = &owner
             && let Some(quota) = quota(owner)
         {
-            lock(&mut tx, &format!("owner:{owner}"), false)?;
-            let counted = tx.query_one(
-                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry
-                 WHERE owner = $1 AND NOT collection AND path <> $2",
-                &[owner, &path],
-            )?;
-            let (others, other_files): (i64, i64) = (counted.get(0), counted.get(1));
-            let (others, other_files) = (others.max(0) as u64, other_files.max(0) as u64);
             let replaced = current.as_ref().filter(|row| row.owner.as_ref() == Some(owner));
             let replacing = replaced.is_some();
             let replaced = replaced.map(|row| row.size).unwrap_or(0);
+            // A new resource is the writer's, as are the collections made for it.
+            let others = count_resources(&mut tx, owner, path, quota, !replacing)?;
             if others + new.size > quota.bytes {
                 return Err(Failed::Refused(Refused::OverQuota(OverQuota {
                     used: others + replaced,
@@ -737,16 +778,9 @@ impl Postgres {
                     resources: None,
                 })));
             }
-            if !replacing && other_files >= quota.files {
-                return Err(Failed::Refused(Refused::OverQuota(OverQuota {
-                    used: others,
-                    needed: 0,
-                    resources: Some(other_files),
-                })));
-            }
         }
         let at = now_ns();
-        ensure_ancestors(&mut tx, path, at)?;
+        ensure_ancestors(&mut tx, path, at, writer.as_deref())?;
         let stored = Row {
             path: path.to_owned(),
             collection: false,
@@ -783,10 +817,13 @@ impl Postgres {
         Ok((current.is_none(), stored))
     }
 
-    /// Makes the collection at `path` (and missing ancestors); an existing one is kept.
+    /// Makes the collection at `path` (and missing ancestors), as `owner`'s, held to `quota`;
+    /// an existing one is kept.
     pub fn create_collection<R>(
         &self,
         path: &str,
+        owner: Option<&str>,
+        quota: Option<super::Quota>,
         check: impl FnOnce(Option<&Row>) -> Result<(), R>,
     ) -> Result<(bool, Row), Failed<R>> {
         let mut client = self.client().map_err(Failed::Io)?;
@@ -801,11 +838,15 @@ impl Postgres {
         if let Some(row) = current {
             return Ok((false, row));
         }
+        if let (Some(owner), Some(quota)) = (owner, quota) {
+            count_resources(&mut tx, owner, path, quota, true)?;
+        }
         let at = now_ns();
-        ensure_ancestors(&mut tx, path, at)?;
+        ensure_ancestors(&mut tx, path, at, owner)?;
         tx.execute(
-            "INSERT INTO entry (path, parent, collection, modified_ns) VALUES ($1, $2, true, $3)",
-            &[&path, &parent_of(path), &at],
+            "INSERT INTO entry (path, parent, collection, modified_ns, owner)
+             VALUES ($1, $2, true, $3, $4)",
+            &[&path, &parent_of(path), &at, &owner],
         )?;
         touch_parent(&mut tx, path, at)?;
         tx.commit()?;
@@ -816,7 +857,7 @@ impl Postgres {
             modified_ns: at,
             etag: None,
             content_type: None,
-            owner: None,
+            owner: owner.map(str::to_owned),
             blob: None,
         };
         Ok((true, row))
@@ -872,13 +913,13 @@ impl Postgres {
         if row.collection && current.as_ref().is_some_and(|c| c.collection) {
             return Ok(());
         }
-        ensure_ancestors::<()>(&mut tx, &row.path, row.modified_ns).map_err(
-            |failed| match failed {
+        ensure_ancestors::<()>(&mut tx, &row.path, row.modified_ns, None).map_err(|failed| {
+            match failed {
                 Failed::Io(e) => e,
                 Failed::Refused(Refused::Conflict(why)) => io::Error::other(why),
                 other => io::Error::other(format!("{other:?}")),
-            },
-        )?;
+            }
+        })?;
         tx.execute(
             "INSERT INTO entry (path, parent, collection, size, modified_ns, etag, content_type,
                                 owner, blob)

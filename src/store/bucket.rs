@@ -112,7 +112,7 @@ fn key_of(path: &ResourcePath) -> String {
 fn entry_of(path: &ResourcePath, row: &Row) -> Entry {
     let modified = UNIX_EPOCH + Duration::from_nanos(row.modified_ns.max(0) as u64);
     if row.collection {
-        return Entry::collection(path, modified);
+        return Entry { owner: row.owner.clone(), ..Entry::collection(path, modified) };
     }
     Entry {
         path: path.with_collection(false),
@@ -481,14 +481,16 @@ impl Store for BucketStore {
     async fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,
+        upload: Upload,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<Put, R>, Error> {
         let dir = path.with_collection(true);
         let (inner, key, named) = (self.inner.clone(), key_of(&dir), dir.clone());
         let made = blocking(move || {
-            inner
-                .db()
-                .create_collection(&key, |row| check(row.map(|row| entry_of(&named, row)).as_ref()))
+            let owner = upload.owner.as_deref();
+            let quota = owner.and_then(|owner| upload.quotas.get(owner).copied());
+            let check = |row: Option<&Row>| check(row.map(|row| entry_of(&named, row)).as_ref());
+            inner.db().create_collection(&key, owner, quota, check)
         })
         .await;
         Ok(outcome(made)?.map(|(created, row)| Put { entry: entry_of(&dir, &row), created }))

@@ -25,7 +25,7 @@ use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
-use super::resolve::{Dir, PROC_FD, Root};
+use super::resolve::{Announce, Dir, PROC_FD, Root};
 use super::spool::Spool;
 use super::{
     ByteStream, Entry, Error, Head, Kind, Opened, Put, Store, Upload, etag_of, gather, guess_type,
@@ -346,10 +346,13 @@ impl Inner {
 
     /// The entry for the file-system object described by `meta`, which `path` names.
     fn entry(&self, path: &ResourcePath, meta: &fs::Metadata) -> Result<Entry, Error> {
-        let recorded = match meta.is_dir() {
-            true => None,
-            false => self.db().object(&path.with_collection(false).as_key(), fingerprint(meta))?,
-        };
+        if meta.is_dir() {
+            let mut entry = entry_of(path, meta, None)?;
+            entry.owner = self.db().folder_owner(&entry.path.as_key())?;
+            return Ok(entry);
+        }
+        let recorded =
+            self.db().object(&path.with_collection(false).as_key(), fingerprint(meta))?;
         entry_of(path, meta, recorded)
     }
 
@@ -389,21 +392,41 @@ impl Inner {
     }
 
     /// Makes sure the parent collection of `path` exists (creating and syncing missing
-    /// levels) and returns it, held open.
-    fn prepare_parent(&self, path: &ResourcePath) -> Result<Dir, Error> {
-        self.parent_folder(path, true).map(|found| found.expect("every level is created"))
-    }
-
-    /// The parent collection of `path`, held open; its missing levels are created and
-    /// synced if `create` says so, else it is `None`. A level that is a resource is a
-    /// conflict; one that is a symlink, missing.
-    fn parent_folder(&self, path: &ResourcePath, create: bool) -> Result<Option<Dir>, Error> {
+    /// levels, made by `upload`'s writer) and returns it, held open.
+    fn prepare_parent(&self, path: &ResourcePath, upload: &Upload) -> Result<Dir, Error> {
         let segments = path.segments();
         let parents = &segments[..segments.len().saturating_sub(1)];
-        self.tree.folder(parents, create, sync_dir).map_err(|e| match Error::from_io(e) {
+        // A missing parent means a new file in it: one resource more.
+        let made = self.folder_made(parents, Some((upload, 1)))?;
+        Ok(made.expect("every level is created"))
+    }
+
+    /// The parent collection of `path`, held open, if every level of it exists. A level
+    /// that is a resource is a conflict; one that is a symlink, missing.
+    fn parent_folder(&self, path: &ResourcePath) -> Result<Option<Dir>, Error> {
+        let segments = path.segments();
+        self.folder_made(&segments[..segments.len().saturating_sub(1)], None)
+    }
+
+    /// The folder `segments` names, held open. With `make`, its missing levels are made and
+    /// synced, recorded first as the writer's, within its quota's resources with `then`
+    /// more to come; else a missing level makes it `None`.
+    fn folder_made(
+        &self,
+        segments: &[String],
+        make: Option<(&Upload, u64)>,
+    ) -> Result<Option<Dir>, Error> {
+        let claim = |keys: &[String]| -> io::Result<()> {
+            let Some((upload, then)) = make else { return Ok(()) };
+            let Some(owner) = upload.owner.as_deref() else { return Ok(()) };
+            let quota = upload.quotas.get(owner).copied();
+            self.db().claim_folders(owner, keys, then, quota)?.map_err(io::Error::other)
+        };
+        let create = make.map(|_| &claim as Announce<'_>);
+        self.tree.folder(segments, create, sync_dir).map_err(|e| match Error::from_io(e) {
             Error::Conflict(_) => Error::Conflict(format!(
                 "a resource stands where a collection of /{} is needed",
-                parents.join("/")
+                segments.join("/")
             )),
             other => other,
         })
@@ -411,8 +434,13 @@ impl Inner {
 
     /// A new file holding `head` in the folder of `path` (created if missing): the folder,
     /// the file's guard and the file.
-    fn create_temp(&self, path: &ResourcePath, head: &[Bytes]) -> Result<(Dir, Temp, File), Error> {
-        let parent = self.prepare_parent(path)?;
+    fn create_temp(
+        &self,
+        path: &ResourcePath,
+        upload: &Upload,
+        head: &[Bytes],
+    ) -> Result<(Dir, Temp, File), Error> {
+        let parent = self.prepare_parent(path, upload)?;
         let (temp, mut file) = self.open_new(&parent)?;
         head.iter().try_for_each(|chunk| file.write_all(chunk))?;
         Ok((parent, temp, file))
@@ -429,7 +457,7 @@ impl Inner {
         path: &ResourcePath,
         head: &[Bytes],
     ) -> Result<Option<(Dir, Temp, File)>, Error> {
-        let Some(parent) = self.parent_folder(path, false)? else {
+        let Some(parent) = self.parent_folder(path)? else {
             return Ok(None);
         };
         match fs::symlink_metadata(parent.join(path.name())) {
@@ -614,7 +642,7 @@ impl Inner {
             Error::Io(e) | Error::Body(e) => e,
             other => invalid(other.to_string()),
         };
-        let parent = self.prepare_parent(&path).map_err(fail)?;
+        let parent = self.prepare_parent(&path, &Upload::default()).map_err(fail)?;
         let (mut temp, mut file) = self.open_new(&parent).map_err(fail)?;
         file.write_all(&survivor.body)?;
         carry_value(&file, &survivor.meta)?;
@@ -721,6 +749,16 @@ impl Inner {
         let changed = self.db().reconcile_objects(on_disk, describe)?;
         if changed > 0 {
             tracing::info!("reconciled {changed} metadata rows with the folder");
+        }
+        // Folders recorded but not there: a crash before their making, or a removal outside.
+        let is_folder = |key: &str| {
+            let segments: Vec<String> =
+                key.trim_matches('/').split('/').map(str::to_owned).collect();
+            self.tree.dir(&segments).is_ok()
+        };
+        let gone = self.db().reconcile_folders(is_folder)?;
+        if gone > 0 {
+            tracing::info!("forgot {gone} recorded folders that are not there");
         }
         Ok(())
     }
@@ -1103,6 +1141,7 @@ impl Store for FileStore {
             let generation = inner.cache.generation();
             let dir = inner.folder_of(&path)?;
             let mut recorded = inner.db().objects_in(&key)?;
+            let mut folders = inner.db().folders_in(&key)?;
             let mut entries = Vec::new();
             for item in fs::read_dir(&*dir)? {
                 let item = item?;
@@ -1127,7 +1166,11 @@ impl Store for FileStore {
                             .find(|(version, _)| *version == fp)
                             .map(|(_, meta)| meta)
                     });
-                entries.push(entry_of(&child, &meta, known.filter(|_| !meta.is_dir()))?);
+                let mut entry = entry_of(&child, &meta, known.filter(|_| !meta.is_dir()))?;
+                if meta.is_dir() {
+                    entry.owner = folders.remove(&child.as_key());
+                }
+                entries.push(entry);
             }
             entries.sort_by(|a, b| a.path.name().cmp(b.path.name()));
             let entries = Arc::new(entries);
@@ -1152,8 +1195,9 @@ impl Store for FileStore {
         // version; a larger one is streamed to its new file as it comes, before the lock.
         let mut streamed = None;
         if more {
-            let (inner, path) = (inner.clone(), path.clone());
-            let (parent, temp, file) = blocking(move || inner.create_temp(&path, &[])).await?;
+            let (inner, path, upload) = (inner.clone(), path.clone(), upload.clone());
+            let (parent, temp, file) =
+                blocking(move || inner.create_temp(&path, &upload, &[])).await?;
             let mut spool = Spool::new(file)?;
             for chunk in std::mem::take(&mut head) {
                 spool.write(&chunk).await?;
@@ -1173,7 +1217,7 @@ impl Store for FileStore {
             return blocking(move || {
                 let (parent, temp, file) = match streamed {
                     Some(streamed) => streamed,
-                    None => inner.create_temp(&path, &head)?,
+                    None => inner.create_temp(&path, &upload, &head)?,
                 };
                 inner.finish(&path, parent, temp, file, etag, upload, check)
             })
@@ -1198,7 +1242,7 @@ impl Store for FileStore {
                 blocking({
                     let (inner, journal) = (inner.clone(), journal.clone());
                     move || {
-                        let new = inner.create_temp(&path, &head)?;
+                        let new = inner.create_temp(&path, &upload, &head)?;
                         let shared = shared.unwrap_or_else(|| journal.shared());
                         let journal = (&journal, shared, false);
                         inner.record(journal, &path, new, etag, upload, &head, check, answer)
@@ -1228,6 +1272,7 @@ impl Store for FileStore {
     async fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,
+        upload: Upload,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> Result<Result<Put, R>, Error> {
         let path = path.with_collection(true);
@@ -1249,11 +1294,9 @@ impl Store for FileStore {
             return Ok(Ok(Put { entry, created: false }));
         }
         let entry = blocking(move || {
-            let parent = inner.prepare_parent(&path)?;
-            let dir = parent.join(path.name());
-            fs::create_dir(&dir)?;
-            sync_dir(&parent)?;
-            inner.entry(&path, &fs::symlink_metadata(&dir)?)
+            let made = inner.folder_made(path.segments(), Some((&upload, 0)))?;
+            let made = made.expect("every level is created");
+            inner.entry(&path, &made.metadata()?)
         })
         .await?;
         self.inner.cache.invalidate(&entry.path.as_key());

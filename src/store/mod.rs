@@ -92,7 +92,8 @@ pub type Quotas = std::sync::Arc<std::collections::BTreeMap<String, crate::state
 pub struct Upload {
     /// The Content-Type the client sent.
     pub content_type: Option<String>,
-    /// The account writing; it becomes the owner of a new resource.
+    /// The account writing; it becomes the owner of a new resource, and of the collections
+    /// made for it.
     pub owner: Option<String>,
     /// The quotas to hold the resource's owner to (checked atomically with the write).
     pub quotas: Quotas,
@@ -132,6 +133,11 @@ impl Error {
     /// Classifies an I/O error from the file system.
     pub fn from_io(error: io::Error) -> Error {
         use io::ErrorKind::*;
+        if let Some(over) =
+            error.get_ref().and_then(|e| e.downcast_ref::<crate::state::OverQuota>())
+        {
+            return Error::OverQuota(*over);
+        }
         match error.kind() {
             NotFound => Error::NotFound,
             NotADirectory => {
@@ -161,7 +167,7 @@ impl std::fmt::Display for Error {
             Error::Conflict(why) | Error::Invalid(why) => f.write_str(why),
             Error::NotEmpty => f.write_str("the collection is not empty"),
             Error::NoSpace => f.write_str("no space left on the device"),
-            Error::OverQuota(o) => write!(f, "{} bytes more would exceed the quota", o.needed),
+            Error::OverQuota(over) => write!(f, "{over}"),
             Error::Body(e) => write!(f, "request body: {e}"),
             Error::Io(e) => write!(f, "{e}"),
         }
@@ -298,10 +304,12 @@ pub trait Store: Send + Sync + 'static {
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
-    /// Makes the collection at `path` (and missing parents); an existing one is kept.
+    /// Makes the collection at `path` (and missing parents); an existing one is kept. Those
+    /// made belong to `upload.owner`, and count among its resources (refused past its quota).
     fn create_collection<R: Send + 'static>(
         &self,
         path: &ResourcePath,
+        upload: Upload,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 

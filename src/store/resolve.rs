@@ -217,30 +217,36 @@ impl Root {
         Ok(Dir::new(fd, &self.path, segments))
     }
 
-    /// The folder `segments` names; when `create`, missing levels are made, each in its
-    /// held parent, which is then synced with `sync`. `None` if a level is missing and not
-    /// to be made. A level that is a file is `NotADirectory`; a symlink, `NotFound`. Linear
-    /// in the depth: one lookup, or one step per level.
+    /// The folder `segments` names; when `create` is given, missing levels are made, each in
+    /// its held parent, which is then synced with `sync`. `create` hears the keys of the
+    /// levels to make (`/a/`, `/a/b/`), before any is made: an error from it makes none.
+    /// `None` if a level is missing and not to be made. A level that is a file is
+    /// `NotADirectory`; a symlink, `NotFound`. Linear in the depth: one lookup, or one step
+    /// per level.
     pub fn folder(
         &self,
         segments: &[String],
-        create: bool,
+        create: Option<Announce<'_>>,
         sync: impl Fn(&Dir) -> io::Result<()>,
     ) -> io::Result<Option<Dir>> {
-        match self.dir(segments) {
-            Ok(dir) => return Ok(Some(dir)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        }
+        let create = match (self.dir(segments), create) {
+            (Ok(dir), _) => return Ok(Some(dir)),
+            (Err(e), Some(create)) if e.kind() == io::ErrorKind::NotFound => create,
+            (Err(e), None) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            (Err(e), _) => return Err(e),
+        };
         if self.is_reserved(segments) {
             return Err(io::ErrorKind::NotFound.into());
         }
         let mut at = Dir::new(rustix::io::dup(&self.fd)?, &self.path, &[]);
+        let mut announced = false;
         for (depth, segment) in segments.iter().enumerate() {
             let fd = match step(&at.fd, segment) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                    if !std::mem::replace(&mut announced, true) {
+                        create(&keys(&segments[..depth], &segments[depth..]))?;
+                    }
                     match rustix::fs::mkdirat(&*at.fd, segment.as_str(), Mode::from(0o777)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
@@ -254,6 +260,23 @@ impl Root {
         }
         Ok(Some(at))
     }
+}
+
+/// Hears the keys of the folders [`Root::folder`] is about to make; an error makes none.
+pub type Announce<'a> = &'a dyn Fn(&[String]) -> io::Result<()>;
+
+/// The collection keys of `missing`'s levels beneath `found`: `/a/b/`, `/a/b/c/` for `a`
+/// and `b`, `c`.
+fn keys(found: &[String], missing: &[String]) -> Vec<String> {
+    let mut key: String = found.iter().flat_map(|s| ["/", s.as_str()]).collect();
+    missing
+        .iter()
+        .map(|segment| {
+            key.push('/');
+            key.push_str(segment);
+            format!("{key}/")
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -290,16 +313,31 @@ mod tests {
         assert_eq!(std::fs::read(held.join("f")).unwrap(), b"f");
         assert_eq!(held.key_of("f"), "/a/b/f");
         // Creating through a symlink is refused; missing levels are made and synced.
-        let made = tree.folder(&segments("a/new"), true, |_| Ok(()));
+        let made = tree.folder(&segments("a/new"), Some(&|_| Ok(())), |_| Ok(()));
         assert_eq!(made.err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
         assert!(!outside.join("new").exists());
+        // Told of the missing levels first; refusing makes none of them.
+        let refuse = |_: &[String]| Err(io::Error::other("no"));
+        let refused = tree.folder(&segments("moved/b/c/d"), Some(&refuse), |_| Ok(()));
+        assert_eq!(refused.err().map(|e| e.to_string()).as_deref(), Some("no"));
+        assert!(!root.join("moved/b/c").exists());
+        let told = std::cell::RefCell::new(Vec::new());
+        let tell = |keys: &[String]| {
+            told.borrow_mut().extend_from_slice(keys);
+            Ok(())
+        };
         let synced = std::cell::Cell::new(0);
-        let deep = tree.folder(&segments("x/y/z"), true, |_| {
+        let deep = tree.folder(&segments("x/y/z"), Some(&tell), |_| {
             synced.set(synced.get() + 1);
             Ok(())
         });
         assert!(deep.unwrap().is_some());
         assert!(root.join("x/y/z").is_dir());
+        assert_eq!(*told.borrow(), ["/x/", "/x/y/", "/x/y/z/"]);
+        tree.folder(&segments("x/y/z/w"), Some(&tell), |_| Ok(())).unwrap();
+        assert_eq!(told.borrow().last().map(String::as_str), Some("/x/y/z/w/"));
+        assert_eq!(told.borrow().len(), 4);
+        assert!(tree.folder(&segments("x/v"), None, |_| Ok(())).unwrap().is_none());
         assert_eq!(synced.get(), 3);
     }
 

@@ -349,20 +349,24 @@ pub async fn quota_race() -> Vec<String> {
         let reply = get(addr, "/.larder/account", Some(&basic("dave"))).await;
         assert_eq!(reply.json()["storage"]["used"], 10 * 1024);
     }
-    // The number of resources, held the same way: 20 empty files at once against 5.
+    // The number of resources, held the same way: 20 empty files at once against 5, in a
+    // folder they make, which is one of the 5.
     let replies = at_once(20, |i| {
         let addr = addrs[i % 2];
         async move { put(addr, &format!("/few/{i}"), "erin", bytes::Bytes::new()).await.status }
     })
     .await;
     let stored = replies.iter().filter(|&&s| s == 201).count();
-    assert_eq!(stored, 5, "{replies:?}");
+    assert_eq!(stored, 4, "{replies:?}");
     assert!(replies.iter().all(|&s| s == 201 || s == 402), "{replies:?}");
+    let owned = cluster.count("SELECT COUNT(*) FROM entry WHERE owner = 'erin'").await;
+    assert_eq!(owned, 5, "the folder and 4 files are erin's");
     vec![
         "24 uploads of 1 KiB over 2 nodes at once against 10 KiB: 10 stored, 14 refused \
           with 402, usage 10 KiB on both nodes"
             .into(),
-        "20 empty files over 2 nodes at once against a plan of 5 resources: 5 stored, 15 × 402"
+        "20 empty files into a new folder over 2 nodes at once against a plan of 5 resources: \
+          the folder and 4 stored, 16 × 402"
             .into(),
     ]
 }
@@ -561,10 +565,13 @@ pub async fn migrate() -> Vec<String> {
     assert_eq!(get(b, "/a.txt", Some(&token)).await.status, 200);
     let account = get(a, "/.larder/account", Some(&basic("alice"))).await;
     assert_eq!(account.json()["storage"]["used"], 1000 + 71_000 + 141_000);
+    // The folders she made are still hers: 3 files and 2 folders count against her plan.
+    let owned = cluster.count("SELECT COUNT(*) FROM entry WHERE owner = 'alice'").await;
+    assert_eq!(owned, 5);
     vec![
         "5 resources, 3 balances, a purchase and a token moved; a file changed afterwards \
          copied alone on the second run; two nodes then serve the same bytes and ETags, the \
-         purchase, the balance, the token and the usage"
+         purchase, the balance, the token, the usage and the folders' owners"
             .into(),
     ]
 }

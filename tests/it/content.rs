@@ -336,25 +336,39 @@ async fn large_folders_are_listed_a_page_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_limits_how_many_resources_an_account_owns() {
-    let config = team_config("[plan.few]\nstorage = \"1 MiB\"\nfiles = 3\n")
+    let config = team_config("[plan.few]\nstorage = \"1 MiB\"\nfiles = 4\n")
         .replace("name = \"bob\"\n", "name = \"bob\"\nplan = \"few\"\n");
     let server = TestServer::with_config(&config).await;
-    for name in ["a", "b", "c"] {
+    let bob = basic("bob");
+    // The folder a PUT makes is a resource: /bob/ and two files are three.
+    for name in ["a", "b"] {
         assert_eq!(server.put_as("bob", &format!("/bob/{name}.txt"), "x").await.status, 201);
     }
-    // A fourth, even empty, is refused before its body; replacing one is not a new one.
-    for (target, body) in [("/bob/d.txt", "x"), ("/bob/empty.txt", "")] {
+    // A file in a new folder would be five: refused whole, no folder left behind; so is an
+    // empty new folder made by PUT, once there is no room for it.
+    for body in [vec![b'x'], vec![b'x'; 300_000]] {
+        let reply = server.put_as("bob", "/bob/deep/c.txt", body).await;
+        reply.assert_problem(402, "quota-exceeded");
+        assert_eq!(reply.json()["resources"].as_u64(), Some(3));
+        assert!(!server.file("bob/deep").exists());
+    }
+    assert_eq!(server.put_as("bob", "/bob/c.txt", "x").await.status, 201);
+    // A fifth, even empty, even a folder, is refused before its body; replacing one is not
+    // a new one.
+    for (target, body) in [("/bob/d.txt", "x"), ("/bob/empty.txt", ""), ("/bob/new/", "")] {
         let reply = server.put_as("bob", target, body).await;
         reply.assert_problem(402, "quota-exceeded");
         assert_eq!(
             (reply.json()["resources"].as_u64(), reply.json()["resources_quota"].as_u64()),
-            (Some(3), Some(3))
+            (Some(4), Some(4)),
+            "{target}"
         );
     }
+    assert!(!server.file("bob/new").exists());
     assert_eq!(server.put_as("bob", "/bob/a.txt", "again").await.status, 200);
-    assert_eq!(server.put_as("alice", "/alice.txt", "not bob's plan").await.status, 201);
+    let alices = "/alice/in/a/folder.txt";
+    assert_eq!(server.put_as("alice", alices, "not bob's plan").await.status, 201);
     // One removed: one slot. Ten at once for it: one wins, the others are refused.
-    let bob = basic("bob");
     assert_eq!(
         server.send("DELETE", "/bob/b.txt", &[("authorization", &bob)], "").await.status,
         204
@@ -381,4 +395,17 @@ async fn a_plan_limits_how_many_resources_an_account_owns() {
     assert_eq!(won, 1, "exactly one new resource fits");
     let owned = std::fs::read_dir(server.file("bob")).unwrap().count();
     assert_eq!(owned, 3);
+    // Removing the folder frees all four. A file put in folders that exist is one resource,
+    // whoever made them; then three levels and a file fit, and no more.
+    let whole = [("authorization", bob.as_str()), ("depth", "infinity")];
+    assert_eq!(server.send("DELETE", "/bob/", &whole, "").await.status, 204);
+    assert_eq!(server.put_as("bob", "/alice/in/a/bob.txt", "").await.status, 201);
+    assert_eq!(server.put_as("bob", "/bob/x/f.txt", "x").await.status, 201);
+    assert_eq!(server.put_as("bob", "/bob/x/z/", "").await.status, 402);
+    assert!(!server.file("bob/x/z").exists());
+    // A listing names who made each folder, as it does for files.
+    let listing = server.get("/bob/", &[("accept", "application/json")]).await;
+    let entries = listing.json()["entries"].clone();
+    let x = entries.as_array().unwrap().iter().find(|e| e["name"] == "x");
+    assert_eq!(x.map(|x| x["owner"].clone()), Some("bob".into()), "{}", listing.text());
 }

@@ -274,14 +274,35 @@ async fn sigkill_mid_upload_loses_nothing_acknowledged() {
             .filter_map(|w| std::fs::metadata(root.join(format!("w{w}/file.bin"))).ok())
             .map(|m| m.len())
             .sum();
-        let used = State::open(&root.join(".larder")).unwrap().usage("w").unwrap();
-        assert_eq!(used, on_disk, "usage after the kill and restart");
+        let files = (0..WRITERS).filter(|w| root.join(format!("w{w}/file.bin")).exists()).count();
+        let folders = (0..WRITERS).filter(|w| root.join(format!("w{w}")).is_dir()).count();
+        let held = State::open(&root.join(".larder")).unwrap().holdings("w").unwrap();
+        assert_eq!(held, (on_disk, (files + folders) as u64), "usage after the kill and restart");
     }
     assert!(
         total_acked >= WRITERS,
         "too few uploads were acknowledged ({total_acked}) to test anything"
     );
     eprintln!("sigkill: 3 kills, {total_acked} acknowledged uploads verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_removed_while_larder_is_down_stop_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("root");
+    let auth = ["--auth", "w:pw@/:rw"];
+    let mut server = Process::start(&root, &auth, &[]);
+    let reply = send_as_w(server.addr, "PUT", "/x/y/f.txt", None, Bytes::from_static(b"f")).await;
+    assert_eq!(reply.status, 201);
+    let reply = send_as_w(server.addr, "PUT", "/x/z/", None, Bytes::new()).await;
+    assert_eq!(reply.status, 201);
+    server.kill();
+    let held = || State::open(&root.join(".larder")).unwrap().holdings("w").unwrap();
+    assert_eq!(held(), (1, 4), "x, y, z and f.txt are w's");
+    std::fs::remove_dir_all(root.join("x/y")).unwrap();
+    let mut server = Process::start(&root, &auth, &[]);
+    server.kill();
+    assert_eq!(held(), (0, 2), "y and f.txt went while larder was down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

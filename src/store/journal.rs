@@ -657,13 +657,15 @@ impl Journal {
         let number = tail.next_number;
         drop(tail);
         let committed = self.commit_rows(&checked, &mut buf);
+        let writing = active.as_ref().map(|segment| segment.path.clone());
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.write(active, number, &buf)
         }));
         let written = written.unwrap_or_else(|_| Written {
             active: Err(io::Error::other("writing the journal panicked")),
             opened: false,
-            retired: Vec::new(),
+            // Done with, as after a failed write (a segment it began is older than the next).
+            retired: writing.into_iter().collect(),
         });
         if written.active.is_ok() {
             let rows = behind.into_iter().map(|(_, row)| row).collect();
@@ -781,8 +783,14 @@ impl Journal {
             return Err(io::Error::other("metadata rows behind the journal are not committed"));
         }
         sync_file_system(&self.root)?;
-        for path in segments {
-            match fs::remove_file(path) {
+        // Every older segment too: its records came before, and the barrier and the sync
+        // cover them as well. One left behind (its writer lost it to a panic) would outlive
+        // the records that replace its versions, and a start would write those back.
+        let newest =
+            segments.iter().filter_map(|p| p.file_name()?.to_str().and_then(segment_number));
+        let Some(newest) = newest.max() else { return Ok(()) };
+        for (_, path) in self::segments(&self.dir)?.into_iter().filter(|(n, _)| *n <= newest) {
+            match fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -943,6 +951,22 @@ mod tests {
         .unwrap();
         assert_eq!(restored, vec![("/b".to_owned(), false)]);
         assert!(segments(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_checkpoint_drops_every_older_segment_with_the_retired_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let journal =
+            Journal::open(dir.path(), root.path(), no_rows(), |_, _| unreachable!()).unwrap();
+        let shared = journal.shared();
+        journal.put("/a", b"t\no", &[Bytes::from_static(b"old")]).unwrap();
+        drop(shared);
+        // A segment its writer lost (a panic mid-write), older than the active one.
+        let (_, active) = segments(dir.path()).unwrap().remove(0);
+        fs::copy(&active, dir.path().join(format!("{PREFIX}{:016x}", 0))).unwrap();
+        journal.checkpoint_now(true).unwrap();
+        assert!(segments(dir.path()).unwrap().is_empty(), "no record outlives a checkpoint");
     }
 
     #[test]

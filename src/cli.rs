@@ -283,7 +283,8 @@ async fn serve_app<S: crate::store::Store>(
 ) -> std::io::Result<()> {
     let app = Arc::new(app);
     tokio::spawn(reload_on_hangup(hangups, overrides, app.clone()));
-    crate::server::run_on(loops, listener, app, tls, shutdown_signal()).await
+    crate::server::run_on(loops, listener, app.clone(), tls, shutdown_signal()).await?;
+    app.store().close().await
 }
 
 /// On every SIGHUP, reads the configuration again as at start (flags, environment, file) and

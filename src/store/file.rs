@@ -91,10 +91,10 @@ impl FileStore {
     /// Where the folder keeps extended attributes, every file written here carries its
     /// content type and owner in [`META_ATTR`], synced with its bytes, and metadata commits
     /// do not wait for the disk ([`crate::state::Sqlite::relax_object_commits`]): a crash of
-    /// larder loses none of them, but a crash of the machine may take the last ones. So on
-    /// the first start after a boot (the kernel's boot id differs from the one recorded in
-    /// the state folder), every file is checked, and one carrying larder's metadata without a
-    /// matching row gets its row back, its ETag from hashing its bytes.
+    /// larder loses none of them, but a crash of the machine may take the last ones. So at
+    /// every start (a boot id cannot tell whether the disk lost its cache) every file is
+    /// checked, and one carrying larder's metadata without a matching row gets its row back,
+    /// its ETag from hashing its bytes.
     pub fn open(root: &Path, state: Arc<State>, state_dir: &Path) -> io::Result<FileStore> {
         if state.sqlite().is_none() {
             let problem = "the folder store keeps its metadata in the embedded database";
@@ -131,20 +131,26 @@ impl FileStore {
         };
         if carries_meta {
             let rows = Box::new(StateRows(inner.state.clone()));
-            let journal =
-                Journal::open(state_dir, &inner.root, rows, |s, earlier| match earlier {
-                    true => inner.replay(s),
-                    false => {
-                        inner.recover_row(&inner.root.join(s.key.trim_start_matches('/'))).map(drop)
-                    }
-                })?;
+            let journal = Journal::open(state_dir, &inner.root, rows, |s, earlier| {
+                // The boot id is not trusted to tell that the disk still has the file: a disk
+                // or controller reset, or a restored snapshot, loses its cache in one boot.
+                if earlier || !inner.holds_survivor(s)? {
+                    inner.replay(s)?;
+                }
+                inner.recover_row(&inner.root.join(s.key.trim_start_matches('/'))).map(drop)
+            })?;
             inner.journal = Some(journal);
             Sqlite::commit_behind(&inner.state)?;
         }
         inner.sweep(&inner.root.clone())?;
         inner.reconcile()?;
         if carries_meta {
-            inner.recover_after_reboot(state_dir)?;
+            let recovered = inner.recover_rows(&inner.root.clone())?;
+            if recovered > 0 {
+                tracing::warn!(
+                    "gave back the metadata of {recovered} files written before a crash"
+                );
+            }
             inner.db().relax_object_commits();
         }
         Ok(FileStore { inner: Arc::new(inner), locks: Locks::new() })
@@ -297,13 +303,18 @@ fn carried_meta(path: &Path) -> Option<ObjectMeta> {
     let len = rustix::fs::lgetxattr(path, META_ATTR, &mut value[..]).ok()?;
     let (content_type, owner) = std::str::from_utf8(&value[..len]).ok()?.split_once('\n')?;
     let given = |text: &str| (!text.is_empty()).then(|| text.to_owned());
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(File::open(path).ok()?).ok()?;
     Some(ObjectMeta {
-        etag: etag_of(&hasher),
+        etag: etag_of_bytes(path)?,
         content_type: given(content_type),
         owner: given(owner),
     })
+}
+
+/// The ETag of the bytes of the file at `path` (as a PUT of them would answer).
+fn etag_of_bytes(path: &Path) -> Option<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path).ok()?).ok()?;
+    Some(etag_of(&hasher))
 }
 
 /// The folder fsyncs of this process, shared by concurrent writers to one folder.
@@ -460,6 +471,9 @@ impl Inner {
         let Some(parent) = self.parent_folder(path)? else {
             return Ok(None);
         };
+        if !self.tree.holds(&parent)? {
+            return Ok(None);
+        }
         match fs::symlink_metadata(parent.join(path.name())) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             _ => return Ok(None),
@@ -627,8 +641,9 @@ impl Inner {
         }
     }
 
-    /// Rewrites a version the journal kept from an earlier boot, with the usual syncs. Its
-    /// row comes back with the others a crash took ([`Inner::recover_after_reboot`]).
+    /// Rewrites a version the journal kept (from an earlier boot, or one the disk does not
+    /// hold), with the usual syncs. Its row comes back from what it carries
+    /// ([`Inner::recover_row`]).
     fn replay(&self, survivor: &Survivor) -> io::Result<()> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
         let mut path = ResourcePath::root();
@@ -652,24 +667,30 @@ impl Inner {
         parent.sync()
     }
 
-    /// After a boot, gives back the rows a crash of the machine may have taken (see
-    /// [`FileStore::open`]); then records this boot.
-    fn recover_after_reboot(&self, state_dir: &Path) -> io::Result<()> {
-        let record = state_dir.join("boot-id");
-        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-        if !boot.is_empty() && fs::read_to_string(&record).ok().as_deref() == Some(&*boot) {
-            return Ok(());
+    /// Whether the file at `survivor`'s key is that version: its bytes and its metadata. A
+    /// symlink there, or anything but a file, is not.
+    fn holds_survivor(&self, survivor: &Survivor) -> io::Result<bool> {
+        let segments: Vec<String> =
+            survivor.key.trim_start_matches('/').split('/').map(str::to_owned).collect();
+        let file = match self.tree.file(&segments) {
+            Ok(file) => file,
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() != survivor.body.len() as u64 {
+            return Ok(false);
         }
-        let recovered = self.recover_rows(&self.root.clone())?;
-        if recovered > 0 {
-            tracing::warn!("gave back the metadata of {recovered} files written before a crash");
+        if read_all(&file, meta.len())? != survivor.body {
+            return Ok(false);
         }
-        let temp = state_dir.join(format!("{TEMP_PREFIX}boot-id"));
-        let mut file = File::create(&temp)?;
-        file.write_all(boot.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, &record)?;
-        File::open(state_dir)?.sync_all()
+        let mut carried = vec![0; survivor.meta.len() + 1];
+        let len = rustix::fs::fgetxattr(&file, META_ATTR, &mut carried[..]).unwrap_or(usize::MAX);
+        Ok(carried.get(..len) == Some(&survivor.meta[..]))
     }
 
     /// Under `dir`: a row for every file carrying larder's metadata that has none matching
@@ -741,9 +762,10 @@ impl Inner {
         };
         let describe = |key: &str, fp| {
             let file = self.root.join(key.trim_start_matches('/'));
+            // Changed or lost behind larder's back (a power cut): the ETag of its bytes.
             match carried_meta(&file) {
                 Some(meta) => Described::Stored(meta),
-                None => Described::Changed(derived_etag(fp)),
+                None => Described::Changed(etag_of_bytes(&file).unwrap_or(derived_etag(fp))),
             }
         };
         let changed = self.db().reconcile_objects(on_disk, describe)?;
@@ -764,8 +786,12 @@ impl Inner {
     }
 }
 
-/// A temporary file that removes itself unless committed: a failed, cut-off or panicking
-/// upload leaves nothing behind.
+/// How a small version was written: recorded in the journal, or synced in place of that.
+enum Written {
+    Journaled(Recorded),
+    Synced(Put),
+}
+
 /// Forgets what the cache holds about a path (`None`: everything) when dropped, so that a
 /// write that fails or panics half-way cannot leave the cache serving what was there before
 /// (found by the fault campaign: a failed folder sync after the rename, or a panic in a
@@ -1236,23 +1262,35 @@ impl Store for FileStore {
             (Some(shared), Some(new)) => {
                 // create_here found no version, and the path's lock keeps it so.
                 let journal = (&journal, shared, true);
-                inner.record(journal, &path, new, etag, upload, &head, check, answer)?
+                let recorded =
+                    inner.record(journal, &path, new, etag, upload, &head, check, answer);
+                recorded?.map(Written::Journaled)
             }
             (shared, _) => {
                 blocking({
                     let (inner, journal) = (inner.clone(), journal.clone());
                     move || {
                         let new = inner.create_temp(&path, &upload, &head)?;
+                        if !inner.tree.holds(&new.0)? {
+                            // On a file system mounted beneath ROOT, which a checkpoint (that
+                            // syncs ROOT's) would not make durable: the synced way.
+                            let (parent, temp, file) = new;
+                            let put = inner.finish(&path, parent, temp, file, etag, upload, check);
+                            return Ok(put?.map(Written::Synced));
+                        }
                         let shared = shared.unwrap_or_else(|| journal.shared());
                         let journal = (&journal, shared, false);
-                        inner.record(journal, &path, new, etag, upload, &head, check, answer)
+                        let recorded =
+                            inner.record(journal, &path, new, etag, upload, &head, check, answer);
+                        Ok(recorded?.map(Written::Journaled))
                     }
                 })
                 .await?
             }
         };
         let recorded = match recorded {
-            Ok(recorded) => recorded,
+            Ok(Written::Journaled(recorded)) => recorded,
+            Ok(Written::Synced(put)) => return Ok(Ok(put)),
             Err(refusal) => return Ok(Err(refusal)),
         };
         let failed = match answered.await {
@@ -1301,6 +1339,16 @@ impl Store for FileStore {
         .await?;
         self.inner.cache.invalidate(&entry.path.as_key());
         Ok(Ok(Put { entry, created: true }))
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        let Some(journal) = self.inner.journal.clone() else { return Ok(()) };
+        // Files removed by hand while larder is stopped then stay removed: a start finds no
+        // record to write them again from.
+        blocking(move || Ok(journal.close()?)).await.map_err(|e| match e {
+            Error::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        })
     }
 
     async fn delete<R: Send + 'static>(

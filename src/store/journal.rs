@@ -19,9 +19,15 @@
 //! write to it fails) a new one is begun, and a checkpoint thread waits until every write recorded
 //! in the old one is visible, syncs ROOT's file system (`syncfs`) and removes the old one.
 //!
-//! At start: segments written in this same boot only lost their process (the kernel still
-//! holds every file), so ROOT's file system is synced and they are removed; segments from an
-//! earlier boot are replayed (every surviving version rewritten with the usual syncs) first.
+//! Only versions on ROOT's file system are recorded here (one on a file system mounted
+//! beneath ROOT is written the synced way), so syncing ROOT's makes every recorded one durable.
+//!
+//! At start: segments from an earlier boot are replayed (every surviving version rewritten
+//! with the usual syncs). Segments written in this same boot are not trusted to have lost
+//! only their process (a disk or controller reset, or a restored snapshot, loses the disk's
+//! cache within one boot): each surviving version's file is checked against its record,
+//! bytes and metadata, and rewritten if it differs; then ROOT's file system is synced. Then
+//! the segments are removed.
 //! Replay stops reading a segment at its first torn or corrupt record: what follows was
 //! never acknowledged.
 
@@ -433,7 +439,8 @@ fn read_segment(path: &Path) -> io::Result<(String, Vec<Record>)> {
 impl Journal {
     /// Opens the journal in `dir` for the store on `root`. The versions that segments left
     /// are passed to `restore` first, with whether an earlier boot wrote them: then it makes
-    /// each durable at its key; else the file is there, and only its row may be missing.
+    /// each durable at its key; else it checks the file there, rewriting it if it is not that
+    /// version (ROOT's file system is synced afterwards). Then their rows may be missing.
     /// `rows` commits the metadata rows of the versions recorded.
     pub fn open(
         dir: &Path,
@@ -451,14 +458,15 @@ impl Journal {
                 same_boot &= written_in == boot || more.is_empty();
                 records.append(&mut more);
             }
-            if same_boot {
-                sync_file_system(root)?;
-            }
             let survivors = survivors(records);
             for survivor in &survivors {
                 restore(survivor, !same_boot).map_err(|e| {
                     io::Error::new(e.kind(), format!("replaying {}: {e}", survivor.key))
                 })?;
+            }
+            // What `restore` found whole may still be only in the kernel's cache.
+            if same_boot {
+                sync_file_system(root)?;
             }
             if !same_boot && !survivors.is_empty() {
                 tracing::warn!("replayed {} writes from the journal", survivors.len());
@@ -796,6 +804,11 @@ impl Journal {
             }
         }
         File::open(&self.dir)?.sync_all()
+    }
+
+    /// At a stop: makes every recorded version durable where it is and drops every segment.
+    pub fn close(&self) -> io::Result<()> {
+        self.checkpoint_now(true)
     }
 
     /// After a failure to record: retires the active segment and drops every segment at once.

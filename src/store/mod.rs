@@ -313,6 +313,13 @@ pub trait Store: Send + Sync + 'static {
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
+    /// Leaves nothing for the next start to recover (the server has stopped): what is
+    /// acknowledged is made durable where it belongs. A stop without this (a crash) loses
+    /// nothing either; the next start takes longer.
+    fn close(&self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Removes the resource or collection at `path`; a collection with members only when
     /// `recursive`.
     fn delete<R: Send + 'static>(

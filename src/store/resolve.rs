@@ -37,6 +37,8 @@ pub(super) struct Root {
     path: PathBuf,
     /// The state folder's segments, when it lies inside ROOT: never served, listed or written.
     reserved: Option<Vec<String>>,
+    /// The file system it is on (`st_dev`).
+    device: u64,
 }
 
 /// A folder beneath ROOT, held open. Derefs to its `/proc/self/fd/N` path, valid while it
@@ -127,7 +129,14 @@ impl Root {
         let reserved = reserved.and_then(|r| r.strip_prefix(root).ok()).map(|relative| {
             relative.iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>()
         });
-        Ok(Root { fd, path: root.to_owned(), reserved })
+        let device = rustix::fs::fstat(&fd)?.st_dev;
+        Ok(Root { fd, path: root.to_owned(), reserved, device })
+    }
+
+    /// Whether `dir` is on ROOT's file system (not on one mounted beneath it): the one file
+    /// system that syncing ROOT's makes durable.
+    pub fn holds(&self, dir: &Dir) -> io::Result<bool> {
+        Ok(rustix::fs::fstat(&*dir.fd)?.st_dev == self.device)
     }
 
     /// True for the state folder and what is inside it.

@@ -71,6 +71,14 @@ impl Process {
         Process { child, addr }
     }
 
+    /// Stops the server as an operator does (SIGTERM), and waits for it to end.
+    #[allow(dead_code)] // this file is in three test crates; only `it` uses this
+    pub fn stop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();

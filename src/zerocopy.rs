@@ -18,10 +18,12 @@
 //!   its addresses. If the file cannot be sent (cut short behind larder's back) the memory
 //!   is written instead.
 //! - *stand-ins*: for a large file's answer body the store asks for [`stand_in`]s instead of
-//!   reading: zeros from one region, handed to hyper, that the connection knows, in order, as
-//!   file bytes at an offset. [`Stream`] sends each from the file; a stand-in met out of turn
-//!   (or one the file no longer has the bytes for) ends the connection, so none is ever sent
-//!   as zeros. Only answers ask for them (`Store::read_to_send`), and only in a scope.
+//!   reading: slices of one region, handed to hyper, that the connection knows, in order,
+//!   as file bytes at an offset. [`Stream`] sends each from the file; a stand-in met out of
+//!   turn (or one the file no longer has the bytes for) ends the connection, and so does a
+//!   copy of one (the region holds a random canary, looked for in all else written), so
+//!   none is ever sent in place of the file's bytes. Only answers ask for them
+//!   (`Store::read_to_send`), and only in a scope.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -88,12 +90,23 @@ const QUEUED_MAX: usize = 4;
 /// queued on a connection never share an address.
 const SLOTS: usize = 2 * QUEUED_MAX;
 
-/// Zeros that stand in for file bytes a response sends from the file unread (never sent
-/// themselves: a write that meets them sends from the file or fails). Fresh zeroed pages
-/// from the allocator (`calloc`, a mapping this large): no resident memory while nothing
-/// reads them, and nothing does.
-static STAND_INS: LazyLock<Box<[u8]>> =
-    LazyLock::new(|| vec![0; SLOTS * STAND_IN_MAX].into_boxed_slice());
+/// This process's canary: eight random bytes, never sent, that fill [`STAND_INS`].
+static CANARY: LazyLock<[u8; 8]> = LazyLock::new(rand::random);
+
+/// Finds the canary in bytes about to be written.
+static CANARY_FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(&CANARY[..]));
+
+/// What stand-ins are cut from: the canary over and over (4 MiB). Never sent: a write that
+/// meets a stand-in where it was handed out sends from the file or fails; and should
+/// anything copy one (a write strategy that flattens the body into its own buffer, a layer
+/// that re-chunks it), the copy carries the canary (any 15 bytes of it hold a whole one),
+/// which a connection that handed out stand-ins looks for in all it writes, and refuses to
+/// send: the answer is cut off, never filled with what stands in for the file.
+static STAND_INS: LazyLock<Box<[u8]>> = LazyLock::new(|| {
+    let canary = *CANARY;
+    canary.iter().copied().cycle().take(SLOTS * STAND_IN_MAX).collect()
+});
 
 /// Memory that holds `file`'s bytes from `offset` on.
 struct Mirror {
@@ -126,6 +139,8 @@ struct StandIn {
 /// What a connection's responses offered.
 #[derive(Default)]
 struct Offers {
+    /// Whether a stand-in was ever handed out here: then every write is checked for copies.
+    handed_out: bool,
     /// The last memory offered.
     mirror: Option<Mirror>,
     /// The stand-ins handed out, in the order hyper writes them (the order of the body).
@@ -143,8 +158,20 @@ struct Target {
 }
 
 impl Offers {
-    /// The first of `bufs` to send from a file; an error if one is a stand-in out of turn.
+    /// The first of `bufs` to send from a file; an error if one is a stand-in out of turn,
+    /// or if what would be written as it is carries a copy of one.
     fn target(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<Target>> {
+        let target = self.find(bufs)?;
+        if self.handed_out {
+            let written = &bufs[..target.as_ref().map_or(bufs.len(), |t| t.index)];
+            if written.iter().any(|slice| CANARY_FINDER.find(slice).is_some()) {
+                return Err(io::Error::other("a copy of a stand-in was about to be sent"));
+            }
+        }
+        Ok(target)
+    }
+
+    fn find(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<Target>> {
         let region = STAND_INS.as_ptr() as usize..STAND_INS.as_ptr() as usize + STAND_INS.len();
         for (index, slice) in bufs.iter().enumerate() {
             let address = slice.as_ptr() as usize;
@@ -227,6 +254,7 @@ pub fn stand_in(file: &Source, offset: u64, len: usize) -> Option<Bytes> {
             }
             let at = offers.next_slot * STAND_IN_MAX;
             offers.next_slot = (offers.next_slot + 1) % SLOTS;
+            offers.handed_out = true;
             offers.stand_ins.push_back(StandIn { at, len, sent: 0, offset, file: file.clone() });
             Some(Bytes::from_static(&STAND_INS[at..at + len]))
         })
@@ -384,6 +412,24 @@ mod tests {
         offers.sent(40_000);
         let second = offers.target(&[stand_in_at(1, 0, 20_000)]).unwrap().unwrap();
         assert_eq!(second.offset, 500_000);
+    }
+
+    #[test]
+    fn a_copy_of_a_stand_in_is_never_written() {
+        let mut offers = Offers::default();
+        let copy = STAND_INS[3..3 + 15].to_vec();
+        let mut text = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        text.extend_from_slice(&copy);
+        let plain = IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\nplain bytes");
+        // Nothing looked for where no stand-in was handed out.
+        assert!(offers.target(&[IoSlice::new(&text)]).unwrap().is_none());
+        offers.handed_out = true;
+        assert!(offers.target(&[plain]).unwrap().is_none());
+        assert!(offers.target(&[plain, IoSlice::new(&text)]).is_err(), "15 bytes of one");
+        // Behind the stand-in to send, a copy is looked for in the next write.
+        offers.stand_ins.push_back(StandIn { at: 0, len: 100, sent: 0, offset: 0, file: source() });
+        let found = offers.target(&[plain, stand_in_at(0, 0, 100), IoSlice::new(&text)]);
+        assert_eq!(found.unwrap().map(|t| t.index), Some(1));
     }
 
     #[test]

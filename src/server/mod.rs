@@ -195,6 +195,12 @@ impl Protocols {
     fn new(header_timeout: Duration) -> Self {
         let mut http1 = http1::Builder::new();
         http1.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+        // A write strategy that copies every body into hyper's own buffer: the case that must
+        // not send what stands in for a file's bytes (see `zerocopy`), forced by a test.
+        #[cfg(feature = "failpoints")]
+        if fail::eval("http1-flatten", |_| ()).is_some() {
+            http1.writev(false);
+        }
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2.timer(TokioTimer::new()).keep_alive_interval(Some(header_timeout));
         Protocols { http1, http2 }

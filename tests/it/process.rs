@@ -517,6 +517,35 @@ async fn a_row_behind_the_journal_when_larder_is_killed_comes_back() {
     assert_eq!(account.json()["storage"]["used"], 6, "the file counts for its owner");
 }
 
+/// Large files go out with sendfile behind stand-ins that hyper is handed in place of their
+/// bytes. Forced to copy bodies into its own buffer (`writev(false)`, by a fail point),
+/// hyper would send the stand-ins themselves: the connection refuses, and the answer is cut
+/// off, never a 200 with the wrong bytes. Cached memory copied is the file's bytes: served.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copying_write_strategy_never_sends_stand_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let bytes =
+        |len: usize| Bytes::from((0..len).map(|i| (i % 251) as u8 + 1).collect::<Vec<u8>>());
+    let (big, mid) = (bytes(4 << 20), bytes(200_000));
+    std::fs::write(root.join("big.bin"), &big).unwrap(); // just written: in the page cache
+    std::fs::write(root.join("mid.bin"), &mid).unwrap();
+    let get = |addr, target| async move {
+        Connection::open(addr).await.unwrap().try_send("GET", target, &[], Bytes::new()).await
+    };
+    let server = Process::start(&root, &[], &[]);
+    assert_eq!(get(server.addr, "/big.bin").await.unwrap().body, big, "sent from the file");
+    let flattened = Process::start(&root, &[], &[("FAILPOINTS", "http1-flatten=return")]);
+    let reply = get(flattened.addr, "/mid.bin").await.unwrap();
+    assert_eq!((reply.status, reply.body), (200, mid), "cached memory copied is the file's");
+    match get(flattened.addr, "/big.bin").await {
+        Ok(reply) => panic!("a {} with {} bytes, not cut off", reply.status, reply.body.len()),
+        Err(cut) => eprintln!("cut off, as it must be: {cut}"),
+    }
+}
+
 /// The segments of the journal of small writes in `state`.
 fn journal_segments(state: &std::path::Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(state)

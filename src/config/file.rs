@@ -29,6 +29,7 @@ pub struct Config {
     pub metrics_public: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
     pub follow_symlinks: Option<bool>,
+    pub sendfile: Option<bool>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
@@ -152,6 +153,7 @@ struct Effective<'a> {
     metrics_public: bool,
     trusted_proxies: Vec<String>,
     follow_symlinks: bool,
+    sendfile: bool,
     shutdown_grace: String,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
@@ -214,6 +216,7 @@ pub fn render(settings: &Settings) -> String {
         metrics_public: settings.metrics_public,
         trusted_proxies: settings.trusted_proxies.iter().map(ToString::to_string).collect(),
         follow_symlinks: settings.follow_symlinks,
+        sendfile: settings.sendfile,
         shutdown_grace: format!("{}s", settings.shutdown_grace.as_secs()),
         account: settings
             .accounts

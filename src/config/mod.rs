@@ -155,6 +155,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Follow symlinks that stay inside ROOT (the rules of both paths apply).
     pub follow_symlinks: bool,
+    /// Send file content with sendfile(2) on plain HTTP/1 connections (nginx's `sendfile`).
+    pub sendfile: bool,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
     /// Accounts by name.
@@ -398,6 +400,7 @@ impl Settings {
             metrics_public: file.metrics_public.unwrap_or(false),
             trusted_proxies,
             follow_symlinks: file.follow_symlinks.unwrap_or(false),
+            sendfile: file.sendfile.unwrap_or(true),
             shutdown_grace,
             accounts,
             plans,

@@ -238,6 +238,7 @@ async fn serve<S: Store, I>(
             false => watcher.watch(protocols.http1.serve_connection(io, service)).await,
         }
     } else {
+        let app_sendfile = app.settings().sendfile;
         // The request's future is boxed: hyper keeps one slot of the service future's size
         // for the whole life of a connection, so an unboxed handler future (several KiB) would
         // cost every idle keep-alive connection that much memory.
@@ -248,7 +249,7 @@ async fn serve<S: Store, I>(
         });
         match h2 {
             true => Box::pin(watcher.watch(protocols.http2.serve_connection(io, service))).await,
-            false if plain => {
+            false if plain && app_sendfile => {
                 zerocopy::scope(watcher.watch(protocols.http1.serve_connection(io, service))).await
             }
             false => watcher.watch(protocols.http1.serve_connection(io, service)).await,

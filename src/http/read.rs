@@ -72,10 +72,6 @@ impl<S: Store> App<S> {
             _ => range::Ranges::Whole,
         };
         let handle = handle.ok_or_else(Problem::internal)?;
-        // Stand-ins sent from the file where the connection can ([`crate::zerocopy`]); a
-        // paid download reads its bytes, so a failed read reaches [`refund_on_error`] as an
-        // error of the stream.
-        let to_send = charge.is_none();
         // A small hot file, whole and unpriced: its bytes as they are, no stream.
         if let (range::Ranges::Whole, Verb::Get, None) = (&ranges, verb, &charge)
             && let Some(whole) = self.store.in_memory(&handle).filter(|b| b.len() as u64 == len)
@@ -86,7 +82,7 @@ impl<S: Store> App<S> {
             range::Ranges::Whole => {
                 let bytes = match verb {
                     Verb::Head => None,
-                    _ => Some(self.body_bytes(&handle, 0, len, to_send).await?),
+                    _ => Some(self.store.read(&handle, 0, len).await?),
                 };
                 (StatusCode::OK, len, bytes)
             }
@@ -106,7 +102,7 @@ impl<S: Store> App<S> {
                     CONTENT_RANGE,
                     HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
                 );
-                let bytes = Some(self.body_bytes(&handle, first, last - first + 1, to_send).await?);
+                let bytes = Some(self.store.read(&handle, first, last - first + 1).await?);
                 (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
             }
             range::Ranges::Parts(parts) => {
@@ -121,7 +117,7 @@ impl<S: Store> App<S> {
                     );
                     total += head.len() as u64 + (last - first + 1);
                     pieces.push(once(head.into_bytes()));
-                    pieces.push(self.body_bytes(&handle, first, last - first + 1, to_send).await?);
+                    pieces.push(self.store.read(&handle, first, last - first + 1).await?);
                 }
                 let tail = format!("\r\n--{boundary}--\r\n");
                 total += tail.len() as u64;
@@ -148,21 +144,6 @@ impl<S: Store> App<S> {
         };
         let body = if verb == Verb::Head { empty() } else { body::stream(bytes) };
         Ok(answer(status, headers, body, body_len, charged, entry))
-    }
-
-    /// `len` bytes of `handle` from `start` for an answer: [`Store::read_to_send`] when
-    /// `to_send`, else [`Store::read`].
-    async fn body_bytes(
-        &self,
-        handle: &S::Handle,
-        start: u64,
-        len: u64,
-        to_send: bool,
-    ) -> Result<ByteStream, Problem> {
-        Ok(match to_send {
-            true => self.store.read_to_send(handle, start, len).await?,
-            false => self.store.read(handle, start, len).await?,
-        })
     }
 
     /// GET or HEAD of a collection: the members the caller may read, priced ones marked.

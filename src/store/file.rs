@@ -986,9 +986,10 @@ fn publish(file: &File, temp: &mut Temp, dir: &Dir, name: &str, replace: bool) -
     Ok(())
 }
 
-/// `len` bytes of `handle` from `start`; `to_send`: stand-ins where the connection can send
-/// from the file ([`zerocopy::stand_in`]).
-fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteStream, Error> {
+/// `len` bytes of `handle` from `start`. A large file's chunks are sent as they are: sent
+/// from the file instead (offered, as cached content is), they went 23-37% slower
+/// (docs/performance.md, 2026-12-07).
+fn content(handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
     fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
     let file = match handle {
         Handle::Memory(content) => {
@@ -1006,10 +1007,6 @@ fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteS
                 return Ok(None);
             }
             let want = (end - offset).min(CHUNK) as usize;
-            let source: zerocopy::Source = file.clone();
-            if to_send && let Some(stand_in) = zerocopy::stand_in(&source, offset, want) {
-                return Ok(Some((stand_in, offset + want as u64)));
-            }
             let mut buf = chunks::take();
             // What the page cache holds is read here, on the loop, as nginx reads it;
             // only a read that would wait for the disk goes to a blocking thread.
@@ -1035,7 +1032,6 @@ fn content(handle: &Handle, start: u64, len: u64, to_send: bool) -> Result<ByteS
                 .await
                 .map_err(io::Error::other)??,
             };
-            zerocopy::offer(&chunk, &source, offset);
             let next = offset + chunk.len() as u64;
             Ok(Some((chunk, next)))
         }
@@ -1144,16 +1140,7 @@ impl Store for FileStore {
     }
 
     async fn read(&self, handle: &Handle, start: u64, len: u64) -> Result<ByteStream, Error> {
-        content(handle, start, len, false)
-    }
-
-    async fn read_to_send(
-        &self,
-        handle: &Handle,
-        start: u64,
-        len: u64,
-    ) -> Result<ByteStream, Error> {
-        content(handle, start, len, true)
+        content(handle, start, len)
     }
 
     async fn list(&self, path: &ResourcePath) -> Result<Arc<Vec<Entry>>, Error> {

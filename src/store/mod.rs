@@ -276,18 +276,6 @@ pub trait Store: Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = Result<ByteStream, Error>> + Send;
 
-    /// [`Store::read`] for an answer's body on its way to the client: the store may hand out
-    /// stand-ins for bytes that the connection then sends from the file itself, unread
-    /// ([`crate::zerocopy`]). Nothing may look into or keep what this returns.
-    fn read_to_send(
-        &self,
-        handle: &Self::Handle,
-        start: u64,
-        len: u64,
-    ) -> impl Future<Output = Result<ByteStream, Error>> + Send {
-        self.read(handle, start, len)
-    }
-
     /// The members of the collection at `path`, sorted by name.
     fn list(
         &self,

@@ -645,9 +645,9 @@ async fn cached_files_sent_from_the_file_come_back_exact() {
     }
 }
 
-/// Files too large for the cache go to plain HTTP/1 connections from the file without being
-/// read (stand-ins, then sendfile): whole and in ranges, one answer after another on one
-/// connection, the same bytes as over h2c (which reads them).
+/// Files too large for the cache go to plain HTTP/1 connections from the file (chunks read,
+/// then sent with sendfile): whole and in ranges, one answer after another on one
+/// connection, the same bytes as over h2c (which sends the chunks' memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_files_sent_unread_come_back_exact() {
     let server = TestServer::with_config(&team_config("")).await;

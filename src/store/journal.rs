@@ -305,6 +305,10 @@ pub struct Journal {
     dir: PathBuf,
     /// ROOT, whose file system a checkpoint syncs.
     root: PathBuf,
+    /// A segment is retired once it holds this many bytes: [`SEGMENT_LIMIT`], or 1 MiB where
+    /// the `journal-small-segments` fail point says so (checkpoints often, for the
+    /// power-cut campaign).
+    segment_limit: u64,
     boot: String,
     tail: Mutex<Tail>,
     settled: Condvar,
@@ -482,6 +486,10 @@ impl Journal {
             wake: Arc::default(),
             dir: dir.to_owned(),
             root: root.to_owned(),
+            segment_limit: match fail::eval("journal-small-segments", |_| ()) {
+                Some(()) => 1 << 20,
+                None => SEGMENT_LIMIT,
+            },
             boot,
             tail: Mutex::new(Tail { next_number, ..Tail::default() }),
             settled: Condvar::new(),
@@ -717,7 +725,7 @@ impl Journal {
         let mut retired = Vec::new();
         let mut opened = false;
         let mut segment = match active {
-            Some(segment) if segment.len < SEGMENT_LIMIT => segment,
+            Some(segment) if segment.len < self.segment_limit => segment,
             full => {
                 retired.extend(full.map(|s| s.path));
                 opened = true;

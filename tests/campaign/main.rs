@@ -1,5 +1,5 @@
 //! The campaigns of issue 7, each trying hard to break one promise and printing what it did:
-//! crash (SIGKILL under traffic), concurrency, faults, generated inputs, hostile input, a
+//! crash (SIGKILL under traffic), power cuts (LazyFS), concurrency, faults, generated inputs, hostile input, a
 //! hostile tenant and a soak. A plain program (`harness = false`): `cargo test --features failpoints --test
 //! campaign` runs the short seeded run that CI runs; `-- --long` the long one (or
 //! `LARDER_CAMPAIGN=long`), `-- --seed N` another seed, `-- --only NAME` one campaign.
@@ -18,6 +18,7 @@ mod framing;
 mod hostile;
 #[path = "../shared/process.rs"]
 mod larder_process;
+mod powercut;
 mod props;
 mod soak;
 mod tenants;
@@ -49,5 +50,6 @@ fn main() {
         println!("campaign faults: skipped (build with --features failpoints)");
     }
     campaign("crash", &|| runtime.block_on(crash::run(&options)));
+    campaign("powercut", &|| runtime.block_on(powercut::run(&options)));
     campaign("soak", &|| runtime.block_on(soak::run(&options)));
 }

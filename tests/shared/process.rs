@@ -53,6 +53,16 @@ impl Process {
         Process::spawn(command)
     }
 
+    /// [`Process::start_through_shell`] without waiting for larder to listen: the shell's
+    /// process, its output dropped.
+    #[allow(dead_code)] // this file is in three test crates; only the campaigns use this
+    pub fn launch_through_shell(script: &str, root: &Path) -> Child {
+        let mut command = Command::new("sh");
+        command.args(["-c", script, BIN, "serve", root.to_str().unwrap(), "--port", "0"]);
+        command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null());
+        command.stderr(Stdio::null()).spawn().unwrap()
+    }
+
     /// Spawns `command` (a `larder serve` on port 0) and waits for its address.
     fn spawn(mut command: Command) -> Process {
         command.stdout(Stdio::piped());

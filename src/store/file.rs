@@ -254,6 +254,9 @@ const META_ATTR: &CStr = c"user.larder";
 
 /// Whether files in `dir` keep extended attributes (tried on a temporary file).
 fn keeps_attributes(dir: &Path) -> bool {
+    if super::lacks("fs-no-xattrs") {
+        return false;
+    }
     let probe = temp_name(dir);
     let Ok(file) = File::create(&probe) else { return false };
     let meta = ObjectMeta { etag: String::new(), content_type: None, owner: None };
@@ -486,7 +489,7 @@ impl Inner {
     /// An unnamed new file in `parent`, or a named temporary one where unsupported.
     fn open_new(&self, parent: &Dir) -> Result<(Temp, File), Error> {
         // Unnamed files may need `/proc/self/fd` to get a name ([`link_unnamed`]).
-        if *PROC_FD {
+        if *PROC_FD && !super::lacks("fs-no-tmpfile") {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
             match rustix::fs::open(&**parent, flags, Mode::from_raw_mode(0o666)) {
                 Ok(fd) => return Ok((Temp::unnamed(), File::from(fd))),

@@ -174,6 +174,20 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// Whether the fail point `name` (built with `failpoints`) says to act as if the file system
+/// lacked something: the fallbacks are tested on purpose, whatever the test's file system
+/// is. `fs-no-xattrs`: no user extended attributes; `fs-no-tmpfile`: no `O_TMPFILE`;
+/// `fs-no-direct`: no `O_DIRECT`; `fs-no-proc`: no `/proc/self/fd`.
+pub(crate) fn lacks(name: &str) -> bool {
+    #[cfg(feature = "failpoints")]
+    return fail::eval(name, |_| ()).is_some();
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
 /// An error a fail point injects: `return(enospc)` simulates a full disk.
 pub fn injected(arg: Option<String>) -> io::Error {
     match arg.as_deref() {

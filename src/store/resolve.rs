@@ -28,7 +28,7 @@ const BENEATH: ResolveFlags =
 
 /// Whether `/proc/self/fd` names this process's open descriptors (procfs is mounted).
 pub(super) static PROC_FD: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
+    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir() && !super::lacks("fs-no-proc"));
 
 /// ROOT, held open.
 pub(super) struct Root {

@@ -550,6 +550,66 @@ async fn a_copying_write_strategy_sends_the_files_bytes() {
     }
 }
 
+/// Each fallback on purpose, whatever file system the test runs on: a fail point says the
+/// file system lacks user xattrs (the synced way for every write), `O_TMPFILE` (named
+/// temporary files), `O_DIRECT` (the page cache), `/proc/self/fd` (paths by name), or all
+/// four. Small and large PUTs, a replacement and a folder's DELETE, then a SIGKILL and a
+/// restart: every acknowledged version back exact, with its ETag and type, nothing
+/// deleted back, no temporary file, storage use right.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fallback_keeps_every_promise() {
+    let all = "fs-no-xattrs=return;fs-no-tmpfile=return;fs-no-direct=return;fs-no-proc=return";
+    for failpoints in [
+        "fs-no-xattrs=return",
+        "fs-no-tmpfile=return",
+        "fs-no-direct=return",
+        "fs-no-proc=return",
+        all,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root: PathBuf = dir.path().join("root");
+        let auth = ["--auth", "w:pw@/:rw"];
+        let env = [("FAILPOINTS", failpoints)];
+        let mut server = Process::start(&root, &auth, &env);
+        let typed = Some(("content-type", "text/x-note"));
+        let large = Bytes::from(vec![b'L'; 600 * 1024]);
+        let mut answered = Vec::new();
+        for (target, body) in [
+            ("/f/small.txt", Bytes::from_static(b"first")),
+            ("/f/small.txt", Bytes::from_static(b"second, kept")),
+            ("/f/large.bin", large.clone()),
+            ("/gone/x.txt", Bytes::from_static(b"deleted")),
+        ] {
+            let reply = send_as_w(server.addr, "PUT", target, typed, body.clone()).await;
+            assert!([200, 201].contains(&reply.status), "{failpoints}: {target}: {}", reply.text());
+            answered.push((target, body, reply.header("etag").to_owned()));
+        }
+        let depth = Some(("depth", "infinity"));
+        let deleted = send_as_w(server.addr, "DELETE", "/gone/", depth, Bytes::new()).await;
+        assert_eq!(deleted.status, 204, "{failpoints}");
+        server.kill();
+        if failpoints.contains("fs-no-xattrs") {
+            let mut value = [0u8; 64];
+            let carried = rustix::fs::getxattr(root.join("f/small.txt"), "user.larder", &mut value);
+            assert!(carried.is_err(), "{failpoints}: metadata carried in an xattr");
+        }
+        let server = Process::start(&root, &auth, &env);
+        for (target, body, etag) in &answered[1..3] {
+            let got = send_as_w(server.addr, "GET", target, None, Bytes::new()).await;
+            assert_eq!((got.status, &got.body), (200, body), "{failpoints}: {target}");
+            assert_eq!(got.header("etag"), etag, "{failpoints}: {target}");
+            assert_eq!(got.header("content-type"), "text/x-note", "{failpoints}: {target}");
+        }
+        let gone = send_as_w(server.addr, "GET", "/gone/x.txt", None, Bytes::new()).await;
+        assert_eq!(gone.status, 404, "{failpoints}: a deleted file came back");
+        assert!(temp_files(&root).is_empty(), "{failpoints}: {:?}", temp_files(&root));
+        let account = send_as_w(server.addr, "GET", "/.larder/account", None, Bytes::new()).await;
+        let used = 12 + large.len();
+        assert_eq!(account.json()["storage"]["used"], used, "{failpoints}");
+    }
+}
+
 /// The segments of the journal of small writes in `state`.
 fn journal_segments(state: &std::path::Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(state)
@@ -712,6 +772,12 @@ async fn small_writes_beneath_a_mount_point_in_root_are_not_journaled() {
         let got = send_as_w(server.addr, "GET", target, None, Bytes::new()).await;
         assert_eq!(got.body, body);
     }
+    // tmpfs takes no O_DIRECT: a large upload there goes through the page cache.
+    let large = Bytes::from(vec![b'T'; 600 * 1024]);
+    let reply = send_as_w(server.addr, "PUT", "/mnt/large.bin", None, large.clone()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let got = send_as_w(server.addr, "GET", "/mnt/large.bin", None, Bytes::new()).await;
+    assert_eq!(got.body, large);
     assert!(!root.join("mnt/there.txt").exists(), "the tmpfs is larder's alone");
     let journal: Vec<u8> = journal_segments(&root.join(".larder"))
         .iter()

@@ -751,7 +751,8 @@ async fn a_start_in_the_same_boot_checks_what_the_journal_names() {
 
 /// A file system mounted beneath ROOT is not synced by syncing ROOT's, which is all a
 /// journal checkpoint does: small writes there take the synced way, not the journal. Here a
-/// tmpfs mounted at ROOT/mnt in a mount namespace of larder's own (root only).
+/// tmpfs mounted at ROOT/mnt in a mount namespace of larder's own (root only), and another
+/// at ROOT/late once larder runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_writes_beneath_a_mount_point_in_root_are_not_journaled() {
     if !rustix::process::geteuid().is_root() {
@@ -761,11 +762,21 @@ async fn small_writes_beneath_a_mount_point_in_root_are_not_journaled() {
     let dir = tempfile::tempdir().unwrap();
     let root: PathBuf = dir.path().join("root");
     std::fs::create_dir_all(root.join("mnt")).unwrap();
+    std::fs::create_dir_all(root.join("late")).unwrap();
     // In the namespace: $0 is larder, $2 is ROOT.
     let script = r#"exec unshare -m sh -c 'mount -t tmpfs none "$2/mnt" &&
         exec "$0" "$@" --auth w:pw@/:rw' "$0" "$@""#;
     let server = Process::start_through_shell(script, &root);
-    for target in ["/here.txt", "/mnt/there.txt"] {
+    // And one mounted while larder runs, in its namespace.
+    let pid = server.child.id().to_string();
+    let late = root.join("late");
+    let mounted = std::process::Command::new("nsenter")
+        .args(["--target", &pid, "--mount", "mount", "-t", "tmpfs", "none"])
+        .arg(&late)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    for target in ["/here.txt", "/mnt/there.txt", "/late/there.txt"] {
         let body = Bytes::from(format!("the bytes of {target}"));
         let reply = send_as_w(server.addr, "PUT", target, None, body.clone()).await;
         assert_eq!(reply.status, 201, "{target}: {}", reply.text());
@@ -787,6 +798,7 @@ async fn small_writes_beneath_a_mount_point_in_root_are_not_journaled() {
     // (A record superseding /mnt/there.txt names it, but holds no bytes.)
     assert!(holds("the bytes of /here.txt"), "a small write on ROOT's file system is journaled");
     assert!(!holds("the bytes of /mnt/there.txt"), "one beneath a mount point is not");
+    assert!(!holds("the bytes of /late/there.txt"), "nor one mounted while larder runs");
 }
 
 /// Started with a soft limit of 64 open files (the hard one higher, as on most systems),

@@ -7,7 +7,7 @@
 //! - every acknowledged write reads back byte for byte, with the ETag of its bytes (an
 //!   acknowledged DELETE, `Depth: infinity` included, stays gone);
 //! - a request cut off by the kill left its path whole: the old bytes or the new ones;
-//! - no temporary file survives the restart;
+//! - no temporary file survives the restart, and listings name what the folders hold;
 //! - each account's storage use equals a recount of its folder on disk;
 //! - the balance equals the ledger's sum and the plan's credits minus the purchases, and
 //!   every acknowledged purchase is recorded.
@@ -257,7 +257,7 @@ pub async fn cycles(
             model.posts.len(),
             model.purchases.len()
         ),
-        "no temporary file left, ETags of the bytes, storage use = recount, balance = ledger = credits - purchases, after every restart".into(),
+        "no temporary file left, ETags of the bytes, listings = folders, storage use = recount, balance = ledger = credits - purchases, after every restart".into(),
     ];
     (lines, verified)
 }
@@ -444,6 +444,30 @@ async fn verify(
             let bytes = Bytes::from(std::fs::read(entry.path()).unwrap());
             assert!(pending.contains(&bytes), "cycle {cycle}: {location} is not a whole POST body");
             model.lock().unwrap().posts.insert(location, bytes);
+        }
+    }
+    // Each writer's listings name exactly what its folders hold (every page: `next`).
+    for w in 0..WRITERS {
+        for folder in [format!("w{w}"), format!("w{w}/posts"), format!("w{w}/d")] {
+            let Ok(entries) = std::fs::read_dir(root.join(&folder)) else { continue };
+            let on_disk: HashSet<String> =
+                entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut listed = HashSet::new();
+            let mut page = format!("/{folder}/?limit=20");
+            loop {
+                let json = [("accept", "application/json")];
+                let reply = request(server.addr, "GET", &page, &json, "").await.unwrap();
+                assert_eq!(reply.status, 200, "cycle {cycle}: listing {page}");
+                let doc = reply.json();
+                for entry in doc["entries"].as_array().into_iter().flatten() {
+                    listed.insert(entry["name"].as_str().unwrap().to_owned());
+                }
+                match doc["next"].as_str() {
+                    Some(next) => page = next.to_owned(),
+                    None => break,
+                }
+            }
+            assert_eq!(listed, on_disk, "cycle {cycle}: the listing of /{folder}/");
         }
     }
     // Storage use equals a recount of each writer's folder.

@@ -494,8 +494,8 @@ pub async fn run(options: &Options) -> Vec<String> {
         lines.push(format!(
             "{name}: {} cuts ({during} under load, {after} after it, {} during recovery, one at \
              the end; {} starts with the same boot id); {}; {checked} path states checked after \
-             restarts, every acknowledged one whole with its ETag, 0 lost; {} syncfs held for a \
-             checkpoint; the control writer lost {} of {} unsynced files",
+             restarts, every acknowledged one whole with its ETag, 0 lost, listings, storage use and \
+             balances exact; {} syncfs held for a checkpoint; the control writer lost {} of {} unsynced files",
             counts.cuts,
             counts.during_recovery,
             counts.same_boot,

@@ -63,6 +63,9 @@ pub enum Failure {
     InvalidToken,
     /// Too many failures lately from this address or for this account: retry after this.
     Throttled(Duration),
+    /// The credentials could not be checked: the database is unavailable. Not a failure of
+    /// the client's: never a 401, never counted against the address or the account.
+    Unavailable,
 }
 
 /// Who signed in, and how.
@@ -280,7 +283,7 @@ impl Authenticator {
             // A valid token is never refused for others' failures: tokens are 256 random
             // bits, so answering a throttled address's right one is no oracle worth having.
             let found = self.bearer(rest).await;
-            if found.is_err() {
+            if found.as_ref().is_err_and(|f| *f != Failure::Unavailable) {
                 self.throttle.check(peer, None).map_err(Failure::Throttled)?;
                 self.throttle.failed(peer, None);
             }
@@ -364,12 +367,13 @@ impl Authenticator {
             Some(found) => found,
             None => {
                 let (state, key) = (self.state.clone(), hash.to_vec());
+                // A lookup that fails judges nothing: the token may well be valid.
                 let record = tokio::task::spawn_blocking(move || state.token_by_hash(&key))
                     .await
-                    .map_err(|_| Failure::InvalidToken)?
+                    .map_err(|_| Failure::Unavailable)?
                     .map_err(|e| {
                         tracing::error!("token lookup failed: {e}");
-                        Failure::InvalidToken
+                        Failure::Unavailable
                     })?
                     .ok_or(Failure::InvalidToken)?;
                 let record = Arc::new(record);

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Set from the state database when scraped.
     credits: [IntCounter; 3],
     storage: IntGauge,
+    /// 503 `service-unavailable` answers, by dependency: database, bucket.
+    unavailable: [IntCounter; 2],
     /// Scrapes take turns: each sets the database-backed values, then renders.
     scrape: Mutex<()>,
 }
@@ -48,7 +50,7 @@ fn reason(failure: Failure) -> usize {
     match failure {
         Failure::BadCredentials => 0,
         Failure::InvalidToken => 1,
-        Failure::Throttled(_) => 2,
+        Failure::Throttled(_) | Failure::Unavailable => 2,
     }
 }
 
@@ -96,6 +98,11 @@ impl Metrics {
         let failures =
             vec("sign_in_failures_total", "Credentials that failed, by reason.", "reason");
         let credits = vec("credits_total", "Credits ever moved, from the ledger, by kind.", "kind");
+        let unavailable = vec(
+            "dependency_unavailable_total",
+            "Requests answered 503 because a dependency could not be reached.",
+            "dependency",
+        );
         Metrics {
             requests,
             duration,
@@ -107,6 +114,7 @@ impl Metrics {
                 .map(|r| failures.with_label_values(&[r])),
             credits: ["granted", "spent", "refunded"].map(|k| credits.with_label_values(&[k])),
             storage: gauge("storage_used_bytes", "Bytes that owned resources take."),
+            unavailable: ["database", "bucket"].map(|d| unavailable.with_label_values(&[d])),
             registry,
             scrape: Mutex::new(()),
         }
@@ -131,6 +139,11 @@ impl Metrics {
         UploadCounters { received: self.received.clone(), aborted: self.aborted.clone() }
     }
 
+    /// Counts a 503 because `dependency` could not be reached.
+    pub fn dependency_down(&self, dependency: &str) {
+        self.unavailable[usize::from(dependency == "bucket")].inc();
+    }
+
     /// Counts credentials that failed.
     pub fn sign_in_failed(&self, failure: Failure) {
         self.sign_in_failures[reason(failure)].inc();
@@ -141,16 +154,19 @@ impl Metrics {
         &self.connections
     }
 
-    /// The text exposition, with the database-backed values set from `credits` and `storage`.
-    pub fn render(&self, credits: CreditTotals, storage: u64) -> String {
+    /// The text exposition, with the database-backed values set from `credits` and `storage`
+    /// (`None` when the database cannot be reached: they stay as last read).
+    pub fn render(&self, from_database: Option<(CreditTotals, u64)>) -> String {
         let _turn = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        for (counter, total) in
-            self.credits.iter().zip([credits.granted, credits.spent, credits.refunded])
-        {
-            counter.reset();
-            counter.inc_by(total);
+        if let Some((credits, storage)) = from_database {
+            for (counter, total) in
+                self.credits.iter().zip([credits.granted, credits.spent, credits.refunded])
+            {
+                counter.reset();
+                counter.inc_by(total);
+            }
+            self.storage.set(i64::try_from(storage).unwrap_or(i64::MAX));
         }
-        self.storage.set(i64::try_from(storage).unwrap_or(i64::MAX));
         let mut text = Vec::new();
         // Encoding into a Vec cannot fail, and every name and label is ours and valid.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);

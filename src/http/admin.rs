@@ -158,9 +158,11 @@ async fn metrics<S: Store>(context: &Context<'_, S>) -> Result<Response<Body>, P
     if !context.settings.metrics_public && !context.identity.principal.unscoped_admin() {
         return Err(forbidden("Only admins may read the metrics, with a token of no scope."));
     }
-    let (credits, storage) =
-        context.app.state_call(|state| Ok((state.credit_totals()?, state.total_usage()?))).await?;
-    let text = context.app.metrics().render(credits, storage);
+    // Counted in memory: the metrics answer while the database cannot (its figures then
+    // stay as last read).
+    let from_database =
+        context.app.state_call(|state| Ok((state.credit_totals()?, state.total_usage()?))).await;
+    let text = context.app.metrics().render(from_database.ok());
     Response::builder()
         .header(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
         .header(CONTENT_LENGTH, text.len())

@@ -225,10 +225,16 @@ impl<S: Store> App<S> {
         let state = self.state.clone();
         match tokio::task::spawn_blocking(move || work(&state)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                tracing::error!("state database: {e}");
-                Err(Problem::internal())
-            }
+            Ok(Err(e)) => match crate::state::Unavailable::of(&e) {
+                Some(down) => {
+                    tracing::warn!("{down}");
+                    Err(Problem::dependency_down(down.dependency))
+                }
+                None => {
+                    tracing::error!("state database: {e}");
+                    Err(Problem::internal())
+                }
+            },
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(Problem::internal()),
         }
@@ -288,6 +294,9 @@ impl<S: Store> App<S> {
         if !authorized && matches!(method, Method::GET | Method::HEAD) {
             vary_cookie(headers);
         }
+        if let Some(down) = response.extensions().get::<problem::DependencyDown>() {
+            self.metrics.dependency_down(down.0);
+        }
         let record = Record {
             id,
             method,
@@ -344,6 +353,9 @@ impl<S: Store> App<S> {
                 let address =
                     client::address(request.headers(), peer, &self.settings().trusted_proxies);
                 self.auth.authenticate(authorization, address).await.map_err(|failure| {
+                    if failure == Failure::Unavailable {
+                        return Problem::dependency_down("database");
+                    }
                     self.metrics.sign_in_failed(failure);
                     unauthenticated(&self.settings().realm, Some(failure))
                 })

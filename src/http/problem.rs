@@ -2,7 +2,9 @@
 //! as an RFC 9457 `application/problem+json` document whose `type` is
 //! `/.larder/problems/<slug>` and whose `instance` is the request id.
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+};
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -52,12 +54,14 @@ pub enum Slug {
     NotImplemented,
     /// 503: too many connections.
     Unavailable,
+    /// 503: the database or the bucket cannot be reached.
+    ServiceUnavailable,
     /// 507: the disk is full.
     InsufficientStorage,
 }
 
 /// Every slug, for the problem pages.
-pub const ALL: [Slug; 21] = [
+pub const ALL: [Slug; 22] = [
     Slug::BadRequest,
     Slug::InvalidPath,
     Slug::Unauthenticated,
@@ -78,6 +82,7 @@ pub const ALL: [Slug; 21] = [
     Slug::Internal,
     Slug::NotImplemented,
     Slug::Unavailable,
+    Slug::ServiceUnavailable,
     Slug::InsufficientStorage,
 ];
 
@@ -206,6 +211,12 @@ impl Slug {
                 "Service Unavailable",
                 "The server has as many connections as it serves at once; retry after Retry-After.",
             ),
+            Slug::ServiceUnavailable => (
+                "service-unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "Something the server depends on (its database or its bucket, named in `dependency`) cannot be reached or did not answer in time. Nothing was changed, and credentials were not judged; retry after Retry-After.",
+            ),
             Slug::InsufficientStorage => (
                 "insufficient-storage",
                 S::INSUFFICIENT_STORAGE,
@@ -245,6 +256,10 @@ impl Slug {
 #[derive(Debug)]
 pub struct Problem(Box<Details>);
 
+/// On a 503 `service-unavailable` answer: which dependency was down (for the metrics).
+#[derive(Debug, Clone, Copy)]
+pub struct DependencyDown(pub &'static str);
+
 /// What a [`Problem`] carries.
 #[derive(Debug)]
 pub struct Details {
@@ -256,14 +271,34 @@ pub struct Details {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Extension members of the document.
     pub members: Map<String, Value>,
+    /// The dependency that could not be reached, for a 503 `service-unavailable`.
+    pub down: Option<&'static str>,
 }
 
 impl Problem {
     /// A problem of type `slug`.
     pub fn new(slug: Slug, detail: impl Into<String>) -> Self {
-        let details =
-            Details { slug, detail: detail.into(), headers: Vec::new(), members: Map::new() };
+        let details = Details {
+            slug,
+            detail: detail.into(),
+            headers: Vec::new(),
+            members: Map::new(),
+            down: None,
+        };
         Problem(Box::new(details))
+    }
+
+    /// 503 `service-unavailable`: `dependency` (`database`, `bucket`) cannot be reached.
+    pub fn dependency_down(dependency: &'static str) -> Self {
+        let mut problem = Problem::new(
+            Slug::ServiceUnavailable,
+            format!("The {dependency} cannot be reached just now; retry after Retry-After."),
+        )
+        .header(RETRY_AFTER, HeaderValue::from_static("5"))
+        .header(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        problem.member("dependency", json!(dependency));
+        problem.0.down = Some(dependency);
+        problem
     }
 
     /// The 404 of a missing path; a hidden one answers exactly this too.
@@ -299,7 +334,7 @@ impl Problem {
 
     /// Renders the problem; `id` is the request id.
     pub fn into_response(self, id: &str) -> Response<Body> {
-        let Details { slug, detail, headers: extra, members } = *self.0;
+        let Details { slug, detail, headers: extra, members, down } = *self.0;
         let status = slug.status();
         let mut document = json!({
             "type": format!("/.larder/problems/{}", slug.name()),
@@ -322,6 +357,9 @@ impl Problem {
         }
         for (name, value) in extra {
             headers.append(name, value);
+        }
+        if let Some(dependency) = down {
+            response.extensions_mut().insert(DependencyDown(dependency));
         }
         response
     }
@@ -361,6 +399,7 @@ impl From<store::Error> for Problem {
                     )
                 }
             },
+            store::Error::Unavailable(dependency) => Problem::dependency_down(dependency),
             store::Error::Io(e) => {
                 tracing::error!("storage failure: {e}");
                 Problem::internal()

@@ -200,6 +200,38 @@ CREATE TABLE IF NOT EXISTS purchase (
 );
 ";
 
+/// A dependency that cannot be reached, or did not answer in time: PostgreSQL or the bucket.
+/// It says nothing of the request, which may succeed later (HTTP 503, never a verdict on
+/// credentials).
+#[derive(Debug)]
+pub struct Unavailable {
+    /// What failed: `database` or `bucket`.
+    pub dependency: &'static str,
+    /// Why, for the log.
+    pub cause: String,
+}
+
+impl Unavailable {
+    /// `error` wrapped as `dependency` being unavailable.
+    pub fn error(dependency: &'static str, cause: impl std::fmt::Display) -> io::Error {
+        let cause = cause.to_string();
+        io::Error::new(io::ErrorKind::TimedOut, Unavailable { dependency, cause })
+    }
+
+    /// The unavailable dependency behind `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<&Unavailable> {
+        error.get_ref()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} is unavailable: {}", self.dependency, self.cause)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
 fn to_io(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::{Client, NoTls, Statement, Transaction};
 
@@ -94,7 +94,28 @@ INSERT INTO entry (path, parent, collection, modified_ns) VALUES ('/', '', true,
 const SCHEMA_LOCK: i64 = 0x6c61_7264_6572;
 
 fn to_io(e: postgres::Error) -> io::Error {
-    io::Error::other(e)
+    match unreachable(&e) {
+        true => super::Unavailable::error("database", e),
+        false => io::Error::other(e),
+    }
+}
+
+/// Whether `e` says PostgreSQL could not be reached or did not answer (in time), rather than
+/// that the statement was wrong: a closed connection, a failed connect or I/O, a timeout,
+/// or the server's own connection and shutdown errors (SQLSTATE classes 08 and 57P, 57014
+/// `query_canceled` from `statement_timeout`, 53300 `too_many_connections`).
+fn unreachable(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() || e.source().is_some_and(|s| s.is::<io::Error>()) {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || ["57014", "53300"].contains(&code)
+        }
+        None => e.to_string().starts_with("timeout") || e.to_string().contains("connecting"),
+    }
 }
 
 fn now_ns() -> i64 {
@@ -119,7 +140,14 @@ struct Slots {
 struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// When it was last handed back.
+    used: Instant,
 }
+
+/// A connection idle longer than this is tried before it is handed out.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(100);
+/// How long that try may take.
+const VALID_WITHIN: Duration = Duration::from_secs(2);
 
 impl Drop for Postgres {
     fn drop(&mut self) {
@@ -171,7 +199,7 @@ impl Drop for Pooled<'_> {
         if conn.client.is_closed() {
             slots.open -= 1;
         } else {
-            slots.idle.push(conn);
+            slots.idle.push(Conn { used: Instant::now(), ..conn });
         }
         drop(slots);
         self.pool.freed.notify_one();
@@ -421,8 +449,22 @@ impl Postgres {
     fn client(&self) -> io::Result<Pooled<'_>> {
         let mut slots = self.slots();
         loop {
-            if let Some(conn) = slots.idle.pop() {
-                return Ok(Pooled { pool: self, conn: Some(conn) });
+            if let Some(mut conn) = slots.idle.pop() {
+                // A connection in steady use is handed out as it is. One that sat idle may
+                // have outlived its server (a restart takes longer than this): it is tried
+                // first with a round trip, as r2d2 tries every one, and replaced if dead, so
+                // no request fails on it.
+                if conn.used.elapsed() < CHECK_AFTER_IDLE {
+                    return Ok(Pooled { pool: self, conn: Some(conn) });
+                }
+                drop(slots);
+                if conn.client.is_valid(VALID_WITHIN).is_ok() {
+                    return Ok(Pooled { pool: self, conn: Some(conn) });
+                }
+                drop(conn);
+                slots = self.slots();
+                slots.open -= 1;
+                continue;
             }
             if slots.open < CONNECTIONS {
                 slots.open += 1;
@@ -433,7 +475,7 @@ impl Postgres {
         drop(slots);
         match self.config.connect(NoTls) {
             Ok(client) => {
-                let conn = Conn { client, statements: HashMap::new() };
+                let conn = Conn { client, statements: HashMap::new(), used: Instant::now() };
                 Ok(Pooled { pool: self, conn: Some(conn) })
             }
             Err(e) => {

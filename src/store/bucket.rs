@@ -50,7 +50,14 @@ pub fn connect(at: &BucketAt) -> io::Result<Arc<dyn ObjectStore>> {
     let plain_http = std::env::var("AWS_ENDPOINT_URL")
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
         .is_ok_and(|e| e.starts_with("http://"));
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&at.bucket);
+    // A bucket that does not answer costs a request at most a few seconds: three tries
+    // within 3 s (object_store's default is ten within 3 minutes), each connect within 5 s.
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&at.bucket).with_retry(retry);
     if plain_http {
         builder = builder.with_allow_http(true);
     }
@@ -126,7 +133,31 @@ fn entry_of(path: &ResourcePath, row: &Row) -> Entry {
 }
 
 fn bucket_error(e: object_store::Error) -> Error {
+    if unreachable(&e) {
+        tracing::warn!("the bucket is unavailable: {e}");
+        return Error::Unavailable("bucket");
+    }
     Error::Io(io::Error::other(e))
+}
+
+/// Whether `e` says the bucket could not be reached or did not answer (in time): a failed
+/// connection, request or timeout (after the client's retries), or a 5xx answer.
+fn unreachable(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind as Kind};
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(http) = error.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted
+            );
+        }
+        if error.to_string().starts_with("Server returned non-2xx status code: 5") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Runs blocking database work off the async workers; a panic in it stays a panic.

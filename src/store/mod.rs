@@ -123,6 +123,8 @@ pub enum Error {
     OverQuota(crate::state::OverQuota),
     /// A name the file system refuses.
     Invalid(String),
+    /// The database or the bucket cannot be reached, or did not answer in time.
+    Unavailable(&'static str),
     /// The request body failed while being read (client gone, or too large).
     Body(io::Error),
     /// Anything else: the server failed.
@@ -137,6 +139,10 @@ impl Error {
             error.get_ref().and_then(|e| e.downcast_ref::<crate::state::OverQuota>())
         {
             return Error::OverQuota(*over);
+        }
+        if let Some(down) = crate::state::Unavailable::of(&error) {
+            tracing::warn!("{down}");
+            return Error::Unavailable(down.dependency);
         }
         match error.kind() {
             NotFound => Error::NotFound,
@@ -167,6 +173,7 @@ impl std::fmt::Display for Error {
             Error::Conflict(why) | Error::Invalid(why) => f.write_str(why),
             Error::NotEmpty => f.write_str("the collection is not empty"),
             Error::NoSpace => f.write_str("no space left on the device"),
+            Error::Unavailable(what) => write!(f, "the {what} is unavailable"),
             Error::OverQuota(over) => write!(f, "{over}"),
             Error::Body(e) => write!(f, "request body: {e}"),
             Error::Io(e) => write!(f, "{e}"),

@@ -153,4 +153,5 @@ fn main() {
     scenario("migrate", &|| runtime.block_on(scenarios::migrate()));
     scenario("sweep", &|| runtime.block_on(scenarios::sweep()));
     scenario("large", &|| runtime.block_on(scenarios::large()));
+    scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));
 }

@@ -368,8 +368,10 @@ impl Authenticator {
             None => {
                 let (state, key) = (self.state.clone(), hash.to_vec());
                 // A lookup that fails judges nothing: the token may well be valid.
-                let record = tokio::task::spawn_blocking(move || state.token_by_hash(&key))
+                let lookup = tokio::task::spawn_blocking(move || state.token_by_hash(&key));
+                let record = tokio::time::timeout(crate::state::dependency_timeout(), lookup)
                     .await
+                    .map_err(|_| Failure::Unavailable)?
                     .map_err(|_| Failure::Unavailable)?
                     .map_err(|e| {
                         tracing::error!("token lookup failed: {e}");

@@ -226,6 +226,7 @@ async fn run(
     use tokio::signal::unix::{SignalKind, signal};
     // Before anything is printed: SIGHUP's default action would end the process.
     let hangups = signal(SignalKind::hangup())?;
+    crate::state::set_dependency_timeout(settings.dependency_timeout);
     let state = Arc::new(open_state(&settings).await?);
     // Ready before "listening" is printed: whoever waits for that line sees the whole server.
     let files = crate::server::raise_open_file_limit();

@@ -31,6 +31,7 @@ pub struct Config {
     pub follow_symlinks: Option<bool>,
     pub sendfile: Option<bool>,
     pub shutdown_grace: Option<String>,
+    pub dependency_timeout: Option<String>,
     #[serde(default)]
     pub account: Vec<AccountConfig>,
     #[serde(default)]
@@ -155,6 +156,7 @@ struct Effective<'a> {
     follow_symlinks: bool,
     sendfile: bool,
     shutdown_grace: String,
+    dependency_timeout: String,
     account: Vec<EffectiveAccount<'a>>,
     plan: BTreeMap<&'a str, EffectivePlan>,
     rule: Vec<EffectiveRule>,
@@ -218,6 +220,7 @@ pub fn render(settings: &Settings) -> String {
         follow_symlinks: settings.follow_symlinks,
         sendfile: settings.sendfile,
         shutdown_grace: format!("{}s", settings.shutdown_grace.as_secs()),
+        dependency_timeout: format!("{}ms", settings.dependency_timeout.as_millis()),
         account: settings
             .accounts
             .values()

@@ -159,6 +159,8 @@ pub struct Settings {
     pub sendfile: bool,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// How long a request waits for PostgreSQL or the bucket before a 503.
+    pub dependency_timeout: Duration,
     /// Accounts by name.
     pub accounts: BTreeMap<String, Account>,
     /// Plans by name.
@@ -341,6 +343,15 @@ impl Settings {
             })?,
             None => Duration::from_secs(30),
         };
+        let dependency_timeout = match env_value("DEPENDENCY_TIMEOUT")
+            .or(file.dependency_timeout.clone())
+        {
+            Some(text) => parse_duration(&text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                let problem = format!("`{text}` is not a duration like \"10s\"");
+                Error::new(&source, "dependency_timeout", problem)
+            })?,
+            None => Duration::from_secs(10),
+        };
         let shutdown_grace = match env_value("SHUTDOWN_GRACE").or(file.shutdown_grace.clone()) {
             Some(text) => parse_duration(&text).map_err(|_| {
                 let problem = format!("`{text}` is not a duration like \"30s\"");
@@ -402,6 +413,7 @@ impl Settings {
             follow_symlinks: file.follow_symlinks.unwrap_or(false),
             sendfile: file.sendfile.unwrap_or(true),
             shutdown_grace,
+            dependency_timeout,
             accounts,
             plans,
             rules: Rules::new(rules),

@@ -195,6 +195,7 @@ impl<S: Store> App<S> {
     pub fn reload(&self, new: Settings) -> Vec<&'static str> {
         let old = self.settings();
         let (settings, ignored) = old.settings.reloaded(new);
+        crate::state::set_dependency_timeout(settings.dependency_timeout);
         let meter = Meter::new(&settings);
         self.auth.reload(&settings);
         self.live.store(Arc::new(Live { settings, meter }));
@@ -223,7 +224,13 @@ impl<S: Store> App<S> {
         work: impl FnOnce(&State) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, Problem> {
         let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || work(&state)).await {
+        let task = tokio::task::spawn_blocking(move || work(&state));
+        // A frozen database costs a request no more than this; the thread ends when it can.
+        let Ok(done) = tokio::time::timeout(crate::state::dependency_timeout(), task).await else {
+            tracing::warn!("the database did not answer in time");
+            return Err(Problem::dependency_down("database"));
+        };
+        match done {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => match crate::state::Unavailable::of(&e) {
                 Some(down) => {

@@ -215,7 +215,7 @@ impl Slug {
                 "service-unavailable",
                 S::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
-                "Something the server depends on (its database or its bucket, named in `dependency`) cannot be reached or did not answer in time. Nothing was changed, and credentials were not judged; retry after Retry-After.",
+                "Something the server depends on (its database or its bucket, named in `dependency`) cannot be reached or did not answer in time (`dependency_timeout`). Credentials were not judged. Retry after Retry-After; a write that timed out may yet take effect, so retry writes with If-Match or If-None-Match.",
             ),
             Slug::InsufficientStorage => (
                 "insufficient-storage",

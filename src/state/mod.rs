@@ -200,6 +200,24 @@ CREATE TABLE IF NOT EXISTS purchase (
 );
 ";
 
+/// How long a request waits for PostgreSQL (a statement, a pooled connection, a connect)
+/// or the bucket before it is answered 503, in milliseconds: a frozen dependency costs no
+/// more (`dependency_timeout`, set at start and on reload; one per process).
+static DEPENDENCY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(10_000);
+
+/// See [`DEPENDENCY_TIMEOUT_MS`].
+pub fn dependency_timeout() -> std::time::Duration {
+    let ms = DEPENDENCY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed);
+    std::time::Duration::from_millis(ms)
+}
+
+/// Sets [`dependency_timeout`].
+pub fn set_dependency_timeout(limit: std::time::Duration) {
+    let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+    DEPENDENCY_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A dependency that cannot be reached, or did not answer in time: PostgreSQL or the bucket.
 /// It says nothing of the request, which may succeed later (HTTP 503, never a verdict on
 /// credentials).

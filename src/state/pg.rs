@@ -429,7 +429,7 @@ impl Postgres {
         let mut config: postgres::Config =
             url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         config.application_name("larder");
-        config.connect_timeout(Duration::from_secs(10));
+        config.connect_timeout(super::dependency_timeout());
         let pool = Postgres { config, slots: Mutex::new(Slots::default()), freed: Condvar::new() };
         let mut client = pool.client()?;
         client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).map_err(to_io)?;
@@ -470,7 +470,15 @@ impl Postgres {
                 slots.open += 1;
                 break;
             }
-            slots = self.freed.wait(slots).unwrap_or_else(|e| e.into_inner());
+            let (next, waited) = self
+                .freed
+                .wait_timeout(slots, super::dependency_timeout())
+                .unwrap_or_else(|e| e.into_inner());
+            if waited.timed_out() {
+                // Every connection is taken, by requests that wait for a frozen server.
+                return Err(super::Unavailable::error("database", "no connection free in time"));
+            }
+            slots = next;
         }
         drop(slots);
         match self.config.connect(NoTls) {

@@ -160,12 +160,16 @@ fn unreachable(e: &object_store::Error) -> bool {
     false
 }
 
-/// Runs blocking database work off the async workers; a panic in it stays a panic.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("blocking task cancelled: {e}"),
+/// Runs blocking database work off the async workers; a panic in it stays a panic. Work
+/// that PostgreSQL does not finish within [`crate::state::dependency_timeout`] (a frozen
+/// server) is given up as unavailable; its thread ends when the server answers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    let task = tokio::task::spawn_blocking(work);
+    match tokio::time::timeout(crate::state::dependency_timeout(), task).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => panic!("blocking task cancelled: {e}"),
+        Err(_) => Err(crate::state::Unavailable::error("database", "no answer in time")),
     }
 }
 
@@ -177,7 +181,7 @@ fn refusal<R>(failed: Failed<R>) -> Result<R, Error> {
         Failed::Refused(Refused::Conflict(why)) => Err(Error::Conflict(why)),
         Failed::Refused(Refused::NotEmpty) => Err(Error::NotEmpty),
         Failed::Refused(Refused::OverQuota(over)) => Err(Error::OverQuota(over)),
-        Failed::Io(e) => Err(Error::Io(e)),
+        Failed::Io(e) => Err(Error::from_io(e)),
     }
 }
 
@@ -207,7 +211,8 @@ impl Pending {
 
 async fn discard(inner: Arc<Inner>, blob: String) {
     let deleted = inner.bucket.delete(&BlobPath::from(blob.as_str())).await.is_ok();
-    let forgotten = blocking(move || inner.db().abandon_upload(&blob, deleted)).await;
+    let forgotten =
+        blocking(move || inner.db().abandon_upload(&blob, deleted)).await.and_then(|r| r);
     if let Err(e) = forgotten {
         tracing::warn!("an abandoned upload stays pending until the sweep: {e}");
     }
@@ -242,7 +247,7 @@ impl Inner {
         let mut total = 0;
         loop {
             let inner = self.clone();
-            let due = blocking(move || inner.db().claim_blobs(256)).await?;
+            let due = blocking(move || inner.db().claim_blobs(256)).await??;
             if due.is_empty() {
                 return Ok(total);
             }
@@ -256,7 +261,7 @@ impl Inner {
             total += gone.len();
             let inner = self.clone();
             let stuck = gone.is_empty();
-            blocking(move || inner.db().forget_blobs(&gone)).await?;
+            blocking(move || inner.db().forget_blobs(&gone)).await??;
             if stuck {
                 return Ok(total);
             }
@@ -368,7 +373,7 @@ impl BucketStore {
         if let Some(body) = body {
             let blob = self.inner.new_blob();
             let (inner, registered) = (self.inner.clone(), blob.clone());
-            blocking(move || inner.db().begin_upload(&registered)).await?;
+            blocking(move || inner.db().begin_upload(&registered)).await??;
             let mut pending =
                 Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true };
             let (size, _) = self.inner.upload(&blob, body).await?;
@@ -381,7 +386,7 @@ impl BucketStore {
             row.blob = Some(blob);
         }
         let inner = self.inner.clone();
-        blocking(move || inner.db().import_entry(&row)).await?;
+        blocking(move || inner.db().import_entry(&row)).await??;
         Ok(())
     }
 }
@@ -392,7 +397,7 @@ impl Store for BucketStore {
     async fn open(&self, path: &ResourcePath) -> Result<Opened<Handle>, Error> {
         fail::fail_point!("store-read", |arg| Err(Error::Io(super::injected(arg))));
         let (inner, key) = (self.inner.clone(), key_of(path));
-        let Some(row) = blocking(move || inner.db().entry(&key)).await? else {
+        let Some(row) = blocking(move || inner.db().entry(&key)).await?? else {
             return Ok(None);
         };
         let entry = entry_of(path, &row);
@@ -442,7 +447,7 @@ impl Store for BucketStore {
             let members = inner.db().members(&dir_key)?;
             Ok::<_, io::Error>((row, members))
         })
-        .await?;
+        .await??;
         match row {
             None => return Err(Error::NotFound),
             Some(row) if !row.collection => {
@@ -472,7 +477,7 @@ impl Store for BucketStore {
         let blob = self.inner.new_blob();
         let inner = self.inner.clone();
         let registered = blob.clone();
-        blocking(move || inner.db().begin_upload(&registered)).await?;
+        blocking(move || inner.db().begin_upload(&registered)).await??;
         let mut pending = Pending { inner: self.inner.clone(), blob: blob.clone(), armed: true };
         let (size, etag) = match self.inner.upload(&blob, body).await {
             Ok(uploaded) => uploaded,
@@ -497,10 +502,10 @@ impl Store for BucketStore {
                 |row| check(row.map(|row| entry_of(&named, row)).as_ref()),
             )
         })
-        .await;
+        .await?;
         let (created, row) = match committed {
             Ok(done) => done,
-            Err(Failed::Io(e)) => return Err(Error::Io(e)),
+            Err(Failed::Io(e)) => return Err(Error::from_io(e)),
             Err(refused) => {
                 pending.discard().await;
                 return refusal(refused).map(Err);
@@ -523,7 +528,7 @@ impl Store for BucketStore {
             let check = |row: Option<&Row>| check(row.map(|row| entry_of(&named, row)).as_ref());
             inner.db().create_collection(&key, owner, quota, check)
         })
-        .await;
+        .await?;
         Ok(outcome(made)?.map(|(created, row)| Put { entry: entry_of(&dir, &row), created }))
     }
 
@@ -537,7 +542,7 @@ impl Store for BucketStore {
         let deleted = blocking(move || {
             inner.db().delete_entry(&key, recursive, |row| check(Some(&entry_of(&named, row))))
         })
-        .await;
+        .await?;
         outcome(deleted)
     }
 }

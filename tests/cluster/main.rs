@@ -154,4 +154,5 @@ fn main() {
     scenario("sweep", &|| runtime.block_on(scenarios::sweep()));
     scenario("large", &|| runtime.block_on(scenarios::large()));
     scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));
+    scenario("database_frozen", &|| runtime.block_on(scenarios::database_frozen()));
 }

@@ -752,3 +752,57 @@ pub async fn database_outage() -> Vec<String> {
          the next 40 GETs on both nodes (the idle one's pool first) and a PUT all succeeded"
     )]
 }
+
+/// Thaws PostgreSQL when dropped, whatever the scenario came to.
+struct Thaw;
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        services("pg-thaw");
+    }
+}
+
+/// PostgreSQL frozen (SIGSTOP, as under a stalled disk): requests that need it are answered
+/// 503 once `dependency_timeout` (2 s here) has passed, not left hanging; thawed, everything
+/// succeeds again.
+pub async fn database_frozen() -> Vec<String> {
+    let config = format!(
+        "dependency_timeout = \"2s\"\n{}[[rule]]\npath = \"/\"\nread = [\"@authenticated\"]\n\
+         write = [\"erin\"]\n",
+        accounts(&["erin"], None),
+    );
+    let cluster = Cluster::start("frozen", &config, 2);
+    let addrs = [cluster.addr(0), cluster.addr(1)];
+    assert_eq!(put(addrs[0], "/f/a.txt", "erin", "before").await.status, 201);
+    let made = post_json(addrs[1], "/.larder/tokens", "erin", json!({})).await;
+    let bearer = format!("Bearer {}", made.json()["token"].as_str().unwrap());
+    let thaw = Thaw;
+    services("pg-freeze");
+    let started = std::time::Instant::now();
+    let replies = at_once(8, |i| {
+        let (addr, auth) = (addrs[i % 2], [bearer.clone(), basic("erin")][i / 2 % 2].clone());
+        async move {
+            let sent = std::time::Instant::now();
+            let reply = get(addr, "/f/a.txt", Some(&auth)).await;
+            (reply.status, reply.header("retry-after").to_owned(), sent.elapsed())
+        }
+    })
+    .await;
+    let slowest = replies.iter().map(|(_, _, took)| *took).max().unwrap();
+    for (status, retry, took) in &replies {
+        assert_eq!((*status, retry.as_str()), (503, "5"), "{replies:?}");
+        assert!(*took < std::time::Duration::from_secs(6), "took {took:?}");
+    }
+    drop(thaw);
+    let frozen_for = started.elapsed();
+    for i in 0..10 {
+        let reply = get(addrs[i % 2], "/f/a.txt", Some(&bearer)).await;
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"before"[..]), "after, {i}");
+    }
+    vec![format!(
+        "PostgreSQL frozen for {:.1} s: 8 GETs at once on 2 nodes all 503 with Retry-After, \
+         the slowest in {:.1} s (dependency_timeout 2 s); thawed, 10 GETs all 200",
+        frozen_for.as_secs_f64(),
+        slowest.as_secs_f64()
+    )]
+}

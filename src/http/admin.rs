@@ -43,6 +43,7 @@ struct Context<'a, S: Store> {
 
 enum Endpoint {
     Health,
+    Ready,
     Metrics,
     Problem(Slug),
     Asset(&'static Asset),
@@ -58,6 +59,7 @@ impl Endpoint {
     fn allow(&self) -> &'static [Verb] {
         match self {
             Endpoint::Health
+            | Endpoint::Ready
             | Endpoint::Metrics
             | Endpoint::Problem(_)
             | Endpoint::Asset(_)
@@ -73,7 +75,7 @@ impl Endpoint {
 
     fn needs_account(&self, settings: &Settings) -> bool {
         match self {
-            Endpoint::Health | Endpoint::Problem(_) | Endpoint::Asset(_) => false,
+            Endpoint::Health | Endpoint::Ready | Endpoint::Problem(_) | Endpoint::Asset(_) => false,
             Endpoint::Metrics => !settings.metrics_public,
             _ => true,
         }
@@ -92,6 +94,7 @@ pub async fn respond<S: Store>(
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let endpoint = match rest.as_slice() {
         ["health"] => Endpoint::Health,
+        ["ready"] => Endpoint::Ready,
         ["metrics"] => Endpoint::Metrics,
         ["problems", slug] => {
             Endpoint::Problem(Slug::from_name(slug).ok_or_else(Problem::not_found)?)
@@ -117,6 +120,7 @@ pub async fn respond<S: Store>(
     let response = match (endpoint, verb) {
         (_, Verb::Options) => no_content_with(ALLOW, allow_value(allow)),
         (Endpoint::Health, _) => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        (Endpoint::Ready, _) => ready(app).await?,
         (Endpoint::Metrics, _) => metrics(context).await?,
         (Endpoint::Problem(slug), _) => problem_page(slug),
         (Endpoint::Asset(asset), _) => serve_asset(asset, &request),
@@ -151,6 +155,33 @@ pub async fn respond<S: Store>(
         }
     };
     Ok(if verb == Verb::Head { strip_body(response) } else { response })
+}
+
+/// GET /.larder/ready: whether this node can serve now (for a load balancer): the database
+/// and the store each tried at once, within `dependency_timeout`; 503 naming what is down.
+/// `/.larder/health` stays a liveness answer that needs neither.
+async fn ready<S: Store>(app: &App<S>) -> Result<Response<Body>, Problem> {
+    let (database, store) = tokio::join!(app.state_call(|state| state.ping()), app.store().ready());
+    let mut down = Vec::new();
+    if database.is_err() {
+        down.push("database");
+    }
+    match store {
+        Ok(()) => {}
+        Err(crate::store::Error::Unavailable(what)) => down.push(what),
+        Err(e) => {
+            tracing::error!("readiness: the store failed: {e}");
+            down.push("store");
+        }
+    }
+    let Some(first) = down.first() else {
+        let mut response = json_response(StatusCode::OK, &json!({ "status": "ready" }));
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(response);
+    };
+    let mut problem = Problem::dependency_down(first);
+    problem.member("down", json!(down));
+    Err(problem)
 }
 
 /// GET /.larder/metrics: admins, or anyone when `metrics_public`.

@@ -93,6 +93,8 @@ shared! {
     fn ledger(&self, account: &str) -> io::Result<Vec<LedgerEntry>>;
     /// Bytes that owned resources take, all owners together.
     fn total_usage(&self) -> io::Result<u64>;
+    /// One round trip to the database, for readiness.
+    fn ping(&self) -> io::Result<()>;
     /// Bytes of `owner`'s resources.
     fn usage(&self, owner: &str) -> io::Result<u64>;
     /// Bytes of `owner`'s resources, and how many they are, files and folders (one query).

@@ -572,6 +572,11 @@ impl Sqlite {
         Ok(found)
     }
 
+    /// One round trip to the database, for readiness.
+    pub fn ping(&self) -> io::Result<()> {
+        self.db().query_row("SELECT 1", [], |_| Ok(())).map_err(to_io)
+    }
+
     /// Bytes that owned resources take, all owners together.
     pub fn total_usage(&self) -> io::Result<u64> {
         self.db()

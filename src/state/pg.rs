@@ -725,6 +725,11 @@ impl Postgres {
 
     // --- Usage --------------------------------------------------------------------------
 
+    /// One round trip to the database, for readiness.
+    pub fn ping(&self) -> io::Result<()> {
+        self.client()?.simple_query("SELECT 1").map(drop).map_err(to_io)
+    }
+
     /// Bytes that owned resources take, all owners together.
     pub fn total_usage(&self) -> io::Result<u64> {
         let row = self

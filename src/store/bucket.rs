@@ -143,6 +143,7 @@ fn bucket_error(e: object_store::Error) -> Error {
 /// Whether `e` says the bucket could not be reached or did not answer (in time): a failed
 /// connection, request or timeout (after the client's retries), or a 5xx answer.
 fn unreachable(e: &object_store::Error) -> bool {
+    use io::ErrorKind as Io;
     use object_store::client::{HttpError, HttpErrorKind as Kind};
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = source {
@@ -152,7 +153,26 @@ fn unreachable(e: &object_store::Error) -> bool {
                 Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted
             );
         }
-        if error.to_string().starts_with("Server returned non-2xx status code: 5") {
+        // What the HTTP client met on the wire (object_store's error type between, which
+        // says Connect or Timeout, is not public).
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                Io::ConnectionRefused
+                    | Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::NotConnected
+                    | Io::BrokenPipe
+                    | Io::TimedOut
+                    | Io::UnexpectedEof
+                    | Io::HostUnreachable
+                    | Io::NetworkUnreachable
+                    | Io::AddrNotAvailable
+            );
+        }
+        let text = error.to_string();
+        if text.starts_with("Server returned non-2xx status code: 5") || text.contains("timed out")
+        {
             return true;
         }
         source = error.source();
@@ -512,6 +532,17 @@ impl Store for BucketStore {
             }
         };
         Ok(Ok(Put { entry: entry_of(&target, &row), created }))
+    }
+
+    async fn ready(&self) -> Result<(), Error> {
+        // A name no blob has: "not found" is an answer, and the bucket is there.
+        let probe = BlobPath::from(format!("{}/ready-probe", self.inner.prefix));
+        let head = self.inner.bucket.head(&probe);
+        match tokio::time::timeout(crate::state::dependency_timeout(), head).await {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(bucket_error(e)),
+            Err(_) => Err(Error::Unavailable("bucket")),
+        }
     }
 
     async fn create_collection<R: Send + 'static>(

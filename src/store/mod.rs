@@ -322,6 +322,12 @@ pub trait Store: Send + Sync + 'static {
         check: impl FnOnce(Option<&Entry>) -> Result<(), R> + Send + 'static,
     ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send;
 
+    /// Whether the store can serve: `Unavailable` when what it stores in (the bucket)
+    /// cannot be reached. A folder is always there.
+    fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Leaves nothing for the next start to recover (the server has stopped): what is
     /// acknowledged is made durable where it belongs. A stop without this (a crash) loses
     /// nothing either; the next start takes longer.

@@ -155,4 +155,5 @@ fn main() {
     scenario("large", &|| runtime.block_on(scenarios::large()));
     scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));
     scenario("database_frozen", &|| runtime.block_on(scenarios::database_frozen()));
+    scenario("bucket_outage", &|| runtime.block_on(scenarios::bucket_outage()));
 }

@@ -713,8 +713,13 @@ pub async fn database_outage() -> Vec<String> {
     let made = post_json(addrs[1], "/.larder/tokens", "erin", json!({})).await;
     let bearer = format!("Bearer {}", made.json()["token"].as_str().unwrap());
     let basic_erin = basic("erin");
+    assert_eq!(get(addrs[0], "/.larder/ready", None).await.status, 200);
     let restart = Restart;
     services("pg-stop");
+    // A load balancer asking for readiness hears which dependency is down; liveness holds.
+    let ready = get(addrs[1], "/.larder/ready", None).await;
+    assert_eq!((ready.status, ready.json()["down"].clone()), (503, json!(["database"])));
+    assert_eq!(get(addrs[1], "/.larder/health", None).await.status, 200);
     let mut answers = std::collections::BTreeMap::<u16, usize>::new();
     // Sign-ins past the throttle's limit of 20 per address, with good credentials, all to
     // node 0: node 1's pooled connections sit idle through the outage, dead.
@@ -738,7 +743,9 @@ pub async fn database_outage() -> Vec<String> {
         .unwrap_or(0);
     assert!(counted >= 60, "{text}");
     drop(restart);
-    // Back: every request on both nodes succeeds, the first ones included (node 1 first).
+    // Back: ready again, and every request on both nodes succeeds, the first ones included
+    // (node 1's first).
+    assert_eq!(get(addrs[0], "/.larder/ready", None).await.status, 200);
     for i in 0..20 {
         for auth in [bearer.as_str(), basic_erin.as_str()] {
             let reply = get(addrs[1 - i % 2], "/o/a.txt", Some(auth)).await;
@@ -748,8 +755,9 @@ pub async fn database_outage() -> Vec<String> {
     assert_eq!(put(addrs[1], "/o/b.txt", "erin", "after").await.status, 201);
     vec![format!(
         "PostgreSQL stopped: {answers:?} for 60 GETs with a valid token or password (never \
-         401, 429 or 500), Retry-After 5, metrics answering ({counted} counted); restarted: \
-         the next 40 GETs on both nodes (the idle one's pool first) and a PUT all succeeded"
+         401, 429 or 500), Retry-After 5, metrics answering ({counted} counted), readiness 503 \
+         naming the database and 200 after; restarted: the next 40 GETs on both nodes (the \
+         idle one's pool first) and a PUT all succeeded"
     )]
 }
 
@@ -803,6 +811,55 @@ pub async fn database_frozen() -> Vec<String> {
         "PostgreSQL frozen for {:.1} s: 8 GETs at once on 2 nodes all 503 with Retry-After, \
          the slowest in {:.1} s (dependency_timeout 2 s); thawed, 10 GETs all 200",
         frozen_for.as_secs_f64(),
+        slowest.as_secs_f64()
+    )]
+}
+
+/// Starts Garage again when dropped, whatever the scenario came to.
+struct RestartGarage;
+
+impl Drop for RestartGarage {
+    fn drop(&mut self) {
+        services("garage-start");
+    }
+}
+
+/// Garage stopped under two nodes: readiness names the bucket, an uncached GET and a PUT
+/// are 503 `service-unavailable` within seconds, never 500; started again, both work.
+pub async fn bucket_outage() -> Vec<String> {
+    let config = format!(
+        "{}[[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"erin\"]\n",
+        accounts(&["erin"], None),
+    );
+    let cluster = Cluster::start("bucket", &config, 2);
+    let addrs = [cluster.addr(0), cluster.addr(1)];
+    let big = content("uncached", 2 << 20); // past the 1 MiB blob cache
+    assert_eq!(put(addrs[0], "/b/big.bin", "erin", big.clone()).await.status, 201);
+    let restart = RestartGarage;
+    services("garage-stop");
+    let ready = get(addrs[1], "/.larder/ready", None).await;
+    assert_eq!((ready.status, ready.json()["down"].clone()), (503, json!(["bucket"])));
+    let mut slowest = std::time::Duration::ZERO;
+    for (i, addr) in addrs.iter().enumerate() {
+        let sent = std::time::Instant::now();
+        let got = get(*addr, "/b/big.bin", None).await;
+        let stored = put(*addr, &format!("/b/new-{i}.txt"), "erin", "new").await;
+        slowest = slowest.max(sent.elapsed());
+        for reply in [&got, &stored] {
+            assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+            assert_eq!(reply.json()["dependency"], "bucket");
+            assert_eq!(reply.header("retry-after"), "5");
+        }
+    }
+    drop(restart);
+    assert_eq!(get(addrs[0], "/.larder/ready", None).await.status, 200);
+    let got = get(addrs[1], "/b/big.bin", None).await;
+    assert!(got.status == 200 && got.body == big, "{}", got.status);
+    assert_eq!(put(addrs[0], "/b/after.txt", "erin", "after").await.status, 201);
+    vec![format!(
+        "Garage stopped: readiness 503 naming the bucket; an uncached 2 MiB GET and a PUT on \
+         each node all 503 with Retry-After (the slowest pair in {:.1} s); started again: \
+         ready, the GET and a PUT work",
         slowest.as_secs_f64()
     )]
 }

@@ -324,6 +324,10 @@ async fn larder_namespace() {
     let health = server.get("/.larder/health", &[]).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    // Readiness: a folder and its embedded database are always there.
+    let ready = server.get("/.larder/ready", &[]).await;
+    assert_eq!((ready.status, ready.json()), (200, serde_json::json!({"status": "ready"})));
+    assert_eq!(ready.header("cache-control"), "no-store");
     let page = server.get("/.larder/problems/quota-exceeded", &[]).await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains("402"));

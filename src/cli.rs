@@ -244,8 +244,9 @@ async fn run(
                 .await?;
         }
         Some(at) => {
-            let store =
-                BucketStore::open(crate::store::bucket::connect(&at)?, &at.prefix, state.clone())?;
+            let bucket = crate::store::bucket::connect(&at)?;
+            crate::store::bucket::check(bucket.as_ref(), &at).await?;
+            let store = BucketStore::open(bucket, &at.prefix, state.clone())?;
             let listener = bind(&settings, tls.is_some()).await?;
             println!(
                 "serving {at}, named in {}",
@@ -355,6 +356,11 @@ fn hash_password() -> ExitCode {
 fn check(args: ServeArgs) -> ExitCode {
     match args.settings() {
         Ok(settings) => {
+            // The shared database and the bucket must answer too.
+            if let Err(e) = reach_backends(&settings) {
+                eprintln!("larder: {e}");
+                return ExitCode::FAILURE;
+            }
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "# configuration is valid; secrets are redacted");
             let _ = write!(out, "{}", settings.to_redacted_toml());
@@ -369,6 +375,25 @@ fn check(args: ServeArgs) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Connects to PostgreSQL and tries the bucket, when the settings name them.
+fn reach_backends(settings: &Settings) -> std::io::Result<()> {
+    if settings.database.is_none() && settings.bucket.is_none() {
+        return Ok(());
+    }
+    crate::state::set_dependency_timeout(settings.dependency_timeout);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        if let Some(url) = &settings.database {
+            State::connect_from_async(url).await?;
+        }
+        if let Some(at) = &settings.bucket {
+            let bucket = crate::store::bucket::connect(at)?;
+            crate::store::bucket::check(bucket.as_ref(), at).await?;
+        }
+        Ok(())
+    })
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {

@@ -95,9 +95,24 @@ const SCHEMA_LOCK: i64 = 0x6c61_7264_6572;
 
 fn to_io(e: postgres::Error) -> io::Error {
     match unreachable(&e) {
-        true => super::Unavailable::error("database", e),
-        false => io::Error::other(e),
+        true => super::Unavailable::error("database", described(&e)),
+        false => io::Error::other(described(&e)),
     }
+}
+
+/// `e` with its causes: postgres says only "db error" or "error connecting to server", and
+/// keeps what PostgreSQL said (`database "x" does not exist`), or the socket's error, in its
+/// sources.
+fn described(e: &postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether `e` says PostgreSQL could not be reached or did not answer (in time), rather than
@@ -426,9 +441,17 @@ fn doom(tx: &mut Transaction<'_>, blob: &str, after: i64) -> Result<(), postgres
 impl Postgres {
     /// Connects to `url` and creates larder's tables if missing.
     pub fn connect(url: &str) -> io::Result<Postgres> {
+        let at = crate::config::redact_url(url);
+        Postgres::open(url)
+            .map_err(|e| io::Error::new(e.kind(), format!("PostgreSQL at {at}: {e}")))
+    }
+
+    fn open(url: &str) -> io::Result<Postgres> {
         let mut config: postgres::Config =
             url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         config.application_name("larder");
+        // Not the notices of creating tables that are there ("already exists, skipping").
+        config.options("-c client_min_messages=warning");
         config.connect_timeout(super::dependency_timeout());
         let pool = Postgres { config, slots: Mutex::new(Slots::default()), freed: Condvar::new() };
         let mut client = pool.client()?;

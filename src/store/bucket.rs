@@ -65,6 +65,50 @@ pub fn connect(at: &BucketAt) -> io::Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(bucket))
 }
 
+/// Tries the bucket once, at start and for `larder check`: a small write, then its removal
+/// (a read alone would take a missing bucket's "not found" for an answer, and would not try
+/// the right to write). The error names the bucket, its endpoint, what went wrong and the
+/// `AWS_*` variables that are unset.
+pub async fn check(bucket: &dyn ObjectStore, at: &BucketAt) -> io::Result<()> {
+    let probe = BlobPath::from(format!("{}/start-probe", at.prefix));
+    let limit = crate::state::dependency_timeout();
+    let tried = async {
+        bucket.put(&probe, Bytes::from_static(b"larder").into()).await?;
+        bucket.delete(&probe).await
+    };
+    let cause = match tokio::time::timeout(limit, tried).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                // object_store's messages repeat their causes' already.
+                let said = cause.to_string();
+                if !text.contains(&said) {
+                    text.push_str(": ");
+                    text.push_str(&said);
+                }
+                source = cause.source();
+            }
+            text
+        }
+        Err(_) => format!("no answer within {limit:?} (dependency_timeout)"),
+    };
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = var("AWS_ENDPOINT_URL")
+        .or_else(|| var("AWS_ENDPOINT"))
+        .unwrap_or_else(|| "AWS S3 itself (AWS_ENDPOINT_URL is unset)".into());
+    let unset: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"]
+        .into_iter()
+        .filter(|name| var(name).is_none())
+        .collect();
+    let unset = match unset.is_empty() {
+        true => String::new(),
+        false => format!(" (unset: {})", unset.join(", ")),
+    };
+    Err(io::Error::other(format!("the bucket {at} at {endpoint}{unset}: {cause}")))
+}
+
 /// Resources in a bucket, named in PostgreSQL.
 pub struct BucketStore {
     inner: Arc<Inner>,

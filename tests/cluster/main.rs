@@ -156,4 +156,5 @@ fn main() {
     scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));
     scenario("database_frozen", &|| runtime.block_on(scenarios::database_frozen()));
     scenario("bucket_outage", &|| runtime.block_on(scenarios::bucket_outage()));
+    scenario("startup", &|| runtime.block_on(scenarios::startup()));
 }

@@ -863,3 +863,104 @@ pub async fn bucket_outage() -> Vec<String> {
         slowest.as_secs_f64()
     )]
 }
+
+/// What a start-up case is: what is wrong, the state, the store, environment changes (a
+/// variable set, or removed when `None`), and what the message must say.
+type Misconfigured =
+    (&'static str, String, String, &'static [(&'static str, Option<&'static str>)], &'static str);
+
+/// Each misconfiguration of the database or the bucket stops the start, and fails
+/// `larder check`, with a message that names the cause.
+pub async fn startup() -> Vec<String> {
+    let database = std::env::var("LARDER_TEST_DATABASE").unwrap();
+    let (head, _) = database.rsplit_once('/').unwrap();
+    let bucket = std::env::var("LARDER_TEST_BUCKET").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [Misconfigured; 5] = [
+        (
+            "a database that does not exist",
+            format!("{head}/no_such_database"),
+            format!("s3://{bucket}/startup"),
+            &[],
+            "database \"no_such_database\" does not exist",
+        ),
+        (
+            "a bucket endpoint that refuses",
+            database.clone(),
+            format!("s3://{bucket}/startup"),
+            &[("AWS_ENDPOINT_URL", Some("http://127.0.0.1:1"))],
+            "at http://127.0.0.1:1",
+        ),
+        (
+            "no AWS_* settings",
+            database.clone(),
+            format!("s3://{bucket}/startup"),
+            &[
+                ("AWS_ACCESS_KEY_ID", None),
+                ("AWS_SECRET_ACCESS_KEY", None),
+                ("AWS_REGION", None),
+                ("AWS_ENDPOINT_URL", None),
+            ],
+            "unset: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION",
+        ),
+        (
+            "a wrong secret",
+            database.clone(),
+            format!("s3://{bucket}/startup"),
+            &[("AWS_SECRET_ACCESS_KEY", Some("wrong"))],
+            "the bucket s3://",
+        ),
+        (
+            "a bucket that does not exist",
+            database.clone(),
+            "s3://no-such-bucket-larder/startup".to_owned(),
+            &[],
+            "the bucket s3://no-such-bucket-larder/startup",
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (what, state, store, env, expected) in cases {
+        let config = dir.path().join("larder.toml");
+        let text =
+            format!("state = \"{state}\"\nstore = \"{store}\"\ndependency_timeout = \"3s\"\n");
+        std::fs::write(&config, text).unwrap();
+        for command in ["serve", "check"] {
+            let mut run = crate::larder_process::larder(&[
+                command,
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                "0",
+            ]);
+            for (name, value) in env {
+                match value {
+                    Some(value) => run.env(name, value),
+                    None => run.env_remove(name),
+                };
+            }
+            // A start that wrongly succeeds would serve on: it gets 20 s, then fails the test.
+            run.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+            let out = tokio::task::spawn_blocking(move || {
+                let mut child = run.spawn().unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while child.try_wait().unwrap().is_none() {
+                    if std::time::Instant::now() > deadline {
+                        let _ = child.kill();
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                child.wait_with_output().unwrap()
+            })
+            .await
+            .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(1), "{what}, {command}: {said}");
+            assert!(said.contains(expected), "{what}, {command}: {said}");
+            if command == "serve" {
+                lines.push(format!("{what}: {}", said.trim()));
+            }
+        }
+    }
+    lines
+}

@@ -801,6 +801,30 @@ async fn small_writes_beneath_a_mount_point_in_root_are_not_journaled() {
     assert!(!holds("the bytes of /late/there.txt"), "nor one mounted while larder runs");
 }
 
+/// A PostgreSQL that cannot be reached stops the start, and `larder check`, with a message
+/// that names its address (password redacted) and what the connection met.
+#[test]
+fn an_unreachable_database_is_named_at_start_and_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    let text = "state = \"postgres://larder:s3cret@127.0.0.1:1/site\"\n\
+                store = \"s3://bucket/prefix\"\ndependency_timeout = \"2s\"\n";
+    std::fs::write(&config, text).unwrap();
+    for command in ["serve", "check"] {
+        let out = larder(&[command, "--config", config.to_str().unwrap(), "--port", "0"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {said}");
+        assert!(
+            said.contains("PostgreSQL at postgres://larder:<redacted>@127.0.0.1:1/site"),
+            "{said}"
+        );
+        assert!(said.contains("Connection refused"), "{command}: {said}");
+        assert!(!said.contains("s3cret"), "{command}: {said}");
+    }
+}
+
 /// Started with a soft limit of 64 open files (the hard one higher, as on most systems),
 /// larder raises it and serves 300 connections open at once.
 #[test]

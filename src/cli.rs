@@ -263,9 +263,17 @@ async fn run(
 /// Opens the embedded database, or connects to the shared one.
 async fn open_state(settings: &Settings) -> std::io::Result<State> {
     match &settings.database {
-        Some(url) => State::connect_from_async(url).await,
+        Some(url) => connect(url).await,
         None => State::open(&settings.state),
     }
+}
+
+/// Connects to PostgreSQL at `url`; an error names the address, its password redacted.
+async fn connect(url: &str) -> std::io::Result<State> {
+    State::connect_from_async(url).await.map_err(|e| {
+        let at = crate::config::redact_url(url);
+        std::io::Error::new(e.kind(), format!("PostgreSQL at {at}: {e}"))
+    })
 }
 
 async fn bind(settings: &Settings, tls: bool) -> std::io::Result<tokio::net::TcpListener> {
@@ -386,7 +394,7 @@ fn reach_backends(settings: &Settings) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         if let Some(url) = &settings.database {
-            State::connect_from_async(url).await?;
+            connect(url).await?;
         }
         if let Some(at) = &settings.bucket {
             let bucket = crate::store::bucket::connect(at)?;

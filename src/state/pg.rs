@@ -441,12 +441,6 @@ fn doom(tx: &mut Transaction<'_>, blob: &str, after: i64) -> Result<(), postgres
 impl Postgres {
     /// Connects to `url` and creates larder's tables if missing.
     pub fn connect(url: &str) -> io::Result<Postgres> {
-        let at = crate::config::redact_url(url);
-        Postgres::open(url)
-            .map_err(|e| io::Error::new(e.kind(), format!("PostgreSQL at {at}: {e}")))
-    }
-
-    fn open(url: &str) -> io::Result<Postgres> {
         let mut config: postgres::Config =
             url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         config.application_name("larder");

@@ -46,11 +46,13 @@ pub struct Metrics {
     scrape: Mutex<()>,
 }
 
-fn reason(failure: Failure) -> usize {
+/// The counter of `failure`; none for credentials that could not be checked (an outage).
+fn reason(failure: Failure) -> Option<usize> {
     match failure {
-        Failure::BadCredentials => 0,
-        Failure::InvalidToken => 1,
-        Failure::Throttled(_) | Failure::Unavailable => 2,
+        Failure::BadCredentials => Some(0),
+        Failure::InvalidToken => Some(1),
+        Failure::Throttled(_) => Some(2),
+        Failure::Unavailable => None,
     }
 }
 
@@ -146,7 +148,9 @@ impl Metrics {
 
     /// Counts credentials that failed.
     pub fn sign_in_failed(&self, failure: Failure) {
-        self.sign_in_failures[reason(failure)].inc();
+        if let Some(reason) = reason(failure) {
+            self.sign_in_failures[reason].inc();
+        }
     }
 
     /// The open-connections gauge (the server counts connections in and out).

@@ -252,6 +252,22 @@ impl std::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+/// `error` and its causes, each once: many errors say only "db error" or "error sending
+/// request" and keep what went wrong in their sources; some repeat their sources' words.
+pub fn described(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn to_io(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }

@@ -95,24 +95,9 @@ const SCHEMA_LOCK: i64 = 0x6c61_7264_6572;
 
 fn to_io(e: postgres::Error) -> io::Error {
     match unreachable(&e) {
-        true => super::Unavailable::error("database", described(&e)),
-        false => io::Error::other(described(&e)),
+        true => super::Unavailable::error("database", super::described(&e)),
+        false => io::Error::other(super::described(&e)),
     }
-}
-
-/// `e` with its causes: postgres says only "db error" or "error connecting to server", and
-/// keeps what PostgreSQL said (`database "x" does not exist`), or the socket's error, in its
-/// sources.
-fn described(e: &postgres::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether `e` says PostgreSQL could not be reached or did not answer (in time), rather than

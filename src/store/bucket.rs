@@ -78,20 +78,7 @@ pub async fn check(bucket: &dyn ObjectStore, at: &BucketAt) -> io::Result<()> {
     };
     let cause = match tokio::time::timeout(limit, tried).await {
         Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                // object_store's messages repeat their causes' already.
-                let said = cause.to_string();
-                if !text.contains(&said) {
-                    text.push_str(": ");
-                    text.push_str(&said);
-                }
-                source = cause.source();
-            }
-            text
-        }
+        Ok(Err(e)) => crate::state::described(&e),
         Err(_) => format!("no answer within {limit:?} (dependency_timeout)"),
     };
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());

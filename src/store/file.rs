@@ -142,15 +142,13 @@ impl FileStore {
             inner.journal = Some(journal);
             Sqlite::commit_behind(&inner.state)?;
         }
-        inner.sweep(&inner.root.clone())?;
+        // One walk of ROOT: temporary files swept, rows given back from what files carry.
+        let recovered = inner.tidy(&inner.root.clone(), carries_meta)?;
+        if recovered > 0 {
+            tracing::warn!("gave back the metadata of {recovered} files written before a crash");
+        }
         inner.reconcile()?;
         if carries_meta {
-            let recovered = inner.recover_rows(&inner.root.clone())?;
-            if recovered > 0 {
-                tracing::warn!(
-                    "gave back the metadata of {recovered} files written before a crash"
-                );
-            }
             inner.db().relax_object_commits();
         }
         Ok(FileStore { inner: Arc::new(inner), locks: Locks::new() })
@@ -254,7 +252,7 @@ const META_ATTR: &CStr = c"user.larder";
 
 /// Whether files in `dir` keep extended attributes (tried on a temporary file).
 fn keeps_attributes(dir: &Path) -> bool {
-    if super::lacks("fs-no-xattrs") {
+    if super::simulated("fs-no-xattrs") {
         return false;
     }
     let probe = temp_name(dir);
@@ -489,7 +487,7 @@ impl Inner {
     /// An unnamed new file in `parent`, or a named temporary one where unsupported.
     fn open_new(&self, parent: &Dir) -> Result<(Temp, File), Error> {
         // Unnamed files may need `/proc/self/fd` to get a name ([`link_unnamed`]).
-        if *PROC_FD && !super::lacks("fs-no-tmpfile") {
+        if *PROC_FD && !super::simulated("fs-no-tmpfile") {
             let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
             match rustix::fs::open(&**parent, flags, Mode::from_raw_mode(0o666)) {
                 Ok(fd) => return Ok((Temp::unnamed(), File::from(fd))),
@@ -696,27 +694,6 @@ impl Inner {
         Ok(carried.get(..len) == Some(&survivor.meta[..]))
     }
 
-    /// Under `dir`: a row for every file carrying larder's metadata that has none matching
-    /// it. Returns how many it made.
-    fn recover_rows(&self, dir: &Path) -> io::Result<usize> {
-        let mut recovered = 0;
-        for item in fs::read_dir(dir)? {
-            let item = item?;
-            let path = item.path();
-            let name = item.file_name();
-            let Some(name) = name.to_str().filter(|n| is_servable_name(n)) else { continue };
-            if self.is_reserved(&path) || name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            if item.file_type()?.is_dir() {
-                recovered += self.recover_rows(&path)?;
-            } else if self.recover_row(&path)? {
-                recovered += 1;
-            }
-        }
-        Ok(recovered)
-    }
-
     /// Gives the file at `path` (under ROOT) its row back if it carries larder's metadata and
     /// has no row matching it. Returns whether it did.
     fn recover_row(&self, path: &Path) -> io::Result<bool> {
@@ -739,8 +716,12 @@ impl Inner {
         Ok(true)
     }
 
-    /// Removes temporary files anywhere under `dir`, without following symlinks.
-    fn sweep(&self, dir: &Path) -> io::Result<()> {
+    /// Under `dir`, without following symlinks: removes temporary files; with `recover`,
+    /// gives a row to every file carrying larder's metadata that has none matching it (a
+    /// row a crash of the machine took; one naming an older version is replaced, as
+    /// [`Inner::reconcile`] would). Returns how many rows it gave back.
+    fn tidy(&self, dir: &Path, recover: bool) -> io::Result<usize> {
+        let mut recovered = 0;
         for item in fs::read_dir(dir)? {
             let item = item?;
             let kind = item.file_type()?;
@@ -748,13 +729,23 @@ impl Inner {
             if self.is_reserved(&path) {
                 continue;
             }
-            if item.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                if kind.is_dir() { fs::remove_dir_all(&path)? } else { fs::remove_file(&path)? }
-            } else if kind.is_dir() {
-                self.sweep(&path)?;
+            let name = item.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                if kind.is_dir() {
+                    fs::remove_dir_all(&path)?
+                } else {
+                    fs::remove_file(&path)?
+                }
+                continue;
+            }
+            let servable = name.to_str().is_some_and(is_servable_name);
+            if kind.is_dir() {
+                recovered += self.tidy(&path, recover && servable)?;
+            } else if recover && servable && self.recover_row(&path)? {
+                recovered += 1;
             }
         }
-        Ok(())
+        Ok(recovered)
     }
 
     /// Makes the metadata agree with the folder (see [`crate::state::Sqlite::reconcile_objects`]).

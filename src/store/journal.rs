@@ -486,9 +486,9 @@ impl Journal {
             wake: Arc::default(),
             dir: dir.to_owned(),
             root: root.to_owned(),
-            segment_limit: match fail::eval("journal-small-segments", |_| ()) {
-                Some(()) => 1 << 20,
-                None => SEGMENT_LIMIT,
+            segment_limit: match super::simulated("journal-small-segments") {
+                true => 1 << 20,
+                false => SEGMENT_LIMIT,
             },
             boot,
             tail: Mutex::new(Tail { next_number, ..Tail::default() }),
@@ -757,7 +757,7 @@ impl Journal {
         let created = OpenOptions::new().write(true).create_new(true).open(&path)?;
         // Records bypass the page cache where the file system allows it: a flush then costs
         // half the CPU time (no pages to dirty and write back), and as much on the disk.
-        let direct = match super::lacks("fs-no-direct") {
+        let direct = match super::simulated("fs-no-direct") {
             true => Err(io::ErrorKind::Unsupported.into()),
             false => OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&path),
         };

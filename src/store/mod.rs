@@ -181,11 +181,12 @@ impl std::fmt::Display for Error {
     }
 }
 
-/// Whether the fail point `name` (built with `failpoints`) says to act as if the file system
-/// lacked something: the fallbacks are tested on purpose, whatever the test's file system
-/// is. `fs-no-xattrs`: no user extended attributes; `fs-no-tmpfile`: no `O_TMPFILE`;
-/// `fs-no-direct`: no `O_DIRECT`; `fs-no-proc`: no `/proc/self/fd`.
-pub(crate) fn lacks(name: &str) -> bool {
+/// Whether the fail point `name` is set (in a build with `failpoints`; never otherwise), to
+/// simulate what the tests cannot count on finding: a file system without user extended
+/// attributes (`fs-no-xattrs`), `O_TMPFILE` (`fs-no-tmpfile`), `O_DIRECT` (`fs-no-direct`) or
+/// `/proc/self/fd` (`fs-no-proc`), so each fallback is tested on purpose; a journal that
+/// checkpoints every MiB (`journal-small-segments`).
+pub(crate) fn simulated(name: &str) -> bool {
     #[cfg(feature = "failpoints")]
     return fail::eval(name, |_| ()).is_some();
     #[cfg(not(feature = "failpoints"))]

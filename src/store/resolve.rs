@@ -27,8 +27,9 @@ const BENEATH: ResolveFlags =
     ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 /// Whether `/proc/self/fd` names this process's open descriptors (procfs is mounted).
-pub(super) static PROC_FD: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir() && !super::lacks("fs-no-proc"));
+pub(super) static PROC_FD: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    Path::new("/proc/self/fd").is_dir() && !super::simulated("fs-no-proc")
+});
 
 /// ROOT, held open.
 pub(super) struct Root {

@@ -59,7 +59,7 @@ pub(super) struct Spool {
 impl Spool {
     /// A spool for `file`, new and empty, open for writing.
     pub(super) fn new(file: File) -> io::Result<Spool> {
-        let direct = !super::lacks("fs-no-direct") && set_direct(&file, true).is_ok();
+        let direct = !super::simulated("fs-no-direct") && set_direct(&file, true).is_ok();
         let filling = Buffer::new()?;
         Ok(Spool { file: Arc::new(file), direct, offset: 0, filling, writing: None })
     }

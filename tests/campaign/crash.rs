@@ -226,9 +226,8 @@ pub async fn cycles(
             let body = content(&format!("nudge {cycle}"), 100);
             model.lock().unwrap().files.get_mut(&path).unwrap().1 =
                 Some(Content::Bytes(body.clone()));
-            let headers = [("authorization", basic("w0"))];
-            let headers: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let auth = basic("w0");
+            let headers = [("authorization", auth.as_str())];
             let reply = request(server.addr, "PUT", &path, &headers, body.clone()).await.unwrap();
             assert!([200, 201].contains(&reply.status), "nudge: {}", reply.status);
             *model.lock().unwrap().files.get_mut(&path).unwrap() = (Content::Bytes(body), None);

@@ -137,10 +137,14 @@ impl Lazy {
         let _ = std::fs::remove_file(&self.faults.log);
         let ready = "waiting for fault commands";
         let data = format!("subdir={}", self.dir.join("data").display());
+        // The config path is given relative to the instance's folder: LazyFS takes a path with
+        // "-o" anywhere in it (case-blind; a temporary folder's random name can hold one) for
+        // its options and falls back to a config/default.toml that does not exist.
         let child = Command::new(&self.binary)
+            .current_dir(&self.dir)
             .arg(&self.mnt)
             .arg("--config-path")
-            .arg(self.dir.join("config.toml"))
+            .arg("config.toml")
             .args(["-o", "allow_other", "-o", "modules=subdir", "-o", &data, "-f"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

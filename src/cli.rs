@@ -5,6 +5,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -89,6 +90,9 @@ struct MigrateArgs {
     /// Only compare the two sides; copy nothing.
     #[arg(long)]
     verify_only: bool,
+    /// Write into a database that nodes have served from (what they wrote is overwritten).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -248,6 +252,7 @@ async fn run(
             crate::store::bucket::check(bucket.as_ref(), &at).await?;
             let store = BucketStore::open(bucket, &at.prefix, state.clone())?;
             let listener = bind(&settings, tls.is_some()).await?;
+            tokio::spawn(heartbeat(state.clone(), node_name(listener.local_addr()?)));
             println!(
                 "serving {at}, named in {}",
                 crate::config::redact_url(settings.database.as_deref().unwrap_or_default())
@@ -258,6 +263,34 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a node says in the shared database that it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// The node's name in the shared database: its host and listening address.
+fn node_name(addr: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{} {addr}", host.trim())
+}
+
+/// Says in the shared database, now and every [`HEARTBEAT_EVERY`], that this node serves from
+/// it: `larder migrate` refuses to overwrite a database with a heartbeat.
+async fn heartbeat(state: Arc<State>, name: String) {
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        every.tick().await;
+        let (state, name) = (state.clone(), name.clone());
+        let said = tokio::task::spawn_blocking(move || match state.postgres() {
+            Some(db) => db.heartbeat(&name, started),
+            None => Ok(()),
+        })
+        .await;
+        if let Ok(Err(e)) = said {
+            tracing::warn!("heartbeat: {e}");
+        }
+    }
 }
 
 /// Opens the embedded database, or connects to the shared one.
@@ -449,22 +482,41 @@ fn migrate(args: MigrateArgs) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     let run = async {
-        let (source, from, target, to_state) =
-            crate::migrate::open(&root, &state_dir, &to, &args.to_state).await?;
+        let sides = crate::migrate::open(&root, &state_dir, &to, &args.to_state).await?;
         let say = |line: &str| println!("{line}");
-        let mut report = if args.verify_only {
-            crate::migrate::Report::default()
-        } else {
-            crate::migrate::copy(&source, &from, &target, &to_state, &say).await?
-        };
-        crate::migrate::verify(&source, &from, &target, &to_state, &mut report).await?;
-        Ok::<_, std::io::Error>(report)
+        let mut report = crate::migrate::Report::default();
+        if !args.verify_only {
+            match crate::migrate::refusal(&sides).await? {
+                Some(why) if !args.force => {
+                    let at = crate::config::redact_url(&args.to_state);
+                    return Ok(Err(format!(
+                        "refusing to write into {at}: {why}. Stop the nodes and pass --force \
+                         to overwrite it with {}",
+                        sides.name
+                    )));
+                }
+                Some(why) => println!("writing anyway (--force): {why}"),
+                None => {}
+            }
+            report = crate::migrate::copy(&sides, &say).await?;
+        }
+        crate::migrate::verify(&sides, &mut report).await?;
+        Ok::<_, std::io::Error>(Ok(report))
     };
     match runtime.block_on(run) {
-        Ok(report) => {
+        Ok(Err(refused)) => {
+            eprintln!("larder: migrate: {refused}");
+            ExitCode::FAILURE
+        }
+        Ok(Ok(report)) => {
             println!(
                 "copied {} resources ({} bytes), skipped {} already there, {} collections",
                 report.copied, report.bytes, report.skipped, report.collections
+            );
+            println!(
+                "deleted {} resources and collections, {} tokens and {} purchases the source \
+                 no longer has",
+                report.deleted, report.revoked.0, report.revoked.1
             );
             println!(
                 "verified {} resources (BLAKE3 of the bytes, ETag, type, owner) and {} balances",

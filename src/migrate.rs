@@ -1,17 +1,23 @@
 //! `larder migrate`: moves a single-machine installation (a folder and its embedded database)
 //! to a bucket and a PostgreSQL database, then verifies it.
 //!
+//! - Refused when nodes have served from the target database (or it holds what no migration
+//!   from this source put there), unless forced: their writes would be overwritten.
 //! - State first, in one transaction: accounts with their balances, the ledger (ids kept),
-//!   purchases and tokens; again on every run, adding only what is new.
-//! - Then every collection and resource, read through the folder store as it would be served
+//!   purchases and tokens; again on every run, adding what is new and removing the tokens and
+//!   purchases the source no longer has.
+//! - Then what the target holds and the source no longer does is deleted, and every
+//!   collection and resource copied, read through the folder store as it would be served
 //!   (ETag, type, owner and time kept, so clients' validators stay valid). A resource already
 //!   in the target with the same ETag and size is skipped: an interrupted run resumes where it
 //!   stopped, and a second run after stopping the old server copies only what changed.
 //! - Verification reads every resource back from both sides through the stores and compares
-//!   BLAKE3 hashes of the bytes, sizes and metadata, and each account's balance.
+//!   BLAKE3 hashes of the bytes, sizes and metadata; it names what the target has and the
+//!   source has not, and compares tokens, purchases and each account's balance.
 //!
 //! Run it with the old server stopped (opening the folder store sweeps temporary files).
 
+use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +40,10 @@ pub struct Report {
     pub bytes: u64,
     /// Resources already there, skipped.
     pub skipped: u64,
+    /// Resources and collections deleted from the target: the source no longer has them.
+    pub deleted: u64,
+    /// Tokens and purchases removed from the target: the source no longer has them.
+    pub revoked: (u64, u64),
     /// Resources verified equal on both sides.
     pub verified: u64,
     /// Accounts whose balance matched.
@@ -42,23 +52,34 @@ pub struct Report {
     pub mismatches: Vec<String>,
 }
 
+/// Both sides of a migration.
+pub struct Sides {
+    /// Names the source in the target (its ROOT, made absolute).
+    pub name: String,
+    source: FileStore,
+    source_state: Arc<State>,
+    target: BucketStore,
+    target_state: Arc<State>,
+}
+
 /// Opens both sides.
 pub async fn open(
     root: &Path,
     state_dir: &Path,
     to: &BucketAt,
     database: &str,
-) -> io::Result<(FileStore, Arc<State>, BucketStore, Arc<State>)> {
+) -> io::Result<Sides> {
     let source_state = Arc::new(State::open(state_dir)?);
     let source = FileStore::open(root, source_state.clone(), state_dir)?;
+    let name = format!("file:{}", source.root().display());
     let target_state = Arc::new(State::connect_from_async(database).await?);
     let bucket = crate::store::bucket::connect(to)?;
     let target = BucketStore::open(bucket, &to.prefix, target_state.clone())?;
-    Ok((source, source_state, target, target_state))
+    Ok(Sides { name, source, source_state, target, target_state })
 }
 
 /// Every entry under the root, collections before their members, sorted.
-async fn walk(source: &FileStore) -> Result<Vec<Entry>, crate::store::Error> {
+async fn walk<S: Store>(source: &S) -> Result<Vec<Entry>, crate::store::Error> {
     let mut found = Vec::new();
     let mut stack = vec![ResourcePath::root()];
     while let Some(dir) = stack.pop() {
@@ -97,36 +118,75 @@ fn failed(e: crate::store::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Copies the state and every resource that is not in the target yet; `progress` hears a
-/// line now and then.
-pub async fn copy(
-    source: &FileStore,
-    source_state: &Arc<State>,
-    target: &BucketStore,
-    target_state: &Arc<State>,
-    progress: &dyn Fn(&str),
-) -> io::Result<Report> {
-    let mut report = Report::default();
-    let (from, to) = (source_state.clone(), target_state.clone());
-    let counts = tokio::task::spawn_blocking(move || {
+/// Runs `work` on the blocking pool with the source's export and the target database.
+async fn with_export<T: Send + 'static>(
+    sides: &Sides,
+    work: impl FnOnce(&crate::state::export::Export, &crate::state::pg::Postgres) -> io::Result<T>
+    + Send
+    + 'static,
+) -> io::Result<T> {
+    let (from, to) = (sides.source_state.clone(), sides.target_state.clone());
+    tokio::task::spawn_blocking(move || {
         let export =
             from.sqlite().ok_or_else(|| io::Error::other("source is not SQLite"))?.export()?;
         let db = to.postgres().ok_or_else(|| io::Error::other("target is not PostgreSQL"))?;
-        db.import(&export)?;
-        Ok::<_, io::Error>((
+        work(&export, db)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Why the target may not be written into, unless forced (see [`Postgres::serving`]).
+///
+/// [`Postgres::serving`]: crate::state::pg::Postgres::serving
+pub async fn refusal(sides: &Sides) -> io::Result<Option<String>> {
+    let (to, name) = (sides.target_state.clone(), sides.name.clone());
+    tokio::task::spawn_blocking(move || match to.postgres() {
+        Some(db) => db.serving(&name),
+        None => Err(io::Error::other("target is not PostgreSQL")),
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Copies the state and every resource that is not in the target yet, and deletes from the
+/// target what the source no longer has; `progress` hears a line now and then.
+pub async fn copy(sides: &Sides, progress: &dyn Fn(&str)) -> io::Result<Report> {
+    let mut report = Report::default();
+    let name = sides.name.clone();
+    let (counts, revoked) = with_export(sides, move |export, db| {
+        let revoked = db.import(export, &name)?;
+        let counts = (
             export.accounts.len(),
             export.ledger.len(),
             export.purchases.len(),
             export.tokens.len(),
-        ))
+        );
+        Ok((counts, revoked))
     })
-    .await
-    .map_err(io::Error::other)??;
+    .await?;
+    report.revoked = revoked;
     progress(&format!(
         "state: {} accounts, {} ledger entries, {} purchases, {} tokens",
         counts.0, counts.1, counts.2, counts.3
     ));
-    for entry in walk(source).await.map_err(failed)? {
+    let (source, target) = (&sides.source, &sides.target);
+    let entries = walk(source).await.map_err(failed)?;
+    let kept: HashSet<&ResourcePath> = entries.iter().map(|e| &e.path).collect();
+    let mut gone: Vec<ResourcePath> = Vec::new();
+    for there in walk(target).await.map_err(failed)? {
+        if kept.contains(&there.path) {
+            continue;
+        }
+        report.deleted += 1;
+        if gone.iter().any(|g| there.path.starts_with(g)) {
+            continue; // deleted with its collection
+        }
+        let deleted = target.delete(&there.path, true, |_| Ok::<(), ()>(())).await;
+        deleted.map_err(failed)?.map_err(|()| io::Error::other("refused"))?;
+        gone.push(there.path);
+    }
+    for entry in entries {
         if entry.is_collection() {
             target.import(&entry, None).await.map_err(failed)?;
             report.collections += 1;
@@ -153,15 +213,17 @@ pub async fn copy(
     Ok(report)
 }
 
-/// Compares every resource and balance of the source with the target's.
-pub async fn verify(
-    source: &FileStore,
-    source_state: &Arc<State>,
-    target: &BucketStore,
-    target_state: &Arc<State>,
-    report: &mut Report,
-) -> io::Result<()> {
-    for entry in walk(source).await.map_err(failed)? {
+/// Compares every resource, token, purchase and balance of the source with the target's.
+pub async fn verify(sides: &Sides, report: &mut Report) -> io::Result<()> {
+    let (source, target) = (&sides.source, &sides.target);
+    let entries = walk(source).await.map_err(failed)?;
+    let kept: HashSet<&ResourcePath> = entries.iter().map(|e| &e.path).collect();
+    for there in walk(target).await.map_err(failed)? {
+        if !kept.contains(&there.path) {
+            report.mismatches.push(format!("{}: in the target only", there.path));
+        }
+    }
+    for entry in &entries {
         let path = &entry.path;
         if entry.is_collection() {
             match target.open(path).await.map_err(failed)? {
@@ -189,26 +251,8 @@ pub async fn verify(
             report.verified += 1;
         }
     }
-    let (from, to) = (source_state.clone(), target_state.clone());
-    let balances = tokio::task::spawn_blocking(move || {
-        let export =
-            from.sqlite().ok_or_else(|| io::Error::other("source is not SQLite"))?.export()?;
-        let mut result = Vec::new();
-        for (name, balance, _) in export.accounts {
-            result.push((name.clone(), balance.max(0) as u64, to.balance(&name)?));
-        }
-        Ok::<_, io::Error>(result)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    for (name, source, target) in balances {
-        if source == target {
-            report.balances += 1;
-        } else {
-            report
-                .mismatches
-                .push(format!("account {name}: balance {source} here, {target} there"));
-        }
-    }
+    let (balances, differences) = with_export(sides, |export, db| db.compare(export)).await?;
+    report.balances = balances;
+    report.mismatches.extend(differences);
     Ok(())
 }

@@ -86,6 +86,9 @@ CREATE INDEX IF NOT EXISTS entry_parent ON entry (parent, path);
 CREATE INDEX IF NOT EXISTS entry_owner ON entry (owner) WHERE owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS blob_pending (blob TEXT PRIMARY KEY, since BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS blob_doomed (blob TEXT PRIMARY KEY, after BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS node (name TEXT PRIMARY KEY, started BIGINT NOT NULL,
+                                 seen BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS migration (source TEXT PRIMARY KEY, at BIGINT NOT NULL);
 INSERT INTO entry (path, parent, collection, modified_ns) VALUES ('/', '', true, 0)
     ON CONFLICT DO NOTHING;
 "#;
@@ -726,6 +729,19 @@ impl Postgres {
     }
 
     // --- Usage --------------------------------------------------------------------------
+
+    /// Says that the node `name`, serving since `started` (Unix seconds), is alive: what
+    /// `larder migrate` looks for before it writes into a database.
+    pub fn heartbeat(&self, name: &str, started: i64) -> io::Result<()> {
+        self.client()?
+            .execute(
+                "INSERT INTO node (name, started, seen) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET started = $2, seen = $3",
+                &[&name, &started, &now()],
+            )
+            .map(drop)
+            .map_err(to_io)
+    }
 
     /// One round trip to the database, for readiness.
     pub fn ping(&self) -> io::Result<()> {

@@ -520,38 +520,81 @@ pub async fn migrate() -> Vec<String> {
     assert_eq!(bought.status, 201);
     let made = post_json(s, "/.larder/tokens", "alice", json!({})).await;
     let token = format!("Bearer {}", made.json()["token"].as_str().unwrap());
+    let made = post_json(s, "/.larder/tokens", "alice", json!({})).await;
+    let (revoked_id, revoked) = (
+        made.json()["id"].as_str().unwrap().to_owned(),
+        format!("Bearer {}", made.json()["token"].as_str().unwrap()),
+    );
     std::fs::write(root.join("dropped-in.txt"), "put there by hand").unwrap();
     let listed = get(s, "/dropped-in.txt", None).await;
     let dropped_etag = listed.header("etag").to_owned();
     single.kill();
 
     let mut cluster = Cluster::start("migrate", &rules, 0);
+    // (whether it succeeded, what it printed on stdout, and on stderr)
+    let (store, database) = (cluster.store.clone(), cluster.database.clone());
     let migrate = |extra: &[&str]| {
         let from = format!("file:{}", root.display());
-        let mut args = vec!["migrate", "--from", &from, "--to", &cluster.store];
+        let mut args = vec!["migrate", "--from", &from, "--to", &store];
         args.extend_from_slice(extra);
         let output = crate::larder_process::larder(&args)
-            .env("LARDER_TO_STATE", &cluster.database)
+            .env("LARDER_TO_STATE", &database)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
-        text
+        (output.status.success(), text, String::from_utf8_lossy(&output.stderr).into_owned())
     };
-    let first = migrate(&[]);
+    let succeeds = |extra: &[&str]| {
+        let (success, out, err) = migrate(extra);
+        assert!(success, "{out}{err}");
+        out
+    };
+    let first = succeeds(&[]);
     assert!(first.contains("copied 5 resources"), "{first}");
     assert!(first.contains("verified 5 resources") && first.contains("and 3 balances"), "{first}");
-    // Changed after the first run: the second copies only that.
+    // Changed after the first run, with the old server running again: a file changed by hand,
+    // a folder deleted, a token revoked.
+    let mut single = crate::common::start(&root, &config, None);
+    let s = single.addr;
     std::fs::write(root.join("dropped-in.txt"), "changed by hand").unwrap();
-    let second = migrate(&[]);
-    assert!(second.contains("copied 1 resources") && second.contains("skipped 4"), "{second}");
-    let checked = migrate(&["--verify-only"]);
-    assert!(checked.contains("verified 5 resources"), "{checked}");
+    let alice = basic("alice");
+    let deleted = request(
+        s,
+        "DELETE",
+        "/docs/deep/",
+        &[("authorization", &alice), ("depth", "infinity")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted.status, 204);
+    let revoke = format!("/.larder/tokens/{revoked_id}");
+    let gone = request(s, "DELETE", &revoke, &[("authorization", &alice)], "").await.unwrap();
+    assert_eq!(gone.status, 204);
+    single.kill();
+    // --verify-only sees each difference, and copies nothing.
+    let (success, differs, _) = migrate(&["--verify-only"]);
+    assert!(!success, "{differs}");
+    for expected in [
+        "MISMATCH /docs/deep/: in the target only",
+        "MISMATCH /docs/deep/c.bin: in the target only",
+        &format!("MISMATCH token {revoked_id}: in the target only"),
+        "MISMATCH /dropped-in.txt: differs",
+    ] {
+        assert!(differs.contains(expected), "{expected} in:\n{differs}");
+    }
+    // The catch-up run copies the change and carries the deletions.
+    let second = succeeds(&[]);
+    assert!(second.contains("copied 1 resources") && second.contains("skipped 3"), "{second}");
+    assert!(second.contains("deleted 2 resources and collections, 1 tokens"), "{second}");
+    let checked = succeeds(&["--verify-only"]);
+    assert!(checked.contains("verified 4 resources") && !checked.contains("MISMATCH"));
 
     cluster.add_node();
     cluster.add_node();
     let (a, b) = (cluster.addr(0), cluster.addr(1));
-    for (i, (path, etag)) in etags.iter().enumerate() {
+    // (the third, /docs/deep/c.bin, was deleted)
+    for (i, (path, etag)) in etags.iter().enumerate().take(2) {
         let reply = get([a, b][i % 2], path, None).await;
         assert_eq!(reply.status, 200, "{path}");
         assert!(reply.body == content(path, 1000 + 70_000 * i), "{path}");
@@ -563,15 +606,31 @@ pub async fn migrate() -> Vec<String> {
     assert_eq!(&get(a, "/shop/book.pdf", Some(&basic("bob"))).await.body[..], b"the goods");
     assert_eq!(balance(b, "bob").await, 15);
     assert_eq!(get(b, "/a.txt", Some(&token)).await.status, 200);
+    assert_eq!(get(a, "/a.txt", Some(&revoked)).await.status, 401, "revoked stays revoked");
+    assert_eq!(get(a, "/docs/deep/c.bin", None).await.status, 404);
     let account = get(a, "/.larder/account", Some(&basic("alice"))).await;
-    assert_eq!(account.json()["storage"]["used"], 1000 + 71_000 + 141_000);
-    // The folders she made are still hers: 3 files and 2 folders count against her plan.
+    assert_eq!(account.json()["storage"]["used"], 1000 + 71_000);
+    // The folders she made are still hers: 2 files and 1 folder count against her plan.
     let owned = cluster.count("SELECT COUNT(*) FROM entry WHERE owner = 'alice'").await;
-    assert_eq!(owned, 5);
+    assert_eq!(owned, 3);
+
+    // Once the nodes serve, a migration would overwrite what they write: refused.
+    assert_eq!(put(a, "/docs/new.txt", "alice", "written on the cluster").await.status, 201);
+    let bought = post_json(b, "/.larder/purchases", "alice", json!({"path": "/shop/book.pdf"}));
+    assert_eq!(bought.await.status, 201);
+    let (success, out, refused) = migrate(&[]);
+    assert!(!success, "{out}");
+    assert!(refused.contains("refusing to write into") && refused.contains("node(s) have served"));
+    assert!(refused.contains("--force") && refused.contains("postgres://"), "{refused}");
+    assert_eq!(&get(b, "/docs/new.txt", None).await.body[..], b"written on the cluster");
+    assert_eq!(balance(a, "alice").await, 15, "her purchase stands");
     vec![
-        "5 resources, 3 balances, a purchase and a token moved; a file changed afterwards \
-         copied alone on the second run; two nodes then serve the same bytes and ETags, the \
-         purchase, the balance, the token, the usage and the folders' owners"
+        "5 resources, 3 balances, a purchase and 2 tokens moved; then a file changed, a folder \
+         deleted and a token revoked at the source: --verify-only names all three, the \
+         catch-up run copies one file and carries the deletions; two nodes then serve the \
+         same bytes and ETags, the purchase, the balance, the token (not the revoked one), \
+         the usage and the folders' owners; a migration once they have served is refused and \
+         changes nothing"
             .into(),
     ]
 }

@@ -93,6 +93,22 @@ INSERT INTO entry (path, parent, collection, modified_ns) VALUES ('/', '', true,
     ON CONFLICT DO NOTHING;
 "#;
 
+/// `config` with every wait bounded by `limit` (the dependency timeout as a new connection
+/// is made, so a reload reaches connections made after it): connecting; each statement,
+/// waits for locks included (the server cancels it: SQLSTATE 57014, taken for unavailable);
+/// and a transaction left open by a node that stalled (the server ends the session and its
+/// locks go with it). Without the notices of creating tables that are there.
+fn limited(config: &postgres::Config, limit: Duration) -> postgres::Config {
+    let mut config = config.clone();
+    let ms = limit.as_millis().max(1);
+    config.connect_timeout(limit);
+    config.options(&format!(
+        "-c client_min_messages=warning -c statement_timeout={ms} \
+         -c idle_in_transaction_session_timeout={ms}"
+    ));
+    config
+}
+
 /// Serialises schema creation between nodes starting together.
 const SCHEMA_LOCK: i64 = 0x6c61_7264_6572;
 
@@ -432,9 +448,6 @@ impl Postgres {
         let mut config: postgres::Config =
             url.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         config.application_name("larder");
-        // Not the notices of creating tables that are there ("already exists, skipping").
-        config.options("-c client_min_messages=warning");
-        config.connect_timeout(super::dependency_timeout());
         let pool = Postgres { config, slots: Mutex::new(Slots::default()), freed: Condvar::new() };
         let mut client = pool.client()?;
         client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).map_err(to_io)?;
@@ -486,7 +499,7 @@ impl Postgres {
             slots = next;
         }
         drop(slots);
-        match self.config.connect(NoTls) {
+        match limited(&self.config, super::dependency_timeout()).connect(NoTls) {
             Ok(client) => {
                 let conn = Conn { client, statements: HashMap::new(), used: Instant::now() };
                 Ok(Pooled { pool: self, conn: Some(conn) })

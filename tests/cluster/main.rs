@@ -155,6 +155,8 @@ fn main() {
     scenario("large", &|| runtime.block_on(scenarios::large()));
     scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));
     scenario("database_frozen", &|| runtime.block_on(scenarios::database_frozen()));
+    scenario("lock_held", &|| runtime.block_on(scenarios::lock_held()));
     scenario("bucket_outage", &|| runtime.block_on(scenarios::bucket_outage()));
+    scenario("bucket_frozen", &|| runtime.block_on(scenarios::bucket_frozen()));
     scenario("startup", &|| runtime.block_on(scenarios::startup()));
 }

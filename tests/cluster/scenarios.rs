@@ -746,12 +746,13 @@ fn services(command: &str) {
     assert!(status.success(), "scripts/services {command} failed");
 }
 
-/// Starts PostgreSQL again when dropped, whatever the scenario came to.
-struct Restart;
+/// Runs `scripts/services COMMAND` when dropped (starts or thaws what a scenario stopped or
+/// froze), whatever the scenario came to.
+struct Undo(&'static str);
 
-impl Drop for Restart {
+impl Drop for Undo {
     fn drop(&mut self) {
-        services("pg-start");
+        services(self.0);
     }
 }
 
@@ -773,7 +774,7 @@ pub async fn database_outage() -> Vec<String> {
     let bearer = format!("Bearer {}", made.json()["token"].as_str().unwrap());
     let basic_erin = basic("erin");
     assert_eq!(get(addrs[0], "/.larder/ready", None).await.status, 200);
-    let restart = Restart;
+    let restart = Undo("pg-start");
     services("pg-stop");
     // A load balancer asking for readiness hears which dependency is down; liveness holds.
     let ready = get(addrs[1], "/.larder/ready", None).await;
@@ -820,15 +821,6 @@ pub async fn database_outage() -> Vec<String> {
     )]
 }
 
-/// Thaws PostgreSQL when dropped, whatever the scenario came to.
-struct Thaw;
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        services("pg-thaw");
-    }
-}
-
 /// PostgreSQL frozen (SIGSTOP, as under a stalled disk): requests that need it are answered
 /// 503 once `dependency_timeout` (2 s here) has passed, not left hanging; thawed, everything
 /// succeeds again.
@@ -843,7 +835,7 @@ pub async fn database_frozen() -> Vec<String> {
     assert_eq!(put(addrs[0], "/f/a.txt", "erin", "before").await.status, 201);
     let made = post_json(addrs[1], "/.larder/tokens", "erin", json!({})).await;
     let bearer = format!("Bearer {}", made.json()["token"].as_str().unwrap());
-    let thaw = Thaw;
+    let thaw = Undo("pg-thaw");
     services("pg-freeze");
     let started = std::time::Instant::now();
     let replies = at_once(8, |i| {
@@ -874,15 +866,6 @@ pub async fn database_frozen() -> Vec<String> {
     )]
 }
 
-/// Starts Garage again when dropped, whatever the scenario came to.
-struct RestartGarage;
-
-impl Drop for RestartGarage {
-    fn drop(&mut self) {
-        services("garage-start");
-    }
-}
-
 /// Garage stopped under two nodes: readiness names the bucket, an uncached GET and a PUT
 /// are 503 `service-unavailable` within seconds, never 500; started again, both work.
 pub async fn bucket_outage() -> Vec<String> {
@@ -894,7 +877,7 @@ pub async fn bucket_outage() -> Vec<String> {
     let addrs = [cluster.addr(0), cluster.addr(1)];
     let big = content("uncached", 2 << 20); // past the 1 MiB blob cache
     assert_eq!(put(addrs[0], "/b/big.bin", "erin", big.clone()).await.status, 201);
-    let restart = RestartGarage;
+    let restart = Undo("garage-start");
     services("garage-stop");
     let ready = get(addrs[1], "/.larder/ready", None).await;
     assert_eq!((ready.status, ready.json()["down"].clone()), (503, json!(["bucket"])));
@@ -919,6 +902,129 @@ pub async fn bucket_outage() -> Vec<String> {
         "Garage stopped: readiness 503 naming the bucket; an uncached 2 MiB GET and a PUT on \
          each node all 503 with Retry-After (the slowest pair in {:.1} s); started again: \
          ready, the GET and a PUT work",
+        slowest.as_secs_f64()
+    )]
+}
+
+/// A row lock held by another session (a long transaction, a stuck migration): requests
+/// that wait for it are answered 503 within `dependency_timeout` (2 s here), and PostgreSQL
+/// itself cancels their statements then (`statement_timeout`), so no connection of the pool
+/// is left waiting; released, the path is written at once.
+pub async fn lock_held() -> Vec<String> {
+    let config = format!(
+        "dependency_timeout = \"2s\"\n{}[[rule]]\npath = \"/\"\nread = [\"*\"]\n\
+         write = [\"erin\"]\n",
+        accounts(&["erin"], None),
+    );
+    let cluster = Cluster::start("lock", &config, 2);
+    let addrs = [cluster.addr(0), cluster.addr(1)];
+    assert_eq!(put(addrs[0], "/l/a.txt", "erin", "before").await.status, 201);
+    assert_eq!(cluster.count("SELECT COUNT(*) FROM entry WHERE path = '/l/a.txt'").await, 1);
+    // Another session takes the row and keeps it until told to let go.
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let url = cluster.database.clone();
+    let holder = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        tx.query("SELECT 1 FROM entry WHERE path = '/l/a.txt' FOR UPDATE", &[]).unwrap();
+        held_tx.send(()).unwrap();
+        let _ = released.recv();
+        tx.commit().unwrap();
+    });
+    held.recv().unwrap();
+    let replies = at_once(4, |i| async move {
+        let sent = std::time::Instant::now();
+        let reply = put(addrs[i % 2], "/l/a.txt", "erin", format!("during {i}")).await;
+        (reply.status, reply.header("retry-after").to_owned(), sent.elapsed())
+    })
+    .await;
+    let slowest = replies.iter().map(|(_, _, took)| *took).max().unwrap();
+    for (status, retry, took) in &replies {
+        assert_eq!((*status, retry.as_str()), (503, "5"), "{replies:?}");
+        assert!(*took < std::time::Duration::from_secs(6), "took {took:?}");
+    }
+    // With the lock still held, none of larder's sessions waits for it any more: PostgreSQL
+    // cancelled them at statement_timeout (checked until a deadline: the cancel lands a
+    // moment after the 503).
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'larder' \
+                   AND wait_event_type = 'Lock'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut still = cluster.count(waiting).await;
+    while still > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        still = cluster.count(waiting).await;
+    }
+    assert_eq!(still, 0, "sessions left waiting for the lock");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    for i in 0..6 {
+        let reply = put(addrs[i % 2], "/l/a.txt", "erin", format!("after {i}")).await;
+        assert_eq!(reply.status, 200, "after, {i}");
+    }
+    assert_eq!(&get(addrs[1], "/l/a.txt", None).await.body[..], b"after 5");
+    vec![format!(
+        "a row lock held by another session: 4 PUTs on 2 nodes all 503 with Retry-After, the \
+         slowest in {:.1} s (dependency_timeout 2 s); no larder session left waiting for the \
+         lock; released, 6 PUTs all 200",
+        slowest.as_secs_f64()
+    )]
+}
+
+/// Garage frozen (SIGSTOP: it accepts connections and never answers): readiness, uncached
+/// GETs and PUTs are 503 within `dependency_timeout` (2 s here), a small file the node has
+/// cached is still served; thawed, everything works and what was acknowledged is there.
+pub async fn bucket_frozen() -> Vec<String> {
+    let config = format!(
+        "dependency_timeout = \"2s\"\n{}[[rule]]\npath = \"/\"\nread = [\"*\"]\n\
+         write = [\"erin\"]\n",
+        accounts(&["erin"], None),
+    );
+    let cluster = Cluster::start("bucketfrozen", &config, 2);
+    let addrs = [cluster.addr(0), cluster.addr(1)];
+    let big = content("uncached", 2 << 20); // past the 1 MiB blob cache
+    assert_eq!(put(addrs[0], "/f/big.bin", "erin", big.clone()).await.status, 201);
+    assert_eq!(put(addrs[0], "/f/small.txt", "erin", "small").await.status, 201);
+    assert_eq!(&get(addrs[1], "/f/small.txt", None).await.body[..], b"small", "now cached");
+    let thaw = Undo("garage-thaw");
+    services("garage-freeze");
+    let started = std::time::Instant::now();
+    let ready = get(addrs[0], "/.larder/ready", None).await;
+    assert_eq!((ready.status, ready.json()["down"].clone()), (503, json!(["bucket"])));
+    let replies = at_once(4, |i| {
+        let big = big.clone();
+        async move {
+            let sent = std::time::Instant::now();
+            let reply = match i {
+                0 | 1 => get(addrs[i], "/f/big.bin", None).await,
+                _ => put(addrs[i % 2], &format!("/f/new-{i}.bin"), "erin", big).await,
+            };
+            let dependency = reply.json()["dependency"].as_str().unwrap_or_default().to_owned();
+            (reply.status, reply.header("retry-after").to_owned(), dependency, sent.elapsed())
+        }
+    })
+    .await;
+    let slowest = replies.iter().map(|reply| reply.3).max().unwrap();
+    for (status, retry, dependency, took) in &replies {
+        assert_eq!((*status, retry.as_str(), dependency.as_str()), (503, "5", "bucket"));
+        assert!(*took < std::time::Duration::from_secs(6), "took {took:?}");
+    }
+    let cached = get(addrs[1], "/f/small.txt", None).await;
+    assert_eq!((cached.status, &cached.body[..]), (200, &b"small"[..]), "served from memory");
+    drop(thaw);
+    let frozen_for = started.elapsed();
+    assert_eq!(get(addrs[1], "/.larder/ready", None).await.status, 200);
+    for addr in addrs {
+        let got = get(addr, "/f/big.bin", None).await;
+        assert!(got.status == 200 && got.body == big, "{}", got.status);
+    }
+    assert_eq!(put(addrs[1], "/f/after.bin", "erin", big.clone()).await.status, 201);
+    assert!(get(addrs[0], "/f/after.bin", None).await.body == big);
+    vec![format!(
+        "Garage frozen for {:.1} s: readiness 503 naming the bucket; 2 uncached 2 MiB GETs and \
+         2 PUTs on 2 nodes all 503 with Retry-After, the slowest in {:.1} s (dependency_timeout \
+         2 s); a cached small file still served; thawed: ready, the GETs and a PUT work",
+        frozen_for.as_secs_f64(),
         slowest.as_secs_f64()
     )]
 }

@@ -624,13 +624,18 @@ pub async fn migrate() -> Vec<String> {
     assert!(refused.contains("--force") && refused.contains("postgres://"), "{refused}");
     assert_eq!(&get(b, "/docs/new.txt", None).await.body[..], b"written on the cluster");
     assert_eq!(balance(a, "alice").await, 15, "her purchase stands");
+    // --force does what it says: the target becomes the source again.
+    let forced = succeeds(&["--force"]);
+    assert!(forced.contains("writing anyway (--force): 2 node(s) have served"), "{forced}");
+    assert_eq!(get(b, "/docs/new.txt", None).await.status, 404);
+    assert_eq!(balance(a, "alice").await, 20);
     vec![
         "5 resources, 3 balances, a purchase and 2 tokens moved; then a file changed, a folder \
          deleted and a token revoked at the source: --verify-only names all three, the \
          catch-up run copies one file and carries the deletions; two nodes then serve the \
          same bytes and ETags, the purchase, the balance, the token (not the revoked one), \
          the usage and the folders' owners; a migration once they have served is refused and \
-         changes nothing"
+         changes nothing, and with --force overwrites what they wrote"
             .into(),
     ]
 }

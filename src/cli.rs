@@ -178,14 +178,16 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
         }
     };
-    match cli.command {
+    let status = match cli.command {
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
         Command::Migrate(args) => migrate(args),
         Command::Token { command: TokenCommand::Create(args) } => create_token(args),
-    }
+    };
+    crate::telemetry::flush();
+    status
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

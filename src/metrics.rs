@@ -42,6 +42,8 @@ pub struct Metrics {
     storage: IntGauge,
     /// 503 `service-unavailable` answers, by dependency: database, bucket.
     unavailable: [IntCounter; 2],
+    /// Log lines dropped because the log writer fell behind; set when scraped.
+    log_dropped: IntCounter,
     /// Scrapes take turns: each sets the database-backed values, then renders.
     scrape: Mutex<()>,
 }
@@ -117,6 +119,10 @@ impl Metrics {
             credits: ["granted", "spent", "refunded"].map(|k| credits.with_label_values(&[k])),
             storage: gauge("storage_used_bytes", "Bytes that owned resources take."),
             unavailable: ["database", "bucket"].map(|d| unavailable.with_label_values(&[d])),
+            log_dropped: counter(
+                "log_lines_dropped_total",
+                "Log lines dropped because the log writer could not keep up.",
+            ),
             registry,
             scrape: Mutex::new(()),
         }
@@ -160,8 +166,9 @@ impl Metrics {
 
     /// The text exposition, with the database-backed values set from `credits` and `storage`
     /// (`None` when the database cannot be reached: they stay as last read).
-    pub fn render(&self, from_database: Option<(CreditTotals, u64)>) -> String {
+    pub fn render(&self, from_database: Option<(CreditTotals, u64)>, log_dropped: u64) -> String {
         let _turn = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.log_dropped.inc_by(log_dropped.saturating_sub(self.log_dropped.get()));
         if let Some((credits, storage)) = from_database {
             for (counter, total) in
                 self.credits.iter().zip([credits.granted, credits.spent, credits.refunded])

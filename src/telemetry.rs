@@ -2,11 +2,29 @@
 //! lines or one JSON object per line ([`LogFormat`]); the level is set with `RUST_LOG`
 //! (default `info`). Credentials are never logged: the access log names the account, never
 //! the Authorization value, and a token in a request target is redacted.
+//!
+//! Lines are written off the request path, as nginx's buffered `access_log` is: a request
+//! formats its line and queues it (`tracing-appender`); the thread `larder-log` writes what
+//! is queued, one `write` per batch. A full queue (a log reader that stalls) drops lines
+//! rather than hold up requests, counted in [`dropped_lines`] (the metric
+//! `larder_log_lines_dropped_total`). [`flush`] writes out what is queued at exit; a SIGKILL
+//! loses it, as it loses nginx's buffer. (A hand-written buffer flushed every 100 ms, with no
+//! wake-up per line, measured the same: docs/performance.md.)
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Lines queued at most before new ones are dropped, unless `LARDER_LOG_QUEUE` says.
+const QUEUED_LINES: usize = 64 * 1024;
+
+/// The writer thread's handle: dropping it writes out what is queued and ends the thread.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// Counts the lines dropped because the queue was full.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -18,14 +36,46 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the log subscriber once; later calls (tests) are ignored.
+/// Installs the log subscriber and starts its writer thread, once; later calls (tests) are
+/// ignored.
 pub fn init(format: LogFormat) {
+    let mut writer_slot = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    if writer_slot.is_some() {
+        return;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(queued_lines(std::env::var("LARDER_LOG_QUEUE").ok()))
+        .thread_name("larder-log")
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let dropped = writer.error_counter();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
+    if installed.is_ok() {
+        *writer_slot = Some(guard);
+        let _ = DROPPED.set(dropped);
+    }
+}
+
+/// How many lines may wait for the writer: `LARDER_LOG_QUEUE` if it is a positive number.
+fn queued_lines(setting: Option<String>) -> usize {
+    setting.and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(QUEUED_LINES)
+}
+
+/// Writes out every queued line and ends the writer thread (at exit; lines logged after
+/// this are dropped).
+pub fn flush() {
+    let writer = WRITER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(writer);
+}
+
+/// Lines dropped so far because the writer thread could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |counter| counter.dropped_lines() as u64)
 }
 
 /// Makes request ids: a random per-process prefix and a counter, 16 hex digits in all.

@@ -193,7 +193,8 @@ async fn metrics<S: Store>(context: &Context<'_, S>) -> Result<Response<Body>, P
     // stay as last read).
     let from_database =
         context.app.state_call(|state| Ok((state.credit_totals()?, state.total_usage()?))).await;
-    let text = context.app.metrics().render(from_database.ok());
+    let dropped = crate::telemetry::dropped_lines();
+    let text = context.app.metrics().render(from_database.ok(), dropped);
     Response::builder()
         .header(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
         .header(CONTENT_LENGTH, text.len())

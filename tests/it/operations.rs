@@ -228,6 +228,33 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
     }
 }
 
+/// A log nobody reads (a pipe left full) never holds up a request: the lines past the queue
+/// (`LARDER_LOG_QUEUE`, 64 here) are dropped and counted in the metrics.
+#[tokio::test]
+async fn a_stalled_log_drops_lines_and_never_blocks_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("larder.toml");
+    std::fs::write(&file, team_config("")).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.txt"), "a").unwrap();
+    let args = ["--config", file.to_str().unwrap()];
+    let env = [("LARDER_LOG_QUEUE", "64"), ("RUST_LOG", "info")];
+    // stderr is a pipe this test never reads: once it and the writer's buffer are full, the
+    // writer thread waits for ever.
+    let server = Process::start_logging(&root, &args, &env, Stdio::piped());
+    let mut c = Connection::open(server.addr).await.unwrap();
+    // 3,000 access lines of about 130 bytes: several times what the pipe (64 KiB), the
+    // writer's buffer (64 KiB) and the queue hold.
+    for i in 0..3000 {
+        let reply = c.send("GET", "/a.txt", &[], "").await;
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"a"[..]), "request {i}");
+    }
+    let (_, samples) = scrape(&mut c).await;
+    let dropped = samples["larder_log_lines_dropped_total"];
+    assert!(dropped >= 1000.0, "dropped {dropped} of 3,000 lines");
+}
+
 #[tokio::test]
 async fn sigterm_lets_uploads_in_flight_finish_then_exits_0() {
     let (dir, mut server, log) = start_logged(&team_config("shutdown_grace = \"20s\""), &[]);

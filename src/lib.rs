@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! Dependencies point downward in this list: a module may use those below it, never above.
-//! `scripts/layers` (run by `scripts/test`) checks it, and names the upward uses still left.
+//! `scripts/layers` (run by `scripts/test`) checks it, with no exception.
 //!
 //! - [`cli`]: the command line (`serve`, `hash-password`, `check`, `explain`, `migrate`,
 //!   `token create`); the thin `main.rs` calls it.

@@ -7,8 +7,8 @@
 //! file's page-cache pages instead, so the only copy is the reader's.
 //!
 //! How, without hyper knowing: each such connection runs in a [`scope`] (a task-local
-//! `Offers`), its socket wrapped in [`Stream`]. The file store keeps an open handle next to
-//! each cached content of [`MIN`] bytes or more ([`Kept`]), and [`offer`]s the pair when it
+//! `Offers`, in `store/offer.rs`), its socket wrapped in [`Stream`]. The file store keeps an
+//! open handle next to each cached content of 16 KiB or more, and offers the pair when it
 //! hands the memory to a response. Any slice hyper writes from that memory goes out from the file instead. Exact
 //! because the memory holds the file's bytes at the same offset (read from that open file;
 //! larder never writes a version in place, every write is a new file renamed over the old
@@ -22,131 +22,16 @@
 //! copy of one would have gone out as it was), they went 23-37% slower on loopback, for
 //! less CPU (docs/performance.md).
 
-use std::cell::RefCell;
-use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use rustix::net::SendFlags;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Content smaller than this is copied: the system call sendfile adds costs more than the
-/// copy it saves.
-pub const MIN: usize = 16 * 1024;
-/// At most this many files are kept open next to cached content: 1,024, or an eighth of the
-/// open-file limit if that is less (file descriptors are the connections' too).
-static MAX_KEPT: LazyLock<usize> = LazyLock::new(|| {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    limit.map_or(1024, |files| (files / 8).min(1024) as usize)
-});
-
-static KEPT: AtomicUsize = AtomicUsize::new(0);
-
-/// An open file kept next to its cached content; at most [`MAX_KEPT`] at a time.
-#[derive(Debug)]
-pub struct Kept(File);
-
-impl Kept {
-    /// Keeps `file`, unless [`MAX_KEPT`] are kept already.
-    pub fn keep(file: File) -> Option<Source> {
-        if KEPT.fetch_add(1, Ordering::Relaxed) >= *MAX_KEPT {
-            KEPT.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Arc::new(Kept(file)))
-    }
-}
-
-impl AsFd for Kept {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        KEPT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An open file to send from.
-pub type Source = Arc<dyn AsFd + Send + Sync>;
-
-/// Memory that holds `file`'s bytes from `offset` on.
-struct Mirror {
-    start: usize,
-    len: usize,
-    offset: u64,
-    file: Source,
-    /// Keeps the memory alive (and so its addresses taken) while it is offered.
-    _bytes: Bytes,
-}
-
-impl Mirror {
-    /// Where in the file `slice` lies, if it lies wholly in this memory.
-    fn find(&self, slice: &[u8]) -> Option<u64> {
-        let at = (slice.as_ptr() as usize).checked_sub(self.start)?;
-        (!slice.is_empty() && at + slice.len() <= self.len).then_some(self.offset + at as u64)
-    }
-}
-
-/// What a connection's responses offered.
-#[derive(Default)]
-struct Offers {
-    /// The last memory offered.
-    mirror: Option<Mirror>,
-}
-
-/// Where a write sends from a file: `bufs[index]` (all of it) is `file`'s bytes at `offset`.
-struct Target {
-    index: usize,
-    offset: u64,
-    file: Source,
-}
-
-impl Offers {
-    /// The first of `bufs` to send from a file.
-    fn target(&self, bufs: &[IoSlice<'_>]) -> Option<Target> {
-        let mirror = self.mirror.as_ref()?;
-        bufs.iter().enumerate().find_map(|(index, slice)| {
-            let offset = mirror.find(slice)?;
-            Some(Target { index, offset, file: mirror.file.clone() })
-        })
-    }
-}
-
-tokio::task_local! {
-    static OFFERED: RefCell<Offers>;
-}
-
-/// Runs `connection` (a plain TCP HTTP/1 connection's future, over [`Stream`]) so that the
-/// responses it serves can [`offer`] their content.
-pub async fn scope<F: Future>(connection: F) -> F::Output {
-    OFFERED.scope(RefCell::new(Offers::default()), connection).await
-}
-
-/// Tells the connection being served, if it can use it, that `bytes` are `file`'s bytes from
-/// `offset` on.
-pub fn offer(bytes: &Bytes, file: &Source, offset: u64) {
-    if bytes.len() < MIN {
-        return;
-    }
-    let _ = OFFERED.try_with(|offers| {
-        offers.borrow_mut().mirror = Some(Mirror {
-            start: bytes.as_ptr() as usize,
-            len: bytes.len(),
-            offset,
-            file: file.clone(),
-            _bytes: bytes.clone(),
-        });
-    });
-}
+use crate::store::offer::Target;
+pub use crate::store::offer::scope;
 
 /// A plain TCP connection that sends offered content and stand-ins from their files.
 pub struct Stream(pub TcpStream);
@@ -176,7 +61,7 @@ impl AsyncWrite for Stream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let Ok(Some(target)) = OFFERED.try_with(|offers| offers.borrow().target(bufs)) else {
+        let Some(target) = crate::store::offer::target(bufs) else {
             return Pin::new(&mut this.0).poll_write_vectored(cx, bufs);
         };
         let head = &bufs[..target.index];
@@ -235,34 +120,5 @@ fn send(
         Ok(n) => Ok(sent + n),
         Err(_) if sent > 0 => Ok(sent),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn source() -> Source {
-        Arc::new(File::open("/dev/null").unwrap())
-    }
-
-    #[test]
-    fn offered_memory_is_found_only_whole() {
-        let bytes = Bytes::from(vec![7u8; 100]);
-        let mirror = Mirror {
-            start: bytes.as_ptr() as usize,
-            len: 100,
-            offset: 4096,
-            file: source(),
-            _bytes: bytes.clone(),
-        };
-        assert_eq!(mirror.find(&bytes[10..60]), Some(4106));
-        assert_eq!(mirror.find(&bytes[..]), Some(4096));
-        let other = vec![7u8; 100];
-        assert_eq!(mirror.find(&other), None);
-        assert_eq!(mirror.find(&bytes[100..]), None, "empty");
-        let offers = Offers { mirror: Some(mirror) };
-        let target = offers.target(&[IoSlice::new(&other), IoSlice::new(&bytes[50..])]).unwrap();
-        assert_eq!((target.index, target.offset), (1, 4146));
     }
 }

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Entry;
+use super::offer::Source;
 use crate::state::Fingerprint;
-use crate::zerocopy::Source;
 
 /// How long a cached entry is trusted without looking at the disk.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -45,7 +45,7 @@ pub struct Object {
 }
 
 /// A small file's whole content, with the file it was read from if that is kept open (to
-/// be sent with sendfile: [`crate::zerocopy`]).
+/// be sent with sendfile: [`super::offer`]).
 #[derive(Clone)]
 pub struct Content {
     pub bytes: Bytes,
@@ -63,7 +63,7 @@ impl Content {
         let start = range.start as u64;
         let slice = self.bytes.slice(range);
         if let Some(file) = &self.file {
-            crate::zerocopy::offer(&slice, file, start);
+            super::offer::offer(&slice, file, start);
         }
         slice
     }

@@ -25,6 +25,7 @@ use super::chunks;
 use super::dirsync::DirSyncs;
 use super::journal::{Journal, Rows, Shared, Survivor};
 use super::lock::Locks;
+use super::offer::{self, Kept};
 use super::resolve::{Announce, Dir, PROC_FD, Root};
 use super::spool::Spool;
 use super::{
@@ -33,7 +34,6 @@ use super::{
 use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::object::{Outcome, OverQuota};
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
-use crate::zerocopy::{self, Kept};
 
 /// Request bodies up to this size are gathered in memory before touching the disk.
 const SMALL_BODY: usize = 256 * 1024;
@@ -1084,7 +1084,7 @@ impl Store for FileStore {
                 true => (None, None, None),
                 false if meta.len() <= cache::MAX_FILE => {
                     let bytes = read_all(&file, meta.len())?;
-                    let file = match bytes.len() >= zerocopy::MIN {
+                    let file = match bytes.len() >= offer::MIN {
                         true => Kept::keep(file),
                         false => None,
                     };

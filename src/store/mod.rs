@@ -17,6 +17,7 @@ mod dirsync;
 mod file;
 mod journal;
 mod lock;
+pub mod offer;
 mod resolve;
 mod spool;
 

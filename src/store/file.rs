@@ -506,15 +506,10 @@ impl Inner {
     /// `check`; then puts the metadata into the file itself (when the folder keeps extended
     /// attributes) and, unless the version goes to the journal (`journaled` given), the file to
     /// the disk. The caller holds the path's lock.
-    #[allow(clippy::too_many_arguments)]
     fn prepare<R>(
         &self,
         path: &ResourcePath,
-        parent: Dir,
-        temp: Temp,
-        file: File,
-        etag: String,
-        upload: Upload,
+        Staged { parent, temp, file, etag, upload }: Staged,
         journaled: Option<Journaled>,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Ready, R>, Error> {
@@ -551,18 +546,13 @@ impl Inner {
     /// committed, quota included; the rename, which makes the version visible; the folder to
     /// the disk; a record that the journal's versions of the path are superseded. A failure
     /// before the rename leaves the old version as it was.
-    #[allow(clippy::too_many_arguments)]
     fn finish<R>(
         &self,
         path: &ResourcePath,
-        parent: Dir,
-        temp: Temp,
-        file: File,
-        etag: String,
-        upload: Upload,
+        staged: Staged,
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
     ) -> Result<Result<Put, R>, Error> {
-        let mut ready = match self.prepare(path, parent, temp, file, etag, upload, None, check)? {
+        let mut ready = match self.prepare(path, staged, None, check)? {
             Ok(ready) => ready,
             Err(refusal) => return Ok(Err(refusal)),
         };
@@ -600,21 +590,17 @@ impl Inner {
     /// in the same flush: before it if a quota is to be checked, else behind it), flushes the
     /// record, makes the version visible and sends what came of it to `answer`. A failure
     /// sent there is for [`Inner::undo`].
-    #[allow(clippy::too_many_arguments)]
     fn record<R>(
         &self,
         (journal, shared, absent): (&Arc<Journal>, Shared, bool),
         path: &ResourcePath,
-        (parent, temp, file): (Dir, Temp, File),
-        etag: String,
-        upload: Upload,
-        body: &[Bytes],
+        (staged, body): (Staged, &[Bytes]),
         check: impl FnOnce(Option<&Entry>) -> Result<(), R>,
         answer: tokio::sync::oneshot::Sender<Result<Put, Unsettled>>,
     ) -> Result<Result<Recorded, R>, Error> {
         let size = body.iter().map(|chunk| chunk.len() as u64).sum();
         let journaled = Some(Journaled { shared, size, absent });
-        let ready = match self.prepare(path, parent, temp, file, etag, upload, journaled, check)? {
+        let ready = match self.prepare(path, staged, journaled, check)? {
             Ok(ready) => ready,
             Err(refusal) => return Ok(Err(refusal)),
         };
@@ -878,6 +864,22 @@ enum Unsettled {
     Refused(OverQuota),
     /// Its row may be committed and its record not cancelled ([`Inner::undo`]).
     Failed(io::Error),
+}
+
+/// A whole new body in a temporary file `temp` in `parent`, with its ETag and the upload's
+/// metadata: what may become a path's new version once checked.
+struct Staged {
+    parent: Dir,
+    temp: Temp,
+    file: File,
+    etag: String,
+    upload: Upload,
+}
+
+impl Staged {
+    fn of((parent, temp, file): (Dir, Temp, File), etag: String, upload: Upload) -> Staged {
+        Staged { parent, temp, file, etag, upload }
+    }
 }
 
 /// What [`Inner::prepare`] is told of a version going to the journal.
@@ -1222,11 +1224,11 @@ impl Store for FileStore {
         let etag = etag_of(&hasher);
         let Some(journal) = inner.journal.clone().filter(|_| streamed.is_none()) else {
             return blocking(move || {
-                let (parent, temp, file) = match streamed {
+                let new = match streamed {
                     Some(streamed) => streamed,
                     None => inner.create_temp(&path, &upload, &head)?,
                 };
-                inner.finish(&path, parent, temp, file, etag, upload, check)
+                inner.finish(&path, Staged::of(new, etag, upload), check)
             })
             .await;
         };
@@ -1243,9 +1245,8 @@ impl Store for FileStore {
             (Some(shared), Some(new)) => {
                 // create_here found no version, and the path's lock keeps it so.
                 let journal = (&journal, shared, true);
-                let recorded =
-                    inner.record(journal, &path, new, etag, upload, &head, check, answer);
-                recorded?.map(Written::Journaled)
+                let staged = (Staged::of(new, etag, upload), &head[..]);
+                inner.record(journal, &path, staged, check, answer)?.map(Written::Journaled)
             }
             (shared, _) => {
                 blocking({
@@ -1255,14 +1256,13 @@ impl Store for FileStore {
                         if !inner.tree.holds(&new.0)? {
                             // On a file system mounted beneath ROOT, which a checkpoint (that
                             // syncs ROOT's) would not make durable: the synced way.
-                            let (parent, temp, file) = new;
-                            let put = inner.finish(&path, parent, temp, file, etag, upload, check);
+                            let put = inner.finish(&path, Staged::of(new, etag, upload), check);
                             return Ok(put?.map(Written::Synced));
                         }
                         let shared = shared.unwrap_or_else(|| journal.shared());
                         let journal = (&journal, shared, false);
-                        let recorded =
-                            inner.record(journal, &path, new, etag, upload, &head, check, answer);
+                        let staged = (Staged::of(new, etag, upload), &head[..]);
+                        let recorded = inner.record(journal, &path, staged, check, answer);
                         Ok(recorded?.map(Written::Journaled))
                     }
                 })

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Sqlite, to_io};
+use super::pg::{self, Postgres};
+use super::{LedgerEntry, Sqlite, to_io};
 
 /// One bought resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +281,208 @@ impl Sqlite {
             })
             .map_err(to_io)?;
         rows.collect::<Result<_, _>>().map_err(to_io)
+    }
+}
+
+// --- PostgreSQL: the same, shared by every node ----------------------------------------
+
+impl Postgres {
+    /// Runs `work` in one transaction on the account's row, locked (created if missing).
+    fn on_account<T>(
+        &self,
+        account: &str,
+        work: impl FnOnce(&mut postgres::Transaction<'_>, u64) -> Result<T, postgres::Error>,
+    ) -> io::Result<T> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(pg::to_io)?;
+        tx.execute(
+            "INSERT INTO account (name, balance) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&account],
+        )
+        .map_err(pg::to_io)?;
+        let balance: i64 = tx
+            .query_one("SELECT balance FROM account WHERE name = $1 FOR UPDATE", &[&account])
+            .map_err(pg::to_io)?
+            .get(0);
+        let done = work(&mut tx, balance.max(0) as u64).map_err(pg::to_io)?;
+        tx.commit().map_err(pg::to_io)?;
+        Ok(done)
+    }
+
+    /// Credits ever granted, spent and refunded, from the ledger.
+    pub fn credit_totals(&self) -> io::Result<CreditTotals> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT
+                   COALESCE(SUM(amount) FILTER (WHERE kind IN ('grant', 'top-up')), 0)::BIGINT,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = 'purchase'), 0)::BIGINT,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = 'refund'), 0)::BIGINT
+                 FROM ledger",
+                &[],
+            )
+            .map_err(pg::to_io)?;
+        Ok(CreditTotals {
+            granted: row.get::<_, i64>(0).unsigned_abs(),
+            spent: row.get::<_, i64>(1).unsigned_abs(),
+            refunded: row.get::<_, i64>(2).unsigned_abs(),
+        })
+    }
+
+    /// Grants a plan's credits the first time an account is seen; true if granted now.
+    pub fn grant_once(&self, account: &str, credits: u64) -> io::Result<bool> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, _| {
+            let changed = tx.execute(
+                "UPDATE account SET granted = true WHERE name = $1 AND NOT granted",
+                &[&account],
+            )?;
+            if changed == 1 && credits > 0 {
+                shared::record(tx, account, "grant", credits as i64, None)?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
+    /// The account's balance (0 if it has none yet).
+    pub fn balance(&self, account: &str) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_opt("SELECT balance FROM account WHERE name = $1", &[&account])
+            .map_err(pg::to_io)?;
+        Ok(row.map(|row| row.get::<_, i64>(0).max(0) as u64).unwrap_or(0))
+    }
+
+    /// Adds `amount` credits (negative takes them); `Err(balance)` if that would go below 0.
+    pub fn add_credits(&self, account: &str, amount: i64) -> io::Result<Result<u64, u64>> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, balance| {
+            if !super::credit::within_range(balance, amount) {
+                return Ok(Err(balance));
+            }
+            let kind = if amount >= 0 { "top-up" } else { "adjustment" };
+            shared::record(tx, account, kind, amount, None)?;
+            Ok(Ok(balance.saturating_add_signed(amount)))
+        })
+    }
+
+    /// Buys `path` for `account` at `price`, at most once.
+    pub fn buy(&self, account: &str, path: &str, price: u64) -> io::Result<Bought> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.on_account(account, |tx, balance| {
+            if let Some(existing) = shared::purchase_in(tx, account, path)? {
+                return Ok(Bought::Existing(existing, balance));
+            }
+            if balance < price {
+                return Ok(Bought::Insufficient(balance));
+            }
+            let purchase = Purchase::new(account, path, price);
+            tx.execute(
+                "INSERT INTO purchase (id, account, path, price, at) VALUES ($1, $2, $3, $4, $5)",
+                &[&purchase.id, &account, &path, &(price as i64), &purchase.at],
+            )?;
+            shared::record(tx, account, "purchase", -(price as i64), Some(path))?;
+            Ok(Bought::New(purchase, balance - price))
+        })
+    }
+
+    /// Undoes a purchase whose resource could not be delivered.
+    pub fn refund(&self, purchase: &Purchase) -> io::Result<()> {
+        self.on_account(&purchase.account, |tx, _| {
+            let removed = tx.execute("DELETE FROM purchase WHERE id = $1", &[&purchase.id])?;
+            if removed == 1 {
+                let amount = purchase.price as i64;
+                shared::record(tx, &purchase.account, "refund", amount, Some(&purchase.path))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The account's purchase of `path`, if any.
+    pub fn purchase(&self, account: &str, path: &str) -> io::Result<Option<Purchase>> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(pg::to_io)?;
+        shared::purchase_in(&mut tx, account, path).map_err(pg::to_io)
+    }
+
+    /// The account's purchases, oldest first.
+    pub fn purchases_of(&self, account: &str) -> io::Result<Vec<Purchase>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT id, account, path, price, at FROM purchase WHERE account = $1
+                 ORDER BY at, id",
+                &[&account],
+            )
+            .map_err(pg::to_io)?;
+        Ok(rows.iter().map(shared::purchase_of).collect())
+    }
+
+    /// The account's ledger, oldest first.
+    pub fn ledger(&self, account: &str) -> io::Result<Vec<LedgerEntry>> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT kind, amount, path, at FROM ledger WHERE account = $1 ORDER BY id",
+                &[&account],
+            )
+            .map_err(pg::to_io)?;
+        Ok(rows
+            .iter()
+            .map(|row| LedgerEntry {
+                kind: row.get(0),
+                amount: row.get(1),
+                path: row.get(2),
+                at: row.get(3),
+            })
+            .collect())
+    }
+}
+
+/// PostgreSQL's forms of the helpers above.
+mod shared {
+    use postgres::Transaction;
+
+    use super::{Purchase, now};
+
+    pub(super) fn record(
+        tx: &mut Transaction<'_>,
+        account: &str,
+        kind: &str,
+        amount: i64,
+        path: Option<&str>,
+    ) -> Result<(), postgres::Error> {
+        tx.execute(
+            "UPDATE account SET balance = balance + $2 WHERE name = $1",
+            &[&account, &amount],
+        )?;
+        tx.execute(
+            "INSERT INTO ledger (account, kind, amount, path, at) VALUES ($1, $2, $3, $4, $5)",
+            &[&account, &kind, &amount, &path, &now()],
+        )
+        .map(drop)
+    }
+
+    pub(super) fn purchase_of(row: &postgres::Row) -> Purchase {
+        Purchase {
+            id: row.get(0),
+            account: row.get(1),
+            path: row.get(2),
+            price: row.get::<_, i64>(3).max(0) as u64,
+            at: row.get(4),
+        }
+    }
+
+    pub(super) fn purchase_in(
+        tx: &mut Transaction<'_>,
+        account: &str,
+        path: &str,
+    ) -> Result<Option<Purchase>, postgres::Error> {
+        let row = tx.query_opt(
+            "SELECT id, account, path, price, at FROM purchase WHERE account = $1 AND path = $2",
+            &[&account, &path],
+        )?;
+        Ok(row.as_ref().map(purchase_of))
     }
 }
 

@@ -7,21 +7,27 @@
 //! Calls block: async callers run them with `spawn_blocking`. Every write is one transaction,
 //! committed durably (`synchronous = FULL`; PostgreSQL's own WAL), so an answered write
 //! survives a crash; the one exception, object rows of a folder whose files carry their
-//! own metadata, is [`Sqlite::relax_object_commits`]. SQLite: all calls of one process go through one connection behind a
-//! mutex, so transactions never interleave; another process (`larder token create`) waits on
-//! SQLite's own lock. PostgreSQL: row locks and advisory locks order concurrent transactions
-//! of all nodes (see [`pg`]).
+//! own metadata, is [`Sqlite::relax_object_commits`]. SQLite: all calls of one process go
+//! through one connection behind a mutex, so transactions never interleave; another process
+//! (`larder token create`) waits on SQLite's own lock. PostgreSQL: row locks and advisory
+//! locks order concurrent transactions of all nodes (see [`pg`]).
 //!
+//! By topic, each file holding both dialects of its rules side by side (`impl Sqlite`, then
+//! `impl Postgres`):
 //! - [`object`]: SQLite's metadata rows keyed by path *and* the file's [`Fingerprint`], so a
 //!   crash between a row's insert and its file's rename can never attach metadata to the
-//!   wrong bytes; storage usage per owner, checked against quotas inside the same transaction.
+//!   wrong bytes; storage usage per owner (both), checked against quotas inside the same
+//!   transaction.
 //! - [`token`]: token hashes.
 //! - [`credit`]: accounts' balances kept in step with the ledger, and purchases.
-//! - [`pg`]: the same in PostgreSQL, plus the namespace of the bucket store ([`pg::Row`]).
+//! - [`namespace`]: the bucket store's paths, blobs and their lives (PostgreSQL only).
+//! - [`pg`]: PostgreSQL's pool, schema and time limits, and how nodes stay exact.
+//! - [`export`]: SQLite's state carried into PostgreSQL (`larder migrate`).
 
 pub mod credit;
 pub mod export;
 mod folder;
+pub mod namespace;
 pub mod object;
 pub mod pg;
 pub mod token;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 
+use super::pg::{self, Postgres};
 use super::{Sqlite, to_io};
 
 /// The identity of one version of a file: a write makes a new inode by renaming a new file.
@@ -680,6 +681,40 @@ impl Sqlite {
         }
         tx.commit().map_err(to_io)?;
         Ok(changed)
+    }
+}
+
+// --- PostgreSQL: usage, from the bucket store's namespace -------------------------------
+
+impl Postgres {
+    /// Bytes that owned resources take, all owners together.
+    pub fn total_usage(&self) -> io::Result<u64> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM entry
+                 WHERE owner IS NOT NULL AND NOT collection",
+                &[],
+            )
+            .map_err(pg::to_io)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// Bytes of `owner`'s resources.
+    pub fn usage(&self, owner: &str) -> io::Result<u64> {
+        Ok(self.holdings(owner)?.0)
+    }
+
+    /// Bytes of `owner`'s resources, and how many they are, its collections included.
+    pub fn holdings(&self, owner: &str) -> io::Result<(u64, u64)> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry WHERE owner = $1",
+                &[&owner],
+            )
+            .map_err(pg::to_io)?;
+        Ok((row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64))
     }
 }
 

@@ -4,6 +4,7 @@ use std::io;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::pg::{self, Postgres};
 use super::{Sqlite, to_io};
 
 /// A bearer token as stored: never the token itself, only its SHA-256.
@@ -90,6 +91,79 @@ impl Sqlite {
             .execute("DELETE FROM token WHERE account = ?1 AND id = ?2", params![account, id])
             .map(|n| n > 0)
             .map_err(to_io)
+    }
+}
+
+// --- PostgreSQL: the same, shared by every node ----------------------------------------
+
+/// The start of every token query: the columns `Postgres::tokens` reads, in its order.
+macro_rules! select_tokens {
+    () => {
+        "SELECT id, account, hash, scope, read_only, created, expires FROM token"
+    };
+}
+
+impl Postgres {
+    /// Stores a new token.
+    pub fn insert_token(&self, token: &TokenRecord) -> io::Result<()> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.client()?
+            .execute(
+                "INSERT INTO token (id, account, hash, scope, read_only, created, expires)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &token.id,
+                    &token.account,
+                    &token.hash,
+                    &token.scope,
+                    &token.read_only,
+                    &token.created,
+                    &token.expires,
+                ],
+            )
+            .map(drop)
+            .map_err(pg::to_io)
+    }
+
+    fn tokens(
+        &self,
+        sql: &'static str,
+        value: &(dyn postgres::types::ToSql + Sync),
+    ) -> io::Result<Vec<TokenRecord>> {
+        let mut client = self.client()?;
+        let statement = client.prepared(sql).map_err(pg::to_io)?;
+        let rows = client.query(&statement, &[value]).map_err(pg::to_io)?;
+        Ok(rows
+            .iter()
+            .map(|row| TokenRecord {
+                id: row.get(0),
+                account: row.get(1),
+                hash: row.get(2),
+                scope: row.get(3),
+                read_only: row.get(4),
+                created: row.get(5),
+                expires: row.get(6),
+            })
+            .collect())
+    }
+
+    /// The token whose SHA-256 is `hash`, if it exists (expired or not).
+    pub fn token_by_hash(&self, hash: &[u8]) -> io::Result<Option<TokenRecord>> {
+        Ok(self.tokens(concat!(select_tokens!(), " WHERE hash = $1"), &hash)?.pop())
+    }
+
+    /// An account's tokens, oldest first.
+    pub fn tokens_of(&self, account: &str) -> io::Result<Vec<TokenRecord>> {
+        self.tokens(concat!(select_tokens!(), " WHERE account = $1 ORDER BY created, id"), &account)
+    }
+
+    /// Revokes an account's token; false if it has none with this id.
+    pub fn delete_token(&self, account: &str, id: &str) -> io::Result<bool> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        self.client()?
+            .execute("DELETE FROM token WHERE account = $1 AND id = $2", &[&account, &id])
+            .map(|n| n > 0)
+            .map_err(pg::to_io)
     }
 }
 

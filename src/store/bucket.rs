@@ -7,7 +7,7 @@
 //! the path at the new blob. Only that commit makes the version visible, on every node at
 //! once; a refused or failed write deletes its blob, and a node killed mid-upload leaves a
 //! pending blob that a later sweep deletes. The replaced blob stays readable for
-//! [`crate::state::pg::BLOB_GRACE`], so a read that opened it can finish.
+//! [`crate::state::namespace::BLOB_GRACE`], so a read that opened it can finish.
 //!
 //! Caches: none for names or metadata (every request asks the database, so a write on any
 //! node is seen by the next request anywhere). Bytes of blobs up to [`CACHED_BLOB`] are kept
@@ -29,7 +29,7 @@ use super::{
 };
 use crate::config::BucketAt;
 use crate::path::ResourcePath;
-use crate::state::pg::{Failed, NewVersion, Refused, Row};
+use crate::state::namespace::{Failed, NewVersion, Refused, Row};
 use crate::state::{Postgres, State};
 
 /// Bodies up to this size go up in one request; larger ones as a multipart upload of parts of

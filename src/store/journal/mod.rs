@@ -30,11 +30,15 @@
 //! the segments are removed.
 //! Replay stops reading a segment at its first torn or corrupt record: what follows was
 //! never acknowledged.
+//!
+//! Here: the writer thread, checkpoints and start-up. `record.rs`: the record format, pure
+//! (framing, reading back, what survives), with generated tests. `segment.rs`: the segment
+//! files. `gate.rs`: the writer-preferring lock between small writes and removals.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
@@ -42,99 +46,15 @@ use bytes::Bytes;
 
 use crate::state::object::{Outcome, Row};
 
-/// What every segment begins with, before the boot id and a newline.
-const MAGIC: &[u8] = b"larder journal 1\n";
-/// A segment is retired once it holds this many bytes.
-const SEGMENT_LIMIT: u64 = 64 << 20;
-/// A segment is zero-filled this much at a time, ahead of its records.
-const ZERO_CHUNK: u64 = 4 << 20;
-/// Segments are written in aligned blocks of this size, so that they can bypass the page
-/// cache (`O_DIRECT`).
-const BLOCK: usize = 4096;
-/// Segment file names start with this.
-const PREFIX: &str = "journal-";
-/// Per record: the payload's length (4 bytes) and the first 16 bytes of its BLAKE3 hash.
-const FRAME: usize = 20;
+mod gate;
+mod record;
+mod segment;
 
-const PUT: u8 = 1;
-const SUPERSEDE: u8 = 2;
-const CANCEL: u8 = 3;
-
-/// One journal record, as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// A new version of the resource at `key`: its carried metadata and its bytes.
-    Put { ticket: u64, key: String, meta: Vec<u8>, body: Vec<u8> },
-    /// Whatever is at `key` and beneath it was made durable without the journal.
-    Supersede { key: String },
-    /// The version recorded under `ticket` never became visible.
-    Cancel { ticket: u64 },
-}
-
-/// A version to rewrite on replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Survivor {
-    /// The resource's key (`/a/b.txt`).
-    pub key: String,
-    /// The metadata the file carries.
-    pub meta: Vec<u8>,
-    /// The bytes.
-    pub body: Vec<u8>,
-}
-
-struct Segment {
-    file: File,
-    path: PathBuf,
-    /// Where the next record goes.
-    len: u64,
-    /// How far the file is zero-filled, durably.
-    zeroed: u64,
-    /// What the block `len` falls in holds before `len`: written again with what follows.
-    partial: Vec<u8>,
-}
-
-/// A zeroed, block-aligned buffer of `len` bytes (a multiple of [`BLOCK`]), for `O_DIRECT`.
-fn aligned(len: usize) -> io::Result<(Vec<u8>, std::ops::Range<usize>)> {
-    let raw = vec![0; len + BLOCK];
-    let at = raw.as_ptr().align_offset(BLOCK);
-    if at >= BLOCK {
-        return Err(io::Error::other("cannot align a buffer"));
-    }
-    Ok((raw, at..at + len))
-}
-
-impl Segment {
-    /// Makes sure the file is zero-filled, durably, up to at least `end`.
-    fn zero_fill(&mut self, end: u64) -> io::Result<()> {
-        if end <= self.zeroed {
-            return Ok(());
-        }
-        let to = end.next_multiple_of(ZERO_CHUNK);
-        let (zeros, range) = aligned(usize::try_from(to - self.zeroed).map_err(io::Error::other)?)?;
-        self.file.write_all_at(&zeros[range], self.zeroed)?;
-        self.file.sync_all()?;
-        self.zeroed = to;
-        Ok(())
-    }
-
-    /// Writes `records` at `len`, in whole blocks (the partial one's earlier bytes again,
-    /// unchanged), and flushes them.
-    fn append(&mut self, records: &[u8]) -> io::Result<()> {
-        let start = self.len - self.partial.len() as u64;
-        let used = self.partial.len() + records.len();
-        let span = used.next_multiple_of(BLOCK);
-        self.zero_fill(start + span as u64)?;
-        let (mut raw, range) = aligned(span)?;
-        let out = &mut raw[range];
-        out[..self.partial.len()].copy_from_slice(&self.partial);
-        out[self.partial.len()..used].copy_from_slice(records);
-        self.file.write_all_at(out, start)?;
-        self.file.sync_data()?;
-        self.len += records.len() as u64;
-        self.partial = out[used - used % BLOCK..used].to_vec();
-        Ok(())
-    }
-}
+use gate::Gate;
+pub use gate::{Exclusive, Shared};
+pub use record::Survivor;
+use record::survivors;
+use segment::{MAGIC, PREFIX, SEGMENT_LIMIT, Segment, read_segment, segment_number, segments};
 
 /// What is done, on the journal's writer thread, once a version's record is settled, with
 /// what came of it: make the version visible, and answer its writer.
@@ -231,55 +151,6 @@ impl Wake {
     }
 }
 
-/// Held shared by a small write from before its append until its version is visible, and
-/// exclusively by what changes many paths at once (a collection's removal) and, for an
-/// instant, by a checkpoint: so a checkpoint's sync covers every version it retires. A
-/// writer waiting keeps new readers out.
-#[derive(Default)]
-struct Gate {
-    /// (readers, a writer holds it, writers waiting)
-    state: Mutex<(usize, bool, usize)>,
-    changed: Condvar,
-}
-
-impl Gate {
-    fn lock(&self) -> MutexGuard<'_, (usize, bool, usize)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wait_while<'a>(
-        &self,
-        state: MutexGuard<'a, (usize, bool, usize)>,
-        busy: impl Fn(&(usize, bool, usize)) -> bool,
-    ) -> MutexGuard<'a, (usize, bool, usize)> {
-        self.changed.wait_while(state, |s| busy(s)).unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A shared hold of the journal's gate; it may move between threads.
-pub struct Shared(Arc<Journal>);
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let gate = &self.0.gate;
-        let mut state = gate.lock();
-        state.0 -= 1;
-        if state.0 == 0 && state.2 > 0 {
-            gate.changed.notify_all();
-        }
-    }
-}
-
-/// An exclusive hold of the journal's gate.
-pub struct Exclusive<'a>(&'a Gate);
-
-impl Drop for Exclusive<'_> {
-    fn drop(&mut self) {
-        self.0.lock().1 = false;
-        self.0.changed.notify_all();
-    }
-}
-
 /// Where the journal commits the metadata rows of the versions it records.
 pub trait Rows: Send + Sync {
     /// Commits `rows`, each with a quota to check, in one transaction: one outcome per row,
@@ -330,114 +201,6 @@ fn boot_id() -> String {
 fn sync_file_system(path: &Path) -> io::Result<()> {
     rustix::fs::syncfs(File::open(path)?)?;
     Ok(())
-}
-
-fn segment_number(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(PREFIX)?;
-    (digits.len() == 16).then(|| u64::from_str_radix(digits, 16).ok()).flatten()
-}
-
-/// The segments in `dir`, oldest first.
-fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    for item in fs::read_dir(dir)? {
-        let item = item?;
-        if let Some(number) = item.file_name().to_str().and_then(segment_number) {
-            found.push((number, item.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// Appends one framed record with `payload`'s parts to `buf`.
-fn frame(buf: &mut Vec<u8>, parts: &[&[u8]]) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; FRAME]);
-    parts.iter().for_each(|part| buf.extend_from_slice(part));
-    let payload = &buf[start + FRAME..];
-    let len = u32::try_from(payload.len()).expect("records are small").to_le_bytes();
-    let hash = blake3::hash(payload);
-    buf[start..start + 4].copy_from_slice(&len);
-    buf[start + 4..start + FRAME].copy_from_slice(&hash.as_bytes()[..16]);
-}
-
-/// The records in `bytes` (a segment's content after its header), up to the first torn or
-/// corrupt one.
-pub fn decode(mut bytes: &[u8]) -> Vec<Record> {
-    let mut records = Vec::new();
-    while bytes.len() >= FRAME {
-        let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-        let Some(payload) = bytes.get(FRAME..FRAME + len) else { break };
-        if blake3::hash(payload).as_bytes()[..16] != bytes[4..FRAME] {
-            break;
-        }
-        match parse(payload) {
-            Some(record) => records.push(record),
-            None => break,
-        }
-        bytes = &bytes[FRAME + len..];
-    }
-    records
-}
-
-fn parse(payload: &[u8]) -> Option<Record> {
-    let (&kind, rest) = payload.split_first()?;
-    let u64_at = |b: &[u8]| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?));
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-    match kind {
-        PUT => {
-            let ticket = u64_at(rest)?;
-            let rest = &rest[8..];
-            let key_len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-            let key = text(rest.get(2..2 + key_len)?)?;
-            let rest = &rest[2 + key_len..];
-            let meta_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-            let meta = rest.get(4..4 + meta_len)?.to_vec();
-            let body = rest[4 + meta_len..].to_vec();
-            Some(Record::Put { ticket, key, meta, body })
-        }
-        SUPERSEDE => Some(Record::Supersede { key: text(rest)? }),
-        CANCEL => Some(Record::Cancel { ticket: u64_at(rest)? }),
-        _ => None,
-    }
-}
-
-/// What `records` (in order) leave to rewrite: per key, the last version neither superseded
-/// nor cancelled, in the order they were recorded.
-pub fn survivors(records: Vec<Record>) -> Vec<Survivor> {
-    let mut versions: HashMap<String, Vec<(u64, Survivor)>> = HashMap::new();
-    for record in records {
-        match record {
-            Record::Put { ticket, key, meta, body } => {
-                let survivor = Survivor { key: key.clone(), meta, body };
-                versions.entry(key).or_default().push((ticket, survivor))
-            }
-            Record::Supersede { key } => {
-                let beneath = format!("{}/", key.trim_end_matches('/'));
-                versions.retain(|k, _| *k != key && !k.starts_with(&beneath));
-            }
-            Record::Cancel { ticket } => {
-                versions.values_mut().for_each(|v| v.retain(|(t, _)| *t != ticket))
-            }
-        }
-    }
-    let mut last: Vec<_> = versions.into_values().filter_map(|mut v| v.pop()).collect();
-    last.sort_by_key(|(ticket, _)| *ticket);
-    last.into_iter().map(|(_, survivor)| survivor).collect()
-}
-
-/// Reads a segment: its boot id and its records.
-fn read_segment(path: &Path) -> io::Result<(String, Vec<Record>)> {
-    let bytes = fs::read(path)?;
-    let Some(rest) = bytes.strip_prefix(MAGIC) else {
-        return Ok((String::new(), Vec::new())); // torn while being created: nothing in it
-    };
-    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
-        return Ok((String::new(), Vec::new()));
-    };
-    let boot = String::from_utf8_lossy(&rest[..end]).into_owned();
-    Ok((boot, decode(&rest[end + 1..])))
 }
 
 impl Journal {
@@ -519,31 +282,19 @@ impl Journal {
     /// Shared hold of the gate: for a small write, from before its append until its version
     /// is visible.
     pub fn shared(self: &Arc<Self>) -> Shared {
-        let state = self.gate.lock();
-        let mut state = self.gate.wait_while(state, |s| s.1 || s.2 > 0);
-        state.0 += 1;
+        self.gate.shared();
         Shared(self.clone())
     }
 
     /// [`Journal::shared`] if it is to be had without waiting.
     pub fn try_shared(self: &Arc<Self>) -> Option<Shared> {
-        let mut state = self.gate.lock();
-        if state.1 || state.2 > 0 {
-            return None;
-        }
-        state.0 += 1;
-        Some(Shared(self.clone()))
+        self.gate.try_shared().then(|| Shared(self.clone()))
     }
 
     /// Exclusive hold of the gate: for a change to many paths at once, from before it
     /// until it is recorded with [`Journal::supersede`].
     pub fn exclusive(&self) -> Exclusive<'_> {
-        let mut state = self.gate.lock();
-        state.2 += 1;
-        let mut state = self.gate.wait_while(state, |s| s.1 || s.0 > 0);
-        state.2 -= 1;
-        state.1 = true;
-        Exclusive(&self.gate)
+        self.gate.exclusive()
     }
 
     /// Records a new version of `key`, with its metadata `row`, and returns the ticket that
@@ -560,16 +311,8 @@ impl Journal {
         row: Row,
         then: Then,
     ) -> io::Result<u64> {
-        let key_len = u16::try_from(key.len()).map_err(io::Error::other)?;
-        let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        Ok(self.append(Some((row, then)), |ticket, buf| {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(6 + body.len());
-            let (ticket, key_len, meta_len) =
-                (ticket.to_le_bytes(), key_len.to_le_bytes(), meta_len.to_le_bytes());
-            parts.extend([&[PUT][..], &ticket, &key_len, key.as_bytes(), &meta_len, meta]);
-            parts.extend(body.iter().map(|b| &b[..]));
-            frame(buf, &parts);
-        }))
+        record::fits(key, meta)?;
+        Ok(self.append(Some((row, then)), |ticket, buf| record::put(buf, ticket, key, meta, body)))
     }
 
     /// [`Journal::record`], waiting for what comes of it.
@@ -596,7 +339,7 @@ impl Journal {
     /// every recorded version durable and drops the journal instead. `exclusive` says whether
     /// the caller holds [`Journal::exclusive`]; otherwise it must not hold the gate at all.
     pub fn supersede(self: &Arc<Self>, key: &str, exclusive: bool) -> io::Result<()> {
-        let ticket = self.append(None, |_, buf| frame(buf, &[&[SUPERSEDE], key.as_bytes()]));
+        let ticket = self.append(None, |_, buf| record::supersede(buf, key));
         self.wait(ticket).or_else(|e| {
             tracing::warn!("journal: cannot record a superseding write ({e}); checkpointing");
             self.checkpoint_now(!exclusive)
@@ -606,7 +349,7 @@ impl Journal {
     /// Records that the version under `ticket` never became visible (or, failing that,
     /// checkpoints as [`Journal::supersede`] does). The caller must not hold the gate.
     pub fn cancel(self: &Arc<Self>, ticket: u64) -> io::Result<()> {
-        let mine = self.append(None, |_, buf| frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]));
+        let mine = self.append(None, |_, buf| record::cancel(buf, ticket));
         self.wait(mine).or_else(|_| self.checkpoint_now(true))
     }
 
@@ -641,7 +384,7 @@ impl Journal {
                 .next()
                 .unwrap_or_else(|| Err(io::Error::other("committing the metadata panicked")));
             if !matches!(outcome, Ok(Ok(()))) {
-                frame(buf, &[&[CANCEL], &ticket.to_le_bytes()]);
+                record::cancel(buf, *ticket);
             }
             (*ticket, outcome)
         });
@@ -892,63 +635,6 @@ mod tests {
         Box::<Kept>::default()
     }
 
-    fn put(ticket: u64, key: &str, body: &str) -> Record {
-        Record::Put { ticket, key: key.into(), meta: b"t\no".to_vec(), body: body.into() }
-    }
-
-    #[test]
-    fn records_round_trip_and_a_torn_tail_is_dropped() {
-        let mut buf = Vec::new();
-        let body = [Bytes::from_static(b"he"), Bytes::from_static(b"llo")];
-        frame(
-            &mut buf,
-            &[
-                &[PUT],
-                &7u64.to_le_bytes(),
-                &2u16.to_le_bytes(),
-                b"/a",
-                &3u32.to_le_bytes(),
-                b"t\no",
-                &body[0],
-                &body[1],
-            ],
-        );
-        frame(&mut buf, &[&[SUPERSEDE], b"/d"]);
-        frame(&mut buf, &[&[CANCEL], &7u64.to_le_bytes()]);
-        let whole = vec![
-            put(7, "/a", "hello"),
-            Record::Supersede { key: "/d".into() },
-            Record::Cancel { ticket: 7 },
-        ];
-        assert_eq!(decode(&buf), whole);
-        // Cut anywhere inside the last record: the first two survive.
-        for cut in 1..FRAME + 9 {
-            assert_eq!(decode(&buf[..buf.len() - cut]), whole[..2], "cut {cut}");
-        }
-        // A flipped bit stops the reading there.
-        let mut bad = buf.clone();
-        let at = bad.len() - 3;
-        bad[at] ^= 1;
-        assert_eq!(decode(&bad), whole[..2]);
-    }
-
-    #[test]
-    fn superseded_and_cancelled_versions_do_not_survive() {
-        let records = vec![
-            put(1, "/a", "a1"),
-            put(2, "/d/x", "x"),
-            put(3, "/dx", "dx"),
-            put(4, "/a", "a2"),
-            put(5, "/a", "a3"),
-            Record::Cancel { ticket: 5 }, // a3 never became visible: a2 stands
-            Record::Supersede { key: "/d".into() }, // /d removed: /d/x goes, /dx stays
-            put(6, "/b", "b1"),
-            Record::Supersede { key: "/b".into() }, // replaced by a large PUT
-        ];
-        let got: Vec<_> = survivors(records).into_iter().map(|s| (s.key, s.body)).collect();
-        assert_eq!(got, vec![("/dx".into(), b"dx".to_vec()), ("/a".into(), b"a2".to_vec())]);
-    }
-
     #[test]
     fn an_earlier_boots_segments_are_replayed_then_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -1007,7 +693,7 @@ mod tests {
         // A removal waiting for the shared holds keeps new ones out.
         std::thread::scope(|scope| {
             let waiting = scope.spawn(|| drop(journal.exclusive()));
-            while journal.gate.lock().2 == 0 {
+            while journal.gate.writers_waiting() == 0 {
                 std::thread::yield_now();
             }
             assert!(journal.try_shared().is_none(), "a removal waits for the gate");

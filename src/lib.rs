@@ -26,6 +26,11 @@
 //! - [`password`]: argon2id password hashes, made and checked.
 //! - [`path`]: validated, percent-decoded resource paths.
 
+// Paths by descriptor (`openat2`), `O_TMPFILE`, `syncfs`, `sendfile`, boot ids and
+// `/proc/self/fd` are Linux's: say so, rather than fail on the first missing call.
+#[cfg(not(target_os = "linux"))]
+compile_error!("larder runs on Linux only (README, Requirements)");
+
 pub mod access;
 pub mod auth;
 pub mod cli;

@@ -151,6 +151,7 @@ fn main() {
     scenario("quota_race", &|| runtime.block_on(scenarios::quota_race()));
     scenario("kill", &|| runtime.block_on(scenarios::kill_under_load()));
     scenario("migrate", &|| runtime.block_on(scenarios::migrate()));
+    scenario("migrate_refusals", &|| runtime.block_on(scenarios::migrate_refusals()));
     scenario("sweep", &|| runtime.block_on(scenarios::sweep()));
     scenario("large", &|| runtime.block_on(scenarios::large()));
     scenario("database_outage", &|| runtime.block_on(scenarios::database_outage()));

@@ -640,6 +640,49 @@ pub async fn migrate() -> Vec<String> {
     ]
 }
 
+/// `larder migrate` refuses a database it did not fill from this source: one with accounts
+/// that no migration put there (an installation that served before nodes kept a heartbeat),
+/// and one another source was migrated into. Neither is changed.
+pub async fn migrate_refusals() -> Vec<String> {
+    let rules = format!("{}[[rule]]\npath = \"/\"\nread = [\"*\"]\n", accounts(&["ann"], None));
+    let cluster = Cluster::start("refusals", &rules, 0);
+    let sources = tempfile::tempdir().unwrap();
+    let (first, second) = (sources.path().join("first"), sources.path().join("second"));
+    for root in [&first, &second] {
+        std::fs::create_dir_all(root).unwrap();
+        std::fs::write(root.join("a.txt"), "from a folder").unwrap();
+    }
+    let migrate = |root: &std::path::Path| {
+        let from = format!("file:{}", root.display());
+        let output =
+            crate::larder_process::larder(&["migrate", "--from", &from, "--to", &cluster.store])
+                .env("LARDER_TO_STATE", &cluster.database)
+                .output()
+                .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    // larder's tables, as a node of an older version made them (and no heartbeat).
+    drop(larder::state::State::connect_from_async(&cluster.database).await.unwrap());
+    let planted = "WITH made AS (INSERT INTO account (name, balance) VALUES ('zed', 3) RETURNING 1)
+                   SELECT COUNT(*) FROM made";
+    assert_eq!(cluster.count(planted).await, 1);
+    let (success, said) = migrate(&first);
+    assert!(!success && said.contains("holds 1 accounts and 0 files and folders"), "{said}");
+    assert_eq!(cluster.count("SELECT COUNT(*) FROM entry WHERE path = '/a.txt'").await, 0);
+    assert_eq!(cluster.count("SELECT balance FROM account WHERE name = 'zed'").await, 3);
+    cluster.count("WITH gone AS (DELETE FROM account RETURNING 1) SELECT COUNT(*) FROM gone").await;
+    let (success, said) = migrate(&first);
+    assert!(success, "{said}");
+    let (success, said) = migrate(&second);
+    assert!(!success && said.contains("it was migrated into from file:"), "{said}");
+    assert!(said.contains(&first.display().to_string()), "{said}");
+    vec![
+        "refused, changing nothing: a database holding an account no migration put there, \
+         and one another folder was migrated into"
+            .into(),
+    ]
+}
+
 /// The sweep: replaced and deleted blobs go once their grace is over (made over here by
 /// moving their time back in the database), abandoned uploads go, and a pending blob that a
 /// row names (a commit whose answer was lost) stays.

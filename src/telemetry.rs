@@ -5,7 +5,8 @@
 //!
 //! Lines are written off the request path, as nginx's buffered `access_log` is: a request
 //! formats its line and queues it (`tracing-appender`); the thread `larder-log` writes what
-//! is queued, one `write` per batch. A full queue (a log reader that stalls) drops lines
+//! is queued, one `write` per batch. The access line is formatted here ([`access`]), not by
+//! `tracing`, which cost a small GET twice as much. A full queue (a log reader that stalls) drops lines
 //! rather than hold up requests, counted in [`dropped_lines`] (the metric
 //! `larder_log_lines_dropped_total`). [`flush`] writes out what is queued at exit; a SIGKILL
 //! loses it, as it loses nginx's buffer. (A hand-written buffer flushed every 100 ms, with no
@@ -15,7 +16,7 @@ use std::io::{BufWriter, IsTerminal};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Lines queued at most before new ones are dropped, unless `LARDER_LOG_QUEUE` says.
@@ -23,6 +24,8 @@ const QUEUED_LINES: usize = 64 * 1024;
 
 /// The writer thread's handle: dropping it writes out what is queued and ends the thread.
 static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// Where access lines go when they are written directly (see [`access`]), and in which form.
+static ACCESS: OnceLock<(NonBlocking, LogFormat)> = OnceLock::new();
 /// Counts the lines dropped because the queue was full.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
@@ -50,15 +53,104 @@ pub fn init(format: LogFormat) {
         .thread_name("larder-log")
         .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let dropped = writer.error_counter();
+    let direct = writer.clone();
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
     if installed.is_ok() {
         *writer_slot = Some(guard);
         let _ = DROPPED.set(dropped);
+        if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            let _ = ACCESS.set((direct, format));
+        }
     }
+}
+
+/// One request's access line: the fields [`access`] writes.
+pub struct Access<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The method.
+    pub method: &'a str,
+    /// The target as [`loggable_target`] shows it.
+    pub path: &'a str,
+    /// The status answered.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// Milliseconds to the last byte.
+    pub ms: f64,
+    /// The account signed in, or `-`.
+    pub account: &'a str,
+}
+
+/// Whether the log takes `access` lines (at `info`, as `RUST_LOG` says): if not, a request
+/// need not make one.
+pub fn access_enabled() -> bool {
+    ACCESS.get().is_some()
+}
+
+/// Writes `line` to the log, if the log takes `access` lines at `info` (`RUST_LOG`), as
+/// `tracing`'s formatter writes its lines (the same text, without colours, or JSON), but not
+/// through it: formatted here, the second's timestamp made once, it costs a small GET about
+/// half what a `tracing` event did (docs/performance.md).
+pub fn access(line: &Access<'_>) {
+    use std::io::Write;
+    let Some((writer, format)) = ACCESS.get() else { return };
+    thread_local! {
+        /// The line being made, the timestamp up to its second with that second, and this
+        /// thread's handle on the writer.
+        static MADE: std::cell::RefCell<(Vec<u8>, u64, String, Option<NonBlocking>)> =
+            const { std::cell::RefCell::new((Vec::new(), u64::MAX, String::new(), None)) };
+    }
+    let now = std::time::SystemTime::now();
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    MADE.with_borrow_mut(|(buf, second, prefix, mine)| {
+        if *second != since.as_secs() {
+            // "2026-12-07T04:34:05.242906Z" up to the dot.
+            let stamp = humantime::format_rfc3339_micros(now).to_string();
+            *prefix = stamp[..stamp.len() - 7].to_owned();
+            *second = since.as_secs();
+        }
+        buf.clear();
+        let micros = since.subsec_micros();
+        let _ = match format {
+            LogFormat::Text => writeln!(
+                buf,
+                "{prefix}{micros:06}Z  INFO access: request_id={} method={} path={} status={} \
+                 bytes={} ms={} account={}",
+                line.request_id,
+                line.method,
+                line.path,
+                line.status,
+                line.bytes,
+                line.ms,
+                line.account
+            ),
+            LogFormat::Json => {
+                let doc = serde_json::json!({
+                    "timestamp": format!("{prefix}{micros:06}Z"),
+                    "level": "INFO",
+                    "request_id": line.request_id,
+                    "method": line.method,
+                    "path": line.path,
+                    "status": line.status,
+                    "bytes": line.bytes,
+                    "ms": line.ms,
+                    "account": line.account,
+                    "target": "access",
+                });
+                serde_json::to_writer(&mut *buf, &doc)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| buf.write_all(b"\n"))
+            }
+        };
+        // One write of the whole line: queued for the writer thread, or dropped and counted.
+        let _ = mine.get_or_insert_with(|| writer.clone()).write_all(buf);
+    });
 }
 
 /// How many lines may wait for the writer: `LARDER_LOG_QUEUE` if it is a positive number.

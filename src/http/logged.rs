@@ -78,15 +78,17 @@ impl Drop for Logged {
         let record = &self.record;
         let took = record.started.elapsed();
         self.metrics.request(&record.method, record.status, self.sent, took);
-        tracing::info!(
-            target: "access",
-            request_id = %record.id,
-            method = %record.method,
-            path = %loggable_target(&record.target),
-            status = record.status,
-            bytes = self.sent,
-            ms = took.as_micros() as f64 / 1000.0,
-            account = %record.account.as_deref().unwrap_or("-"),
-        );
+        if !crate::telemetry::access_enabled() {
+            return;
+        }
+        crate::telemetry::access(&crate::telemetry::Access {
+            request_id: &record.id,
+            method: record.method.as_str(),
+            path: &loggable_target(&record.target),
+            status: record.status,
+            bytes: self.sent,
+            ms: took.as_micros() as f64 / 1000.0,
+            account: record.account.as_deref().unwrap_or("-"),
+        });
     }
 }

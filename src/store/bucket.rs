@@ -172,17 +172,21 @@ fn bucket_error(e: object_store::Error) -> Error {
 }
 
 /// `call` to the bucket, given up as unavailable past the dependency timeout (a frozen
-/// bucket accepts connections and never answers).
+/// bucket accepts connections and never answers); its own answer, whatever it is, otherwise.
+async fn within<T>(
+    call: impl Future<Output = Result<T, object_store::Error>>,
+) -> Result<Result<T, object_store::Error>, Error> {
+    tokio::time::timeout(crate::state::dependency_timeout(), call).await.map_err(|_| {
+        tracing::warn!("the bucket is unavailable: no answer in time");
+        Error::Unavailable("bucket")
+    })
+}
+
+/// [`within`], its errors in the store's terms.
 async fn in_time<T>(
     call: impl Future<Output = Result<T, object_store::Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(crate::state::dependency_timeout(), call).await {
-        Ok(done) => done.map_err(bucket_error),
-        Err(_) => {
-            tracing::warn!("the bucket is unavailable: no answer in time");
-            Err(Error::Unavailable("bucket"))
-        }
-    }
+    within(call).await?.map_err(bucket_error)
 }
 
 /// `body` with each chunk bounded by the dependency timeout: a bucket that stops sending
@@ -609,11 +613,9 @@ impl Store for BucketStore {
     async fn ready(&self) -> Result<(), Error> {
         // A name no blob has: "not found" is an answer, and the bucket is there.
         let probe = BlobPath::from(format!("{}/ready-probe", self.inner.prefix));
-        let head = self.inner.bucket.head(&probe);
-        match tokio::time::timeout(crate::state::dependency_timeout(), head).await {
-            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
-            Ok(Err(e)) => Err(bucket_error(e)),
-            Err(_) => Err(Error::Unavailable("bucket")),
+        match within(self.inner.bucket.head(&probe)).await? {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(bucket_error(e)),
         }
     }
 

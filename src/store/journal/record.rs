@@ -193,15 +193,17 @@ mod tests {
         assert_eq!(got, vec![("/dx".into(), b"dx".to_vec()), ("/a".into(), b"a2".to_vec())]);
     }
 
-    /// Any record, as written.
+    /// Any record, as written: tickets from a few, so that cancellations meet the versions
+    /// they name (over all of `u64` they never would, and the property about them would hold
+    /// whatever `survivors` did).
     fn any_record() -> impl Strategy<Value = Record> {
         let key = "/[a-z]{1,3}(/[a-z]{1,3}){0,2}";
         prop_oneof![
             (
-                any::<u64>(),
+                0u64..8,
                 key,
                 prop::collection::vec(any::<u8>(), 0..40),
-                prop::collection::vec(any::<u8>(), 0..300)
+                prop::collection::vec(any::<u8>(), 1..300)
             )
                 .prop_map(|(ticket, key, meta, body)| Record::Put {
                     ticket,
@@ -210,7 +212,7 @@ mod tests {
                     body
                 }),
             key.prop_map(|key| Record::Supersede { key }),
-            any::<u64>().prop_map(|ticket| Record::Cancel { ticket }),
+            (0u64..8).prop_map(|ticket| Record::Cancel { ticket }),
         ]
     }
 

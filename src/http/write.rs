@@ -124,7 +124,7 @@ impl<S: Store> App<S> {
         }
     }
 
-    async fn write_problem(&self, error: store::Error, owner: Option<&str>) -> Problem {
+    pub(super) async fn write_problem(&self, error: store::Error, owner: Option<&str>) -> Problem {
         let live = self.settings();
         let terms = owner.and_then(|o| live.meter.plan_of(o));
         let (Some(owner), Some((plan, terms))) = (owner, terms) else { return error.into() };
@@ -362,17 +362,25 @@ impl<S: Store> App<S> {
         Err(Problem::new(Slug::Conflict, format!("Too many resources are named like {name}.")))
     }
 
-    /// DELETE: the resource, or the collection (with its members under `Depth: infinity`).
+    /// DELETE: the resource, or the collection with its members (RFC 4918 §9.6.1: without
+    /// `Depth`, as with `Depth: infinity`); `Depth: 0` removes a collection only if empty.
     pub(super) async fn delete(
         &self,
         entry: &Entry,
         request: &Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
+        let recursive = match request.headers().get(HeaderName::from_static("depth")) {
+            None => true,
+            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"infinity") => true,
+            Some(v) if v.as_bytes() == b"0" => false,
+            Some(_) => {
+                return Err(Problem::new(
+                    Slug::BadRequest,
+                    "DELETE takes Depth: infinity (the default) or 0 (only if empty).",
+                ));
+            }
+        };
         let pre = self.admit_write(request, Some(entry), None, false).await?.pre;
-        let recursive = request
-            .headers()
-            .get(HeaderName::from_static("depth"))
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"infinity"));
         let check = move |now: Option<&Entry>| match pre.evaluate(false, now.map(validators)) {
             Outcome::Proceed => Ok(()),
             _ => Err(precondition_failed()),

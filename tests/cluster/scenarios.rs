@@ -141,7 +141,8 @@ price = 5
     assert_eq!(deep.json()["entries"][0]["name"], "c.txt");
     step("409 for a resource in the way or a folder replaced; parents made");
 
-    let refused = request(b, "DELETE", "/docs/", &[("authorization", &auth)], "").await.unwrap();
+    let shallow = [("authorization", auth.as_str()), ("depth", "0")];
+    let refused = request(b, "DELETE", "/docs/", &shallow, "").await.unwrap();
     assert_eq!(refused.status, 409);
     let deleted =
         request(a, "DELETE", "/docs/", &[("authorization", &auth), ("depth", "infinity")], "")
@@ -152,7 +153,7 @@ price = 5
     assert_eq!(get(b, "/docs/deep/er/c.txt", None).await.status, 404);
     let again = request(b, "DELETE", "/docs/a.txt", &[("authorization", &auth)], "").await.unwrap();
     assert_eq!(again.status, 404);
-    step("DELETE: 409 when not empty, 204 with Depth: infinity on A, gone on B");
+    step("DELETE: Depth: 0 409 when not empty, 204 with Depth: infinity on A, gone on B");
 
     // Section 4: 401, 403, 404 the same on both nodes.
     assert_eq!(put(a, "/private/p.txt", "alice", "mine").await.status, 201);

@@ -91,8 +91,8 @@ async fn deletes_follow_the_rules_of_all_that_may_be_beneath() {
     // / may hold /secret, /pub and homes: refused by the rules (before its 405).
     let everything = server.send("DELETE", "/", &[("authorization", &bob)], "").await;
     everything.assert_problem(403, "forbidden");
-    // Without Depth, a folder of things bob may know of says it is not empty.
-    let deep = server.send("DELETE", "/box/", &[("authorization", &bob)], "").await;
+    // With Depth: 0, a folder of things bob may know of says it is not empty.
+    let deep = server.send("DELETE", "/box/", &[("authorization", &bob), ("depth", "0")], "").await;
     deep.assert_problem(409, "conflict");
     // A folder whose rules bob's rights cover goes, with Depth.
     let gone =

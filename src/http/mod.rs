@@ -10,6 +10,7 @@ mod admin;
 mod body;
 pub mod client;
 pub mod conditional;
+mod dav;
 pub mod framing;
 pub mod inbound;
 mod listing;
@@ -75,6 +76,20 @@ pub enum Verb {
     Options,
     /// TRACE
     Trace,
+    /// PROPFIND (WebDAV)
+    Propfind,
+    /// PROPPATCH (WebDAV)
+    Proppatch,
+    /// MKCOL (WebDAV)
+    Mkcol,
+    /// COPY (WebDAV)
+    Copy,
+    /// MOVE (WebDAV)
+    Move,
+    /// LOCK (WebDAV)
+    Lock,
+    /// UNLOCK (WebDAV)
+    Unlock,
 }
 
 impl Verb {
@@ -87,7 +102,16 @@ impl Verb {
             Method::DELETE => Verb::Delete,
             Method::OPTIONS => Verb::Options,
             Method::TRACE => Verb::Trace,
-            _ => return None,
+            _ => match method.as_str() {
+                "PROPFIND" => Verb::Propfind,
+                "PROPPATCH" => Verb::Proppatch,
+                "MKCOL" => Verb::Mkcol,
+                "COPY" => Verb::Copy,
+                "MOVE" => Verb::Move,
+                "LOCK" => Verb::Lock,
+                "UNLOCK" => Verb::Unlock,
+                _ => return None,
+            },
         })
     }
 
@@ -101,7 +125,28 @@ impl Verb {
             Verb::Delete => "DELETE",
             Verb::Options => "OPTIONS",
             Verb::Trace => "TRACE",
+            Verb::Propfind => "PROPFIND",
+            Verb::Proppatch => "PROPPATCH",
+            Verb::Mkcol => "MKCOL",
+            Verb::Copy => "COPY",
+            Verb::Move => "MOVE",
+            Verb::Lock => "LOCK",
+            Verb::Unlock => "UNLOCK",
         }
+    }
+
+    /// True for the WebDAV methods.
+    fn is_dav(self) -> bool {
+        matches!(
+            self,
+            Verb::Propfind
+                | Verb::Proppatch
+                | Verb::Mkcol
+                | Verb::Copy
+                | Verb::Move
+                | Verb::Lock
+                | Verb::Unlock
+        )
     }
 }
 
@@ -159,6 +204,8 @@ pub struct App<S: Store> {
     auth: Authenticator,
     ids: RequestIds,
     metrics: Arc<Metrics>,
+    /// WebDAV's locks, kept by this node.
+    locks: dav::Locks,
 }
 
 enum Target {
@@ -181,6 +228,7 @@ impl<S: Store> App<S> {
             auth,
             ids: RequestIds::new(),
             metrics: Arc::new(Metrics::new()),
+            locks: dav::Locks::default(),
         }
     }
 
@@ -433,6 +481,12 @@ impl<S: Store> App<S> {
             Verb::Put => &[Action::Create, Action::Update],
             Verb::Post => &[Action::Create],
             Verb::Delete => &[Action::Delete],
+            Verb::Propfind | Verb::Copy | Verb::Unlock => &[Action::Read, Action::List],
+            Verb::Proppatch => &[Action::Update],
+            Verb::Mkcol => &[Action::Create],
+            Verb::Lock => &[Action::Create, Action::Update],
+            // MOVE: reading its source, then the rest in `dav::transfer`.
+            Verb::Move => &[Action::Read, Action::List],
         };
         let rules = &self.settings().rules;
         let decide = |action| rules.decide(principal, path.segments(), action);
@@ -486,9 +540,11 @@ impl<S: Store> App<S> {
         decided
             && !path.is_collection()
             && self.settings().meter.quotas().is_empty()
+            && !self.locks.any()
             && ![IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE]
                 .iter()
                 .any(|name| headers.contains_key(name))
+            && !headers.contains_key("if")
     }
 
     fn allowed(&self, entry: &Entry) -> Vec<Verb> {
@@ -504,6 +560,11 @@ impl<S: Store> App<S> {
         if self.settings().trace {
             allow.push(Verb::Trace);
         }
+        allow.extend([Verb::Propfind, Verb::Proppatch, Verb::Copy]);
+        if !entry.path.is_root() {
+            allow.push(Verb::Move);
+        }
+        allow.extend([Verb::Lock, Verb::Unlock]);
         allow
     }
 
@@ -518,6 +579,9 @@ impl<S: Store> App<S> {
         request: Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let ruled = self.rules(verb, path, &principal).await?;
+        if verb.is_dav() {
+            return Box::pin(self.dav(verb, ruled, principal, request)).await;
+        }
         // The writes and listings are boxed (as `/.larder` is, in `respond`): every request's
         // future is as large as its largest branch and is moved whole (memcpy) on its way to
         // hyper, so unboxed they made each GET build and copy 10 KiB instead of under 4.
@@ -532,6 +596,8 @@ impl<S: Store> App<S> {
             return match verb {
                 Verb::Put => {
                     self.authorize_parents(&principal, &path).await?;
+                    let touched = dav::touched(&path, true, false);
+                    self.locks_admit(request.headers(), &principal, &path, None, &touched)?;
                     Box::pin(self.put(path, None, principal, request)).await
                 }
                 _ => Err(Problem::not_found()),
@@ -547,9 +613,15 @@ impl<S: Store> App<S> {
             }
             _ => None,
         };
+        let touched = match verb {
+            Verb::Put | Verb::Post => dav::touched(&path, false, false),
+            Verb::Delete => dav::touched(&path, true, entry.is_collection()),
+            _ => Vec::new(),
+        };
+        self.locks_admit(request.headers(), &principal, &path, Some(&entry), &touched)?;
         // The action: body limits (413) and preconditions (412/304) come first in each.
         match verb {
-            Verb::Options => Ok(no_content_with(ALLOW, allow_value(&allow))),
+            Verb::Options => Ok(options(allow_value(&allow))),
             Verb::Trace => Ok(trace(&request)),
             Verb::Get | Verb::Head if entry.is_collection() => {
                 Box::pin(self.listing(verb, &entry, &principal, &request)).await
@@ -557,7 +629,12 @@ impl<S: Store> App<S> {
             Verb::Get | Verb::Head => self.get(verb, &entry, handle, &request, charge).await,
             Verb::Put => Box::pin(self.put(path, Some(entry), principal, request)).await,
             Verb::Post => Box::pin(self.post(&entry, principal, request)).await,
-            Verb::Delete => Box::pin(self.delete(&entry, &request)).await,
+            Verb::Delete => {
+                let deleted = Box::pin(self.delete(&entry, &request)).await?;
+                self.locks.forget(&entry.path.as_key());
+                Ok(deleted)
+            }
+            _ => Err(method_not_allowed(verb, &allow)),
         }
     }
 
@@ -603,6 +680,9 @@ impl<S: Store> App<S> {
             Verb::Put if entry.is_some() => Action::Update,
             Verb::Put | Verb::Post => Action::Create,
             Verb::Delete => Action::Delete,
+            Verb::Move if collection => Action::List,
+            Verb::Move => Action::Read,
+            dav => dav::action_of(dav, collection, entry.is_some()),
         };
         self.authorize(principal, &ruled.path, action)?;
         match &ruled.requested {
@@ -872,6 +952,15 @@ pub fn json_response(status: StatusCode, document: &impl serde::Serialize) -> Re
     response
 }
 
+/// OPTIONS' answer: 204 with `Allow`, and WebDAV's classes.
+fn options(allow: HeaderValue) -> Response<Body> {
+    let mut response = no_content_with(ALLOW, allow);
+    let headers = response.headers_mut();
+    headers.insert("dav", HeaderValue::from_static("1, 2"));
+    headers.insert("ms-author-via", HeaderValue::from_static("DAV"));
+    response
+}
+
 /// A 204 with one header field.
 pub fn no_content_with(name: HeaderName, value: HeaderValue) -> Response<Body> {
     let mut response = Response::new(empty());
@@ -894,6 +983,15 @@ fn options_star(trace: bool) -> Response<Body> {
     if trace {
         methods.push(Verb::Trace);
     }
+    methods.extend([
+        Verb::Propfind,
+        Verb::Proppatch,
+        Verb::Mkcol,
+        Verb::Copy,
+        Verb::Move,
+        Verb::Lock,
+        Verb::Unlock,
+    ]);
     let document = json!({
         "server": "larder",
         "version": env!("CARGO_PKG_VERSION"),
@@ -902,7 +1000,10 @@ fn options_star(trace: bool) -> Response<Body> {
         "ranges": ["bytes"],
     });
     let mut response = json_response(StatusCode::OK, &document);
-    response.headers_mut().insert(ALLOW, allow_value(&methods));
+    let headers = response.headers_mut();
+    headers.insert(ALLOW, allow_value(&methods));
+    headers.insert("dav", HeaderValue::from_static("1, 2"));
+    headers.insert("ms-author-via", HeaderValue::from_static("DAV"));
     response
 }
 

@@ -58,10 +58,16 @@ pub enum Slug {
     ServiceUnavailable,
     /// 507: the disk is full.
     InsufficientStorage,
+    /// 423: a WebDAV lock is held by another, or its token was not sent.
+    Locked,
+    /// 403: PROPFIND with `Depth: infinity` (RFC 4918 `propfind-finite-depth`).
+    PropfindFiniteDepth,
+    /// 502: a COPY or MOVE destination on another server.
+    BadGateway,
 }
 
 /// Every slug, for the problem pages.
-pub const ALL: [Slug; 22] = [
+pub const ALL: [Slug; 25] = [
     Slug::BadRequest,
     Slug::InvalidPath,
     Slug::Unauthenticated,
@@ -84,6 +90,9 @@ pub const ALL: [Slug; 22] = [
     Slug::Unavailable,
     Slug::ServiceUnavailable,
     Slug::InsufficientStorage,
+    Slug::Locked,
+    Slug::PropfindFiniteDepth,
+    Slug::BadGateway,
 ];
 
 impl Slug {
@@ -192,6 +201,24 @@ impl Slug {
                 S::TOO_MANY_REQUESTS,
                 "Too Many Requests",
                 "Too many attempts; wait as long as Retry-After says.",
+            ),
+            Slug::Locked => (
+                "locked",
+                S::LOCKED,
+                "Locked",
+                "A WebDAV lock covers this path: send its token in the If header, as the principal that took it, or wait until it is released or expires.",
+            ),
+            Slug::PropfindFiniteDepth => (
+                "propfind-finite-depth",
+                S::FORBIDDEN,
+                "PROPFIND Depth Infinity Refused",
+                "PROPFIND answers Depth: 0 or Depth: 1 only; walk a tree one level at a time.",
+            ),
+            Slug::BadGateway => (
+                "bad-gateway",
+                S::BAD_GATEWAY,
+                "Destination on Another Server",
+                "The Destination of a COPY or MOVE names another server; larder copies and moves only within itself.",
             ),
             Slug::Internal => (
                 "internal",
@@ -372,7 +399,7 @@ impl From<store::Error> for Problem {
             store::Error::Conflict(why) => Problem::new(Slug::Conflict, why),
             store::Error::NotEmpty => Problem::new(
                 Slug::Conflict,
-                "The collection is not empty; send Depth: infinity to delete it with its members.",
+                "The collection is not empty; without Depth: 0, DELETE takes it with its members.",
             ),
             store::Error::Invalid(why) => Problem::new(Slug::InvalidPath, why),
             store::Error::OverQuota(over) => Problem::new(
@@ -400,6 +427,9 @@ impl From<store::Error> for Problem {
                 }
             },
             store::Error::Unavailable(dependency) => Problem::dependency_down(dependency),
+            store::Error::Unsupported => {
+                Problem::new(Slug::NotImplemented, "The store cannot do this in one step.")
+            }
             store::Error::Io(e) => {
                 tracing::error!("storage failure: {e}");
                 Problem::internal()

@@ -30,6 +30,7 @@ mod folder;
 pub mod namespace;
 pub mod object;
 pub mod pg;
+pub mod property;
 pub mod token;
 
 use std::io;
@@ -105,6 +106,14 @@ shared! {
     fn usage(&self, owner: &str) -> io::Result<u64>;
     /// Bytes of `owner`'s resources, and how many they are, files and folders (one query).
     fn holdings(&self, owner: &str) -> io::Result<(u64, u64)>;
+    /// The WebDAV dead properties of `path`, by name.
+    fn properties(&self, path: &str) -> io::Result<Vec<(String, String)>>;
+    /// The dead properties of `path` and, with `members`, of its direct members.
+    fn properties_within(&self, path: &str, members: bool) -> io::Result<property::Within>;
+    /// Gives each `(from, to)` the dead properties of `from` (COPY).
+    fn copy_properties(&self, pairs: &[(String, String)]) -> io::Result<()>;
+    /// Applies PROPPATCH's changes to `path`, all or none.
+    fn patch_properties(&self, path: &str, changes: &[property::PropertyChange]) -> io::Result<Result<(), property::TooMany>>;
 }
 
 impl State {
@@ -206,6 +215,12 @@ CREATE TABLE IF NOT EXISTS purchase (
     at INTEGER NOT NULL,
     UNIQUE (account, path)
 );
+CREATE TABLE IF NOT EXISTS property (
+    path TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (path, name)
+) WITHOUT ROWID;
 ";
 
 /// How long a request waits for PostgreSQL (a statement, a pooled connection, a connect)

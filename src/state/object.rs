@@ -300,6 +300,20 @@ fn set_synchronous(db: &rusqlite::Connection, mode: &str) {
     }
 }
 
+/// Deletes what is recorded of `path`, and with `beneath` of all under the collection `path`.
+fn forget(tx: &rusqlite::Transaction<'_>, path: &str, beneath: bool) -> io::Result<()> {
+    for table in ["object", "folder", "property"] {
+        let sql = match beneath {
+            // `path` ends with '/', so this is a segment-aligned prefix match, and takes the
+            // folder's own row with those of the folders inside.
+            true => format!("DELETE FROM {table} WHERE substr(path, 1, length(?1)) = ?1"),
+            false => format!("DELETE FROM {table} WHERE path = ?1"),
+        };
+        tx.execute(&sql, params![path]).map_err(to_io)?;
+    }
+    Ok(())
+}
+
 fn fp_params(fp: Fingerprint) -> (i64, i64, i64) {
     (fp.ino as i64, fp.size as i64, fp.mtime_ns)
 }
@@ -520,22 +534,36 @@ impl Sqlite {
         tx.commit().map_err(to_io)
     }
 
-    /// Forgets `path`, and with `beneath` everything under the collection `path` (ending `/`).
+    /// Forgets `path` (its rows and dead properties), and with `beneath` everything under the
+    /// collection `path` (ending `/`).
     pub fn delete_objects(&self, path: &str, beneath: bool) -> io::Result<()> {
         fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
         let mut db = self.db();
-        if !beneath {
-            return db
-                .execute("DELETE FROM object WHERE path = ?1", params![path])
-                .map(drop)
-                .map_err(to_io);
-        }
-        // `path` ends with '/', so this is a segment-aligned prefix match, and takes the
-        // folder's own row with those of the folders inside.
         let tx = db.transaction().map_err(to_io)?;
-        for table in ["object", "folder"] {
-            let sql = format!("DELETE FROM {table} WHERE substr(path, 1, length(?1)) = ?1");
-            tx.execute(&sql, params![path]).map_err(to_io)?;
+        forget(&tx, path, beneath)?;
+        tx.commit().map_err(to_io)
+    }
+
+    /// Carries what is recorded of `from` (rows, folders, dead properties; with `beneath`, of
+    /// everything under the collection `from`) to `to`, forgetting what `to` had: a rename.
+    pub fn move_objects(&self, from: &str, to: &str, beneath: bool) -> io::Result<()> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        let mut db = self.db();
+        let tx = db.transaction().map_err(to_io)?;
+        forget(&tx, to, beneath)?;
+        if !to.ends_with('/') {
+            forget(&tx, &format!("{to}/"), true)?;
+        }
+        for table in ["object", "folder", "property"] {
+            let sql = match beneath {
+                // `from` ends with '/': a segment-aligned prefix, the folder's own row too.
+                true => format!(
+                    "UPDATE {table} SET path = ?2 || substr(path, length(?1) + 1)
+                     WHERE substr(path, 1, length(?1)) = ?1"
+                ),
+                false => format!("UPDATE {table} SET path = ?2 WHERE path = ?1"),
+            };
+            tx.execute(&sql, params![from, to]).map_err(to_io)?;
         }
         tx.commit().map_err(to_io)
     }

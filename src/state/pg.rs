@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS blob_doomed (blob TEXT PRIMARY KEY, after BIGINT NOT 
 CREATE TABLE IF NOT EXISTS node (name TEXT PRIMARY KEY, started BIGINT NOT NULL,
                                  seen BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS migration (source TEXT PRIMARY KEY, at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS property (
+    path TEXT COLLATE "C" NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (path, name)
+);
 INSERT INTO entry (path, parent, collection, modified_ns) VALUES ('/', '', true, 0)
     ON CONFLICT DO NOTHING;
 "#;

@@ -26,4 +26,19 @@ impl Locks {
         let slot = self.hasher.hash_one(key.trim_end_matches('/')) as usize % SLOTS;
         self.slots[slot].lock().await
     }
+
+    /// The locks of two keys, taken in one order whoever asks (and once, when they share a
+    /// slot), so that two writers of the same pair never wait for each other.
+    pub async fn lock_two(&self, a: &str, b: &str) -> Vec<MutexGuard<'_, ()>> {
+        let slot = |key: &str| self.hasher.hash_one(key.trim_end_matches('/')) as usize % SLOTS;
+        let (mut first, mut second) = (slot(a), slot(b));
+        if first > second {
+            std::mem::swap(&mut first, &mut second);
+        }
+        let mut guards = vec![self.slots[first].lock().await];
+        if second != first {
+            guards.push(self.slots[second].lock().await);
+        }
+        guards
+    }
 }

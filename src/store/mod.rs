@@ -126,6 +126,9 @@ pub enum Error {
     Invalid(String),
     /// The database or the bucket cannot be reached, or did not answer in time.
     Unavailable(&'static str),
+    /// This store cannot do this in one step (a rename across file systems): the caller does
+    /// it another way.
+    Unsupported,
     /// The request body failed while being read (client gone, or too large).
     Body(io::Error),
     /// Anything else: the server failed.
@@ -175,6 +178,7 @@ impl std::fmt::Display for Error {
             Error::NotEmpty => f.write_str("the collection is not empty"),
             Error::NoSpace => f.write_str("no space left on the device"),
             Error::Unavailable(what) => write!(f, "the {what} is unavailable"),
+            Error::Unsupported => f.write_str("not possible in one step here"),
             Error::OverQuota(over) => write!(f, "{over}"),
             Error::Body(e) => write!(f, "request body: {e}"),
             Error::Io(e) => write!(f, "{e}"),
@@ -335,6 +339,21 @@ pub trait Store: Send + Sync + 'static {
     /// nothing either; the next start takes longer.
     fn close(&self) -> impl Future<Output = io::Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// Moves the resource or collection at `from` to `to` (named in `from`'s form), with its
+    /// owners, types and dead properties; `to`'s parent must exist (else `Conflict`). A
+    /// resource at `to` is replaced atomically; any other thing there is a `Conflict` (the
+    /// caller removes it first). `check` sees both entries under both paths' locks. Durable
+    /// before it returns: after a crash the tree is at `from` or at `to`, whole.
+    /// `Unsupported` where it cannot be one step (the caller copies, then deletes).
+    fn rename<R: Send + 'static>(
+        &self,
+        _from: &ResourcePath,
+        _to: &ResourcePath,
+        _check: impl FnOnce(&Entry, Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> impl Future<Output = Result<Result<Put, R>, Error>> + Send {
+        async { Err(Error::Unsupported) }
     }
 
     /// Removes the resource or collection at `path`; a collection with members only when

@@ -207,7 +207,10 @@ async fn post_to_a_resource_is_405_with_allow() {
     let auth = basic("alice");
     let reply = server.send("POST", "/a.txt", &[("authorization", &auth)], "x").await;
     reply.assert_problem(405, "method-not-allowed");
-    assert_eq!(reply.header("allow"), "GET, HEAD, PUT, DELETE, OPTIONS, TRACE");
+    assert_eq!(
+        reply.header("allow"),
+        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE, PROPFIND, PROPPATCH, COPY, MOVE, LOCK, UNLOCK"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +220,15 @@ async fn delete_collections() {
     let auth = [("authorization", auth.as_str())];
     server.put_as("alice", "/full/a/b.txt", "b").await;
     server.put_as("alice", "/empty/", "").await;
-    server.send("DELETE", "/full/", &auth, "").await.assert_problem(409, "conflict");
+    // Depth: 0 removes a collection only if it is empty.
+    let shallow = [auth[0], ("depth", "0")];
+    server.send("DELETE", "/full/", &shallow, "").await.assert_problem(409, "conflict");
     assert!(server.file("full/a/b.txt").exists());
-    assert_eq!(server.send("DELETE", "/empty/", &auth, "").await.status, 204);
-    let depth = [auth[0], ("depth", "infinity")];
-    assert_eq!(server.send("DELETE", "/full/", &depth, "").await.status, 204);
+    assert_eq!(server.send("DELETE", "/empty/", &shallow, "").await.status, 204);
+    let one = [auth[0], ("depth", "1")];
+    server.send("DELETE", "/full/", &one, "").await.assert_problem(400, "bad-request");
+    // Without Depth, as with Depth: infinity (RFC 4918 §9.6.1), it goes with its members.
+    assert_eq!(server.send("DELETE", "/full/", &auth, "").await.status, 204);
     assert!(!server.file("full").exists());
     // The root cannot go.
     let root = server.send("DELETE", "/", &[("authorization", &basic("root"))], "").await;
@@ -235,13 +242,24 @@ async fn options_lists_methods() {
     server.place("a.txt", b"a");
     let file = server.send("OPTIONS", "/a.txt", &[], "").await;
     assert_eq!(file.status, 204);
-    assert_eq!(file.header("allow"), "GET, HEAD, PUT, DELETE, OPTIONS, TRACE");
+    assert_eq!(
+        file.header("allow"),
+        "GET, HEAD, PUT, DELETE, OPTIONS, TRACE, PROPFIND, PROPPATCH, COPY, MOVE, LOCK, UNLOCK"
+    );
+    assert_eq!((file.header("dav"), file.header("ms-author-via")), ("1, 2", "DAV"));
     let dir = server.send("OPTIONS", "/", &[], "").await;
-    assert_eq!(dir.header("allow"), "GET, HEAD, PUT, POST, OPTIONS, TRACE");
+    assert_eq!(
+        dir.header("allow"),
+        "GET, HEAD, PUT, POST, OPTIONS, TRACE, PROPFIND, PROPPATCH, COPY, LOCK, UNLOCK"
+    );
     server.send("OPTIONS", "/missing", &[], "").await.assert_problem(404, "not-found");
     let star = server.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(star.starts_with("HTTP/1.1 200"), "{star}");
-    assert!(star.contains("allow: GET, HEAD, PUT, POST, DELETE, OPTIONS, TRACE"), "{star}");
+    assert!(
+        star.contains("allow: GET, HEAD, PUT, POST, DELETE, OPTIONS, TRACE, PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK"),
+        "{star}"
+    );
+    assert!(star.contains("dav: 1, 2"), "{star}");
     let bad = server.raw(b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
 }
@@ -291,7 +309,7 @@ async fn trace_can_be_turned_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_are_501() {
     let server = TestServer::open().await;
-    for method in ["FOO", "PATCH", "PROPFIND", "CONNECT"] {
+    for method in ["FOO", "PATCH", "SEARCH", "CONNECT"] {
         let reply = if method == "CONNECT" {
             let raw = server
                 .raw(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\nConnection: close\r\n\r\n")

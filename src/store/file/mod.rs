@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, StatxFlags};
 use rustix::io::Errno;
 
 use super::cache::{self, Cache, Content};
@@ -41,6 +41,7 @@ use crate::state::object::{Outcome, OverQuota};
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
 
 mod lookup;
+mod moving;
 mod publishing;
 mod reading;
 mod recovery;
@@ -482,6 +483,19 @@ impl Store for FileStore {
             Error::Io(e) => e,
             other => io::Error::other(other.to_string()),
         })
+    }
+
+    async fn rename<R: Send + 'static>(
+        &self,
+        from: &ResourcePath,
+        to: &ResourcePath,
+        check: impl FnOnce(&Entry, Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> Result<Result<Put, R>, Error> {
+        let _guards = self.locks.lock_two(&from.as_key(), &to.as_key()).await;
+        // Whatever happens on disk, nothing cached of either tree is served again.
+        let _forget = Forget { cache: &self.inner.cache, key: None };
+        let (inner, from, to) = (self.inner.clone(), from.clone(), to.clone());
+        blocking(move || inner.move_now(&from, &to, check)).await
     }
 
     async fn delete<R: Send + 'static>(

@@ -7,6 +7,7 @@ mod access;
 mod auth;
 mod conditional;
 mod content;
+mod dav;
 #[path = "../corpus/framing.rs"]
 mod framing;
 mod harness;

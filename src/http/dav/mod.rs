@@ -535,7 +535,7 @@ fn describe(
                 found.property(name, None);
             }
             (Some(Value::Text(text)), false) => {
-                found.property(name, Some(&quick_xml::escape::escape(text.as_str())));
+                found.property(name, Some(&quick_xml::escape::partial_escape(text.as_str())));
             }
             (Some(Value::Xml(xml)), false) => {
                 found.property(name, Some(&xml));

@@ -1,7 +1,7 @@
 //! WebDAV's XML: request bodies read into a small tree by quick-xml (namespaces resolved, no
 //! DTD, bounded depth and size), and the answers' elements written with quick-xml's escaping.
 
-use quick_xml::escape::{escape, resolve_predefined_entity};
+use quick_xml::escape::{escape, partial_escape, resolve_predefined_entity};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
@@ -363,7 +363,7 @@ impl Writer {
     /// DAV:`local` holding `text`, escaped.
     pub fn text(&mut self, local: &str, text: &str) -> &mut Self {
         self.open(local);
-        self.out.push_str(&escape(text));
+        self.out.push_str(&partial_escape(text));
         self.close(local)
     }
 

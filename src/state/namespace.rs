@@ -414,6 +414,12 @@ impl Postgres {
             "DELETE FROM entry WHERE path = $1 OR starts_with(path, $2) RETURNING blob",
             &[&path, &beneath],
         )?;
+        // Dead properties go with their path (keyed `/a.txt`, `/docs/`): none passes to
+        // whatever is made there next.
+        tx.execute(
+            "DELETE FROM property WHERE path = $1 OR starts_with(path, $2)",
+            &[&path, &beneath],
+        )?;
         let after = now() + BLOB_GRACE.as_secs() as i64;
         for row in gone {
             if let Some(blob) = row.get::<_, Option<String>>(0) {

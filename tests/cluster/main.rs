@@ -146,6 +146,7 @@ fn main() {
         common::report("cluster", name, run);
     };
     scenario("spec", &|| runtime.block_on(scenarios::spec()));
+    scenario("dav", &|| runtime.block_on(scenarios::dav()));
     scenario("if_match_race", &|| runtime.block_on(scenarios::if_match_race()));
     scenario("purchase_race", &|| runtime.block_on(scenarios::purchase_race()));
     scenario("quota_race", &|| runtime.block_on(scenarios::quota_race()));

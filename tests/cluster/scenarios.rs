@@ -219,6 +219,59 @@ price = 5
     steps
 }
 
+/// WebDAV over the bucket and PostgreSQL: what one node does, the other lists (SPEC §8).
+pub async fn dav() -> Vec<String> {
+    let config = format!(
+        "{}[[rule]]\npath = \"/\"\nread = [\"*\"]\nwrite = [\"alice\"]\n[[rule]]\npath = \"/secret\"\nread = [\"alice\"]\nwrite = [\"alice\"]\nhidden = true\n",
+        accounts(&["alice", "bob"], None)
+    );
+    let cluster = Cluster::start("dav", &config, 2);
+    let (a, b) = (cluster.addr(0), cluster.addr(1));
+    let mut steps = Vec::new();
+    let mut step = |s: &str| steps.push(s.to_owned());
+    let alice = basic("alice");
+    let auth = |extra: (&'static str, &'static str)| [("authorization", alice.as_str()), extra];
+    assert_eq!(
+        request(a, "MKCOL", "/docs/", &auth(("x-none", "1")), "").await.unwrap().status,
+        201
+    );
+    assert_eq!(put(a, "/docs/a.txt", "alice", "aaa").await.status, 201);
+    assert_eq!(put(a, "/secret/s.txt", "alice", "hush").await.status, 201);
+    let listed = request(b, "PROPFIND", "/docs/", &[("depth", "1")], "").await.unwrap();
+    assert_eq!(listed.status, 207);
+    assert!(String::from_utf8_lossy(&listed.body).contains("<D:href>/docs/a.txt</D:href>"));
+    let top = request(b, "PROPFIND", "/", &[("depth", "1")], "").await.unwrap();
+    assert!(!String::from_utf8_lossy(&top.body).contains("secret"));
+    step("MKCOL and PUT on A, PROPFIND on B; the hidden folder never listed");
+    let patch = r#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><z:tag xmlns:z="urn:z">blue</z:tag></D:prop></D:set></D:propertyupdate>"#;
+    assert_eq!(
+        request(a, "PROPPATCH", "/docs/a.txt", &auth(("x-none", "1")), patch).await.unwrap().status,
+        207
+    );
+    let moved = request(b, "MOVE", "/docs/", &auth(("destination", "/kept/")), "").await.unwrap();
+    assert_eq!(moved.status, 201);
+    assert_eq!(get(a, "/docs/a.txt", None).await.status, 404);
+    let there = get(a, "/kept/a.txt", None).await;
+    assert_eq!((there.status, &there.body[..]), (200, &b"aaa"[..]));
+    let find =
+        r#"<D:propfind xmlns:D="DAV:"><D:prop><z:tag xmlns:z="urn:z"/></D:prop></D:propfind>"#;
+    let prop = request(a, "PROPFIND", "/kept/a.txt", &[("depth", "0")], find).await.unwrap();
+    assert!(String::from_utf8_lossy(&prop.body).contains(">blue</tag>"));
+    step("PROPPATCH on A, MOVE of the folder on B: bytes and dead property at the new path on A");
+    let copied =
+        request(a, "COPY", "/kept/a.txt", &auth(("destination", "/kept/b.txt")), "").await.unwrap();
+    assert_eq!(copied.status, 201);
+    assert_eq!(get(b, "/kept/b.txt", None).await.body, "aaa");
+    let bob = basic("bob");
+    let stolen = [("authorization", bob.as_str()), ("destination", "/mine.txt")];
+    let hidden = request(b, "COPY", "/secret/s.txt", &stolen, "").await.unwrap();
+    let missing = request(b, "COPY", "/secret/none.txt", &stolen, "").await.unwrap();
+    assert_eq!((hidden.status, missing.status), (404, 404));
+    assert_eq!(hidden.body.len(), missing.body.len());
+    step("COPY on A read on B; bob's COPY of a hidden file answers as of a missing one");
+    steps
+}
+
 /// Many clients on both nodes race one `If-Match` (and one `If-None-Match: *`): one winner.
 pub async fn if_match_race() -> Vec<String> {
     let config = format!(

@@ -16,13 +16,22 @@ pub enum Format {
     Html,
 }
 
-/// Picks the format from an Accept field: HTML only when `text/html` has a higher q-value
-/// than `application/json` (a browser's Accept), JSON otherwise.
-pub fn negotiate(accept: Option<&str>) -> Format {
+/// Picks the format: `?format=json` or `?format=html` if the query says; else JSON only when
+/// the Accept field prefers `application/json` to `text/html` (a higher q-value, or the same
+/// one named more exactly: `application/json, */*`), HTML otherwise, as for a client that
+/// sends no Accept or `*/*` (wget, rclone's http remote, curl).
+pub fn negotiate(accept: Option<&str>, query: Option<&str>) -> Format {
+    for pair in query.unwrap_or("").split('&') {
+        match pair {
+            "format=json" => return Format::Json,
+            "format=html" => return Format::Html,
+            _ => {}
+        }
+    }
     let Some(accept) = accept else {
-        return Format::Json;
+        return Format::Html;
     };
-    let quality = |kind: &str, subtype: &str| -> f32 {
+    let quality = |kind: &str, subtype: &str| -> (f32, u8) {
         let mut best: Option<(u8, f32)> = None; // (specificity, q)
         for item in accept.split(',') {
             let mut params = item.split(';');
@@ -41,12 +50,14 @@ pub fn negotiate(accept: Option<&str>) -> Format {
                 best = Some((specificity, q));
             }
         }
-        best.map(|(_, q)| q).unwrap_or(0.0)
+        best.map(|(spec, q)| (q, spec)).unwrap_or((0.0, 0))
     };
-    if quality("text", "html") > quality("application", "json") {
-        Format::Html
-    } else {
+    let (json, json_named) = quality("application", "json");
+    let (html, html_named) = quality("text", "html");
+    if json > html || (json == html && json > 0.0 && json_named > html_named) {
         Format::Json
+    } else {
+        Format::Html
     }
 }
 
@@ -149,11 +160,14 @@ mod tests {
     #[test]
     fn negotiation() {
         let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-        assert_eq!(negotiate(Some(browser)), Format::Html);
-        assert_eq!(negotiate(None), Format::Json);
-        assert_eq!(negotiate(Some("*/*")), Format::Json);
-        assert_eq!(negotiate(Some("application/json")), Format::Json);
-        assert_eq!(negotiate(Some("text/html;q=0.5, application/json")), Format::Json);
-        assert_eq!(negotiate(Some("text/*")), Format::Html);
+        assert_eq!(negotiate(Some(browser), None), Format::Html);
+        assert_eq!(negotiate(None, None), Format::Html);
+        assert_eq!(negotiate(Some("*/*"), None), Format::Html);
+        assert_eq!(negotiate(Some("application/json"), None), Format::Json);
+        assert_eq!(negotiate(Some("application/json, text/plain, */*"), None), Format::Json);
+        assert_eq!(negotiate(Some("text/html;q=0.5, application/json"), None), Format::Json);
+        assert_eq!(negotiate(Some("text/*"), None), Format::Html);
+        assert_eq!(negotiate(Some("*/*"), Some("limit=2&format=json")), Format::Json);
+        assert_eq!(negotiate(Some("application/json"), Some("format=html")), Format::Html);
     }
 }

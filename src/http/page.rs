@@ -207,6 +207,14 @@ pub fn render(listing: Listing<'_>) -> Vec<u8> {
             ("rows", &rows),
             ("summary", &summary),
             ("pager", &pager(&listing.pages, listing.order)),
+            // A sorted view is the same folder again: crawlers and `wget -r` leave it be.
+            (
+                "robots",
+                match listing.order.query().is_empty() {
+                    true => "",
+                    false => "<meta name=\"robots\" content=\"noindex, nofollow\">\n",
+                },
+            ),
         ],
     );
     page.into_bytes()
@@ -305,7 +313,7 @@ fn columns(order: Order, priced: bool) -> String {
         let next = if current && !order.descending { "desc" } else { "asc" };
         out.push_str(&format!(
             "<th scope=\"col\" class=\"{key}\" data-sort=\"{key}\"{sort}>\
-             <a href=\"?sort={key}&amp;order={next}\">{label}</a></th>"
+             <a rel=\"nofollow\" href=\"?sort={key}&amp;order={next}\">{label}</a></th>"
         ));
     }
     if priced {

@@ -2,16 +2,18 @@
 //! preconditions) and a collection's listing.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use super::inbound::Inbound;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE, VARY,
+    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue,
+    LAST_MODIFIED, RANGE, VARY,
 };
 use http::{Request, Response, StatusCode};
 
-use super::conditional::{Outcome, Preconditions};
+use super::conditional::{Outcome, Preconditions, Validators};
 use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
 use super::problem::{Problem, Slug};
 use super::{
@@ -161,11 +163,12 @@ impl<S: Store> App<S> {
                 self.settings().rules.listed(principal, m.path.segments(), m.is_collection())
             })
             .collect();
+        let modified = members.iter().map(|m| m.modified).fold(entry.modified, SystemTime::max);
         let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
         let live = self.settings();
         let rules = &live.rules;
         let query = request.uri().query();
-        let (bytes, content_type, next) = match listing::negotiate(accept) {
+        let (bytes, content_type, next) = match listing::negotiate(accept, query) {
             listing::Format::Json => {
                 let price = |member: &Entry| list_price(rules, member);
                 let (page, next) = listing::json(entry, &members, price, query)?;
@@ -176,12 +179,37 @@ impl<S: Store> App<S> {
                 (page, "text/html; charset=utf-8", None)
             }
         };
+        // Validators of what this caller gets: a tag of the bytes themselves (so one that
+        // changes with a member, a price, a purchase or the caller), and the latest change of
+        // the collection or a member.
+        let etag = format!("l{}", crate::store::hex(&blake3::hash(&bytes).as_bytes()[..16]));
+        let validators = Validators { etag: Some(&etag), modified: Some(modified) };
+        let quoted = HeaderValue::from_str(&format!("\"{etag}\"")).ok();
+        match Preconditions::parse(request.headers()).evaluate(true, Some(validators)) {
+            Outcome::Proceed => {}
+            Outcome::NotModified => {
+                let mut response = Response::new(empty());
+                *response.status_mut() = StatusCode::NOT_MODIFIED;
+                let headers = response.headers_mut();
+                if let Some(quoted) = quoted {
+                    headers.insert(ETAG, quoted);
+                }
+                headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
+                return Ok(response);
+            }
+            Outcome::Failed => return Err(super::precondition_failed()),
+        }
         let len = bytes.len();
         let mut response = Response::new(if verb == Verb::Head { empty() } else { full(bytes) });
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
+        if let Some(quoted) = quoted {
+            headers.insert(ETAG, quoted);
+        }
+        headers
+            .insert(LAST_MODIFIED, super::last_modified(&Entry::collection(&entry.path, modified)));
         if let Some(next) =
             next.and_then(|n| HeaderValue::from_str(&format!("<{n}>; rel=\"next\"")).ok())
         {

@@ -84,7 +84,7 @@ async fn listings_hide_what_the_caller_may_not_read() {
     let list = async |target: &str, auth: Option<&str>| {
         let headers: Vec<(&str, &str)> =
             auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
-        server.get(target, &headers).await.entry_names()
+        server.list(target, &headers).await.entry_names()
     };
     assert!(list("/home/", None).await.is_empty(), "outsiders see no homes");
     assert_eq!(list("/home/", Some(&bob)).await, ["bob"]);

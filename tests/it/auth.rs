@@ -75,10 +75,10 @@ async fn listings_show_only_what_the_caller_may_read() {
     let server = TestServer::with_config(&team_config("")).await;
     server.put_as("alice", "/private/p.txt", "p").await;
     server.put_as("alice", "/open.txt", "o").await;
-    assert_eq!(server.get("/", &[]).await.entry_names(), ["open.txt"]);
+    assert_eq!(server.list("/", &[]).await.entry_names(), ["open.txt"]);
     let alice = basic("alice");
     assert_eq!(
-        server.get("/", &[("authorization", &alice)]).await.entry_names(),
+        server.list("/", &[("authorization", &alice)]).await.entry_names(),
         ["open.txt", "private"]
     );
 }

@@ -305,7 +305,7 @@ async fn large_folders_are_listed_a_page_at_a_time() {
     let want: Vec<String> = (0..2500).map(|i| format!("f{i:04}.txt")).collect();
     assert_eq!((pages, names), (3, want));
     // Without a limit, a page of 1,000; a limit out of range names the field.
-    let first = server.get("/big/", &[("accept", "application/json")]).await.json();
+    let first = server.list("/big/", &[("accept", "application/json")]).await.json();
     assert_eq!(first["entries"].as_array().unwrap().len(), 1000);
     for bad in ["0", "10001", "-1", "ten"] {
         let reply =

@@ -204,7 +204,7 @@ async fn copy_and_move_are_ruled_at_both_ends() {
         (there.status, &there.body[..], there.header("etag")),
         (200, &b"bob's"[..], etag.as_str())
     );
-    let listed = server.get("/pub/drop/bob/", &[("accept", "application/json")]).await.json();
+    let listed = server.list("/pub/drop/bob/", &[("accept", "application/json")]).await.json();
     assert_eq!(listed["entries"][0]["owner"], "bob");
     // Replacing needs update, which bob lacks in /pub/drop: the rules answer first.
     let over = [("authorization", bob.as_str()), ("destination", "/pub/drop/readme")];

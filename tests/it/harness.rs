@@ -296,6 +296,13 @@ impl TestServer {
         Connection::over(stream).await.send(method, target, headers, body).await
     }
 
+    /// GET of a collection's JSON listing (HTML is the default), with optional headers.
+    pub async fn list(&self, target: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut with = headers.to_vec();
+        with.push(("accept", "application/json"));
+        self.get(target, &with).await
+    }
+
     /// GET with optional headers.
     pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Reply {
         self.send("GET", target, headers, Bytes::new()).await

@@ -87,10 +87,27 @@ async fn listings_in_json_and_escaped_html() {
     server.place("docs/a.txt", b"aaa");
     server.place("docs/<script>alert(1)<\\script>", b"x");
     server.place("docs/sub/b.txt", b"b");
-    let listing = server.get("/docs/", &[]).await;
+    // What wget, curl and rclone's http remote send get the page; JSON when preferred.
+    for accept in [None, Some("*/*"), Some("text/html")] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let page = server.get("/docs/", &headers).await;
+        assert_eq!(page.header("content-type"), "text/html; charset=utf-8", "{accept:?}");
+    }
+    let asked = server.get("/docs/?format=json", &[("accept", "text/html")]).await;
+    assert_eq!(asked.header("content-type"), "application/json");
+    let listing = server.list("/docs/", &[]).await;
     assert_eq!(listing.status, 200);
     assert_eq!(listing.header("content-type"), "application/json");
     assert_eq!(listing.header("vary"), "Accept, Cookie");
+    // Validators: the same listing is 304, a change makes a new tag.
+    let etag = listing.header("etag").to_owned();
+    assert!(etag.starts_with('"') && !listing.header("last-modified").is_empty());
+    let again = server.list("/docs/", &[("if-none-match", &etag)]).await;
+    assert_eq!((again.status, again.header("etag")), (304, etag.as_str()));
+    let since = listing.header("last-modified").to_owned();
+    assert_eq!(server.list("/docs/", &[("if-modified-since", &since)]).await.status, 304);
+    let html_tag = server.get("/docs/", &[]).await.header("etag").to_owned();
+    assert_ne!(html_tag, etag, "a tag per format");
     let doc = listing.json();
     assert_eq!(doc["path"], "/docs/");
     let entries = doc["entries"].as_array().unwrap();
@@ -113,6 +130,11 @@ async fn listings_in_json_and_escaped_html() {
     assert!(page.contains("&lt;script&gt;alert(1)&lt;\\script&gt;"), "{page}");
     assert!(page.contains("href=\"/docs/%3Cscript%3Ealert(1)%3C%5Cscript%3E\""), "{page}");
     assert!(page.contains("href=\"/docs/sub/\""), "{page}");
+    // Sort links are not followed by crawlers or `wget -r`; a sorted view says so.
+    assert!(page.contains("<a rel=\"nofollow\" href=\"?sort=size"), "{page}");
+    assert!(!page.contains("name=\"robots\""), "{page}");
+    let sorted = server.get("/docs/?sort=size&order=desc", &[("accept", browser)]).await.text();
+    assert!(sorted.contains("<meta name=\"robots\" content=\"noindex, nofollow\">"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +376,7 @@ async fn larder_namespace() {
     server.put_as("alice", "/.larder/mine.txt", "x").await.assert_problem(404, "not-found");
     server.put_as("root", "/%2Elarder/x", "x").await.assert_problem(404, "not-found");
     // The state database lives in ROOT/.larder and is never listed or served.
-    let listing = server.get("/", &[]).await.json();
+    let listing = server.list("/", &[]).await.json();
     assert!(listing["entries"].as_array().unwrap().iter().all(|e| e["name"] != ".larder"));
     server.get("/.larder/larder.db", &[]).await.assert_problem(404, "not-found");
 }
@@ -377,7 +399,7 @@ async fn temporary_files_are_never_served_or_listed() {
     let server = TestServer::open().await;
     server.place("docs/.larder-tmp.0123", b"half an upload");
     server.place("docs/real.txt", b"real");
-    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["real.txt"]);
+    assert_eq!(server.list("/docs/", &[]).await.entry_names(), ["real.txt"]);
     server.get("/docs/.larder-tmp.0123", &[]).await.assert_problem(400, "invalid-path");
 }
 
@@ -480,7 +502,7 @@ async fn a_cut_off_upload_leaves_the_old_version() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert_eq!(std::fs::read(server.file("doc.txt")).unwrap(), b"the old version");
-    let listing = server.get("/", &[]).await.json();
+    let listing = server.list("/", &[]).await.json();
     assert_eq!(listing["entries"].as_array().unwrap().len(), 1);
 }
 
@@ -510,17 +532,17 @@ async fn the_cache_never_serves_what_a_write_replaced() {
     server.put_as("alice", "/docs/a.txt", "one").await;
     // Fill the caches (entry, bytes, listing), then write through larder: seen at once.
     assert_eq!(&server.get("/docs/a.txt", &[]).await.body[..], b"one");
-    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt"]);
+    assert_eq!(server.list("/docs/", &[]).await.entry_names(), ["a.txt"]);
     server.put_as("alice", "/docs/a.txt", "two").await;
     server.put_as("alice", "/docs/b.txt", "bee").await;
     assert_eq!(&server.get("/docs/a.txt", &[]).await.body[..], b"two");
-    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt", "b.txt"]);
+    assert_eq!(server.list("/docs/", &[]).await.entry_names(), ["a.txt", "b.txt"]);
     assert_eq!(
         server.send("DELETE", "/docs/b.txt", &[("authorization", &auth)], "").await.status,
         204
     );
     server.get("/docs/b.txt", &[]).await.assert_problem(404, "not-found");
-    assert_eq!(server.get("/docs/", &[]).await.entry_names(), ["a.txt"]);
+    assert_eq!(server.list("/docs/", &[]).await.entry_names(), ["a.txt"]);
     let depth = [("authorization", auth.as_str()), ("depth", "infinity")];
     assert_eq!(server.send("DELETE", "/docs/", &depth, "").await.status, 204);
     server.get("/docs/a.txt", &[]).await.assert_problem(404, "not-found");

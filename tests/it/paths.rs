@@ -95,7 +95,7 @@ async fn symlinks_are_not_followed() {
     assert!(!outside.path().join("planted.txt").exists());
     assert!(!outside.path().join("deep").exists());
     assert!(!server.file("shelf/pot.txt").exists());
-    assert_eq!(server.get("/", &[]).await.entry_names(), ["inside.txt", "shelf"]);
+    assert_eq!(server.list("/", &[]).await.entry_names(), ["inside.txt", "shelf"]);
     // Nothing a link points to was touched; the links are still there.
     assert_eq!(std::fs::read(server.file("inside.txt")).unwrap(), b"inside");
     assert_eq!(std::fs::read(outside.path().join("secret.txt")).unwrap(), b"outside");
@@ -165,7 +165,7 @@ async fn followed_symlinks_stay_inside_and_pass_the_rules_of_both_paths() {
     let own = server.get("/pub/alice/diary.txt", &[("authorization", &alice)]).await;
     assert_eq!((own.status, &own.body[..]), (200, &b"dear diary"[..]));
     // Links are followed by URL, not listed.
-    assert_eq!(server.get("/", &[]).await.entry_names(), ["home", "inside.txt", "pub", "shelf"]);
+    assert_eq!(server.list("/", &[]).await.entry_names(), ["home", "inside.txt", "pub", "shelf"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,5 +185,5 @@ async fn fifos_and_sockets_are_not_resources() {
                 .expect("answered");
         reply.assert_problem(404, "not-found");
     }
-    assert_eq!(server.get("/", &[]).await.entry_names(), ["plain.txt"]);
+    assert_eq!(server.list("/", &[]).await.entry_names(), ["plain.txt"]);
 }

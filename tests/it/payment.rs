@@ -123,7 +123,7 @@ async fn unpaid_reads_are_402_payment_required() {
         }
     }
     // Listings are free and say the price.
-    let listing = server.get("/shop/", &[("authorization", &bob)]).await.json();
+    let listing = server.list("/shop/", &[("authorization", &bob)]).await.json();
     assert_eq!(listing["entries"][0]["price"], 5);
     // Owners, writers and admins read free.
     for free in ["seller", "root"] {

@@ -229,7 +229,7 @@ test('browsing and downloading work without JavaScript', async () => {
   assert.equal(await trap.locator('td.name a').innerText(), '<img src=x onerror=alert(1)>.txt');
   assert.equal(await page.locator('#listing img').count(), 0);
   // Sorting by a header link, then downloading by the name's link.
-  await page.click('th[data-sort="size"] a');
+  await page.click('th[data-sort="size"] button');
   await page.waitForURL(/sort=size&order=asc/);
   const names = await page.locator('#listing tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.name));
   assert.deepEqual(names, ['archive', '<img src=x onerror=alert(1)>.txt', 'notes-2026.md', 'readme.txt']);
@@ -253,7 +253,7 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     assert.equal(await page.locator('#listing tbody tr:not([hidden])').count(), 1);
     assert.equal(await page.locator('#filter-count').innerText(), '1 of 4 shown');
     await page.fill('#filter', '');
-    await page.click('th[data-sort="modified"] a');
+    await page.click('th[data-sort="modified"] button');
     assert.equal(await page.locator('th[data-sort="modified"]').getAttribute('aria-sort'), 'ascending');
     assert.match(page.url(), /sort=modified&order=asc/);
   });

@@ -347,13 +347,13 @@
       if (current) th.setAttribute('aria-sort', order.descending ? 'descending' : 'ascending');
       else th.removeAttribute('aria-sort');
       const next = current && !order.descending ? 'desc' : 'asc';
-      th.querySelector('a').setAttribute('href', `?sort=${th.dataset.sort}&order=${next}`);
+      th.querySelector('button').value = next;
     }
   }
 
   function enhanceHead() {
     for (const th of table.tHead.querySelectorAll('th[data-sort]')) {
-      th.querySelector('a').addEventListener('click', (event) => {
+      th.querySelector('button').addEventListener('click', (event) => {
         event.preventDefault();
         const key = th.dataset.sort;
         order.descending = order.key === key ? !order.descending : false;
@@ -544,7 +544,8 @@
       danger: true,
     });
     if (!sure) return;
-    const headers = {};
+    // A folder goes only if empty (Depth: 0) until the user says everything may go.
+    const headers = folder ? { Depth: '0' } : {};
     if (!folder && row.dataset.etag) headers['If-Match'] = row.dataset.etag;
     let answer = await api('DELETE', urlOf(row), { headers });
     if (answer.status === 409 && folder) {

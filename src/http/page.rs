@@ -313,7 +313,8 @@ fn columns(order: Order, priced: bool) -> String {
         let next = if current && !order.descending { "desc" } else { "asc" };
         out.push_str(&format!(
             "<th scope=\"col\" class=\"{key}\" data-sort=\"{key}\"{sort}>\
-             <a rel=\"nofollow\" href=\"?sort={key}&amp;order={next}\">{label}</a></th>"
+             <form method=\"get\"><input type=\"hidden\" name=\"sort\" value=\"{key}\">\
+             <button name=\"order\" value=\"{next}\">{label}</button></form></th>"
         ));
     }
     if priced {

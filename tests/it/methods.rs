@@ -130,8 +130,9 @@ async fn listings_in_json_and_escaped_html() {
     assert!(page.contains("&lt;script&gt;alert(1)&lt;\\script&gt;"), "{page}");
     assert!(page.contains("href=\"/docs/%3Cscript%3Ealert(1)%3C%5Cscript%3E\""), "{page}");
     assert!(page.contains("href=\"/docs/sub/\""), "{page}");
-    // Sort links are not followed by crawlers or `wget -r`; a sorted view says so.
-    assert!(page.contains("<a rel=\"nofollow\" href=\"?sort=size"), "{page}");
+    // Sorting is a form, which crawlers and `wget -r` do not follow; a sorted view says so.
+    assert!(page.contains("<button name=\"order\" value=\"asc\">Size</button>"), "{page}");
+    assert!(!page.contains("href=\"?sort"), "{page}");
     assert!(!page.contains("name=\"robots\""), "{page}");
     let sorted = server.get("/docs/?sort=size&order=desc", &[("accept", browser)]).await.text();
     assert!(sorted.contains("<meta name=\"robots\" content=\"noindex, nofollow\">"));

@@ -88,9 +88,62 @@ pub fn confine(headers: &mut HeaderMap, stored: Option<&str>) {
     }
 }
 
+/// RFC 8187's `attr-char`: what a `filename*` value keeps as it is.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `Content-Disposition` (RFC 6266) for a file named `name`: `inline`, or `attachment` to
+/// make browsers save it; the name as RFC 8187 `filename*` (UTF-8), and an ASCII
+/// `filename` for clients that know only that one.
+pub fn disposition(name: &str, attachment: bool) -> HeaderValue {
+    let kind = if attachment { "attachment" } else { "inline" };
+    let fallback: String = name
+        .chars()
+        .map(|c| match c {
+            ' ' => ' ',
+            '"' | '\\' | '%' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, ATTR_CHAR);
+    let value = format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}");
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("inline"))
+}
+
+/// Whether a query asks for a download (`?download`, `?download=1`).
+pub fn wants_download(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "download" || p.starts_with("download=")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dispositions_name_the_file_twice() {
+        let plain = disposition("a.txt", false);
+        assert_eq!(plain, "inline; filename=\"a.txt\"; filename*=UTF-8''a.txt");
+        let saved = disposition("Übersicht März \"1\".pdf", true);
+        assert_eq!(
+            saved,
+            "attachment; filename=\"_bersicht M_rz _1_.pdf\"; \
+             filename*=UTF-8''%C3%9Cbersicht%20M%C3%A4rz%20%221%22.pdf"
+        );
+        assert!(wants_download(Some("download")) && wants_download(Some("a=1&download=1")));
+        assert!(!wants_download(Some("downloads")) && !wants_download(None));
+    }
 
     fn declare(value: &str) -> Result<Option<String>, u16> {
         let mut headers = HeaderMap::new();

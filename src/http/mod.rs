@@ -9,6 +9,7 @@
 mod admin;
 mod body;
 pub mod client;
+mod compress;
 pub mod conditional;
 mod dav;
 pub mod framing;
@@ -901,7 +902,7 @@ fn etag_value(entry: &Entry) -> Option<HeaderValue> {
 /// The header fields of a response that carries `entry`'s representation, in a map with room
 /// for the fields every such response adds (so that it never grows).
 fn representation_headers(entry: &Entry) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(12);
+    let mut headers = HeaderMap::with_capacity(14);
     if let Some(ct) = media::served(entry.content_type.as_deref()) {
         headers.insert(CONTENT_TYPE, ct);
     }

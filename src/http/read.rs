@@ -8,17 +8,18 @@ use super::inbound::Inbound;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue,
-    LAST_MODIFIED, RANGE, VARY,
+    ACCEPT, ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{Request, Response, StatusCode};
 
+use super::compress;
 use super::conditional::{Outcome, Preconditions, Validators};
 use super::payment::{Charge, LARDER_CHARGED, refund_on_error};
 use super::problem::{Problem, Slug};
 use super::{
     App, Body, Live, Verb, body, empty, full, listing, not_modified, page, precondition_failed,
-    range, representation_headers, validators,
+    range, representation_headers,
 };
 use crate::access::{Action, Decision, Principal, Rules};
 use crate::meter::{Price, price_for};
@@ -30,7 +31,7 @@ fn answer(
     status: StatusCode,
     headers: http::HeaderMap,
     body: Body,
-    body_len: u64,
+    body_len: Option<u64>,
     charged: Option<u64>,
     entry: &Entry,
 ) -> Response<Body> {
@@ -41,7 +42,9 @@ fn answer(
     if let Some(price) = charged {
         out.insert(LARDER_CHARGED, HeaderValue::from(price));
     }
-    out.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    if let Some(len) = body_len {
+        out.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
     out.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     super::media::confine(out, entry.content_type.as_deref());
     response
@@ -58,13 +61,47 @@ impl<S: Store> App<S> {
         request: &Request<Inbound>,
         charge: Option<Charge>,
     ) -> Result<Response<Body>, Problem> {
-        let validators = validators(entry);
         let pre = Preconditions::parse(request.headers());
         let mut headers = representation_headers(entry);
+        let attachment = super::media::wants_download(request.uri().query());
+        headers
+            .insert(CONTENT_DISPOSITION, super::media::disposition(entry.path.name(), attachment));
+        // A compressible whole answer goes in the coding the client prefers, with that
+        // coding's own tag; a range is taken from the identity coding.
+        let compressible = compress::compressible(entry.content_type.as_deref())
+            && entry.size >= compress::MIN_SIZE;
+        let coding = match compressible && !request.headers().contains_key(RANGE) {
+            true => compress::choose(request.headers().get(ACCEPT_ENCODING)),
+            false => None,
+        };
+        let tagged = coding.zip(entry.etag.as_deref()).map(|(c, etag)| c.tag(etag));
+        let validators = Validators {
+            etag: tagged.as_deref().or(entry.etag.as_deref()),
+            modified: Some(entry.modified),
+        };
+        if compressible {
+            headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        if let Some(tag) =
+            tagged.as_deref().and_then(|t| HeaderValue::from_str(&format!("\"{t}\"")).ok())
+        {
+            headers.insert(ETAG, tag);
+        }
         match pre.evaluate(true, Some(validators)) {
             Outcome::Proceed => {}
-            Outcome::NotModified => return Ok(not_modified(entry)),
+            Outcome::NotModified => {
+                let mut response = not_modified(entry);
+                for name in [ETAG, VARY] {
+                    if let Some(value) = headers.get(&name) {
+                        response.headers_mut().insert(name, value.clone());
+                    }
+                }
+                return Ok(response);
+            }
             Outcome::Failed => return Err(precondition_failed()),
+        }
+        if let Some(coding) = coding {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
         }
         let len = entry.size;
         let ranges = match request.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
@@ -75,18 +112,27 @@ impl<S: Store> App<S> {
         };
         let handle = handle.ok_or_else(Problem::internal)?;
         // A small hot file, whole and unpriced: its bytes as they are, no stream.
-        if let (range::Ranges::Whole, Verb::Get, None) = (&ranges, verb, &charge)
+        if let (range::Ranges::Whole, Verb::Get, None, None) = (&ranges, verb, &charge, coding)
             && let Some(whole) = self.store.in_memory(&handle).filter(|b| b.len() as u64 == len)
         {
-            return Ok(answer(StatusCode::OK, headers, full(whole), len, None, entry));
+            return Ok(answer(StatusCode::OK, headers, full(whole), Some(len), None, entry));
         }
         let (status, body_len, bytes) = match ranges {
             range::Ranges::Whole => {
                 let bytes = match verb {
                     Verb::Head => None,
-                    _ => Some(self.store.read(&handle, 0, len).await?),
+                    _ => Some(match self.store.in_memory(&handle) {
+                        Some(whole) => once(whole.to_vec()),
+                        None => self.store.read(&handle, 0, len).await?,
+                    }),
                 };
-                (StatusCode::OK, len, bytes)
+                match coding {
+                    // Its length is known once it is sent: no Content-Length.
+                    Some(coding) => {
+                        (StatusCode::OK, None, bytes.map(|b| compress::encode(b, coding)))
+                    }
+                    None => (StatusCode::OK, Some(len), bytes),
+                }
             }
             range::Ranges::Unsatisfiable => {
                 let value = HeaderValue::from_str(&format!("bytes */{len}"))
@@ -105,7 +151,7 @@ impl<S: Store> App<S> {
                     HeaderValue::from_str(&range).map_err(|_| Problem::internal())?,
                 );
                 let bytes = Some(self.store.read(&handle, first, last - first + 1).await?);
-                (StatusCode::PARTIAL_CONTENT, last - first + 1, bytes)
+                (StatusCode::PARTIAL_CONTENT, Some(last - first + 1), bytes)
             }
             range::Ranges::Parts(parts) => {
                 let content_type = entry.content_type.clone().unwrap_or_default();
@@ -130,7 +176,7 @@ impl<S: Store> App<S> {
                     HeaderValue::from_str(&multipart).map_err(|_| Problem::internal())?,
                 );
                 let stream: ByteStream = Box::pin(futures_util::stream::iter(pieces).flatten());
-                (StatusCode::PARTIAL_CONTENT, total, Some(stream))
+                (StatusCode::PARTIAL_CONTENT, Some(total), Some(stream))
             }
         };
         let mut charged = None;
@@ -183,6 +229,12 @@ impl<S: Store> App<S> {
         // changes with a member, a price, a purchase or the caller), and the latest change of
         // the collection or a member.
         let etag = format!("l{}", crate::store::hex(&blake3::hash(&bytes).as_bytes()[..16]));
+        let coding = match bytes.len() as u64 >= compress::MIN_SIZE {
+            true => compress::choose(request.headers().get(ACCEPT_ENCODING)),
+            false => None,
+        };
+        let etag = coding.map_or(etag.clone(), |c| c.tag(&etag));
+        let vary = HeaderValue::from_static("Accept, Accept-Encoding, Cookie");
         let validators = Validators { etag: Some(&etag), modified: Some(modified) };
         let quoted = HeaderValue::from_str(&format!("\"{etag}\"")).ok();
         match Preconditions::parse(request.headers()).evaluate(true, Some(validators)) {
@@ -194,17 +246,29 @@ impl<S: Store> App<S> {
                 if let Some(quoted) = quoted {
                     headers.insert(ETAG, quoted);
                 }
-                headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
+                headers.insert(VARY, vary);
                 return Ok(response);
             }
             Outcome::Failed => return Err(super::precondition_failed()),
         }
         let len = bytes.len();
-        let mut response = Response::new(if verb == Verb::Head { empty() } else { full(bytes) });
+        let body = match (verb, coding) {
+            (Verb::Head, _) => empty(),
+            (_, Some(coding)) => body::stream(compress::encode(once(bytes), coding)),
+            (_, None) => full(bytes),
+        };
+        let mut response = Response::new(body);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        headers.insert(VARY, HeaderValue::from_static("Accept, Cookie"));
+        match coding {
+            Some(coding) => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
+            }
+            None => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        headers.insert(VARY, vary);
         if let Some(quoted) = quoted {
             headers.insert(ETAG, quoted);
         }

@@ -20,6 +20,9 @@ use super::{
 };
 use crate::access::{Action, Principal};
 use crate::path::ResourcePath;
+use std::sync::Arc;
+
+use crate::store::text::Utf8Check;
 use crate::store::{self, ByteStream, Entry, Store, Upload};
 
 /// Slack allowed past the quota while streaming a multipart body, for its framing; the exact
@@ -174,15 +177,18 @@ impl<S: Store> App<S> {
                 content_type: None,
                 owner: principal.account_owned(),
                 quotas: self.settings().meter.quotas(),
+                text: None,
             };
             self.store.create_collection(&path, upload, check).await
         } else {
+            let text = text_check(declared.as_deref(), path.name());
             let upload = Upload {
                 content_type: declared,
                 owner: principal.account_owned(),
                 quotas: self.settings().meter.quotas(),
+                text: text.clone(),
             };
-            let body = self.upload_body(request, admitted.room);
+            let body = checked(self.upload_body(request, admitted.room), text);
             self.store.put(&path, upload, body, check).await
         };
         match result {
@@ -224,12 +230,14 @@ impl<S: Store> App<S> {
         let name = format!("{:016x}{extension}", rand::random::<u64>());
         let path = collection.path.child(&name, false)?;
         self.authorize(&principal, &path, Action::Create)?;
+        let text = text_check(declared.as_deref(), path.name());
         let upload = Upload {
             content_type: declared,
             owner: principal.account_owned(),
             quotas: self.settings().meter.quotas(),
+            text: text.clone(),
         };
-        let body = self.upload_body(request, admitted.room);
+        let body = checked(self.upload_body(request, admitted.room), text);
         match self.store.put(&path, upload, body, must_be_new).await {
             Ok(put) => Ok(stored(put?)),
             Err(e) => Err(self.write_failure(e, admitted.owner.as_deref()).await),
@@ -318,13 +326,17 @@ impl<S: Store> App<S> {
             // Browsers may send a path; keep its last component.
             let base = file_name.rsplit(['/', '\\']).next().unwrap_or("").to_owned();
             let path = self.free_name(&principal, &collection.path, &base).await?;
+            let content_type = field.content_type().map(media::normal);
+            let text = text_check(content_type.as_deref(), path.name());
             let upload = Upload {
-                content_type: field.content_type().map(media::normal),
+                content_type,
                 owner: owner.clone(),
                 quotas: self.settings().meter.quotas(),
+                text: text.clone(),
             };
             let stream: ByteStream =
                 Box::pin(futures_util::StreamExt::map(field, |chunk| chunk.map_err(from_multer)));
+            let stream = checked(stream, text);
             match self.store.put(&path, upload, stream, must_be_new).await {
                 Ok(put) => created.push(put?),
                 Err(e) => return Err(self.write_failure(e, owner.as_deref()).await),
@@ -390,6 +402,29 @@ impl<S: Store> App<S> {
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)
     }
+}
+
+/// A UTF-8 check for a body of type `declared` (or, without one, the type its name suggests)
+/// when that is text without a charset.
+fn text_check(declared: Option<&str>, name: &str) -> Option<Arc<Utf8Check>> {
+    let media = match declared {
+        Some(declared) => declared.to_owned(),
+        None => store::guess_type(name),
+    };
+    let parsed = media.parse::<mime::Mime>().ok()?;
+    let textual = store::text::is_textual(&parsed.essence_str().to_ascii_lowercase());
+    (textual && parsed.get_param(mime::CHARSET).is_none()).then(|| Arc::new(Utf8Check::new(media)))
+}
+
+/// `body`, each chunk shown to `check` on its way to the store.
+fn checked(body: ByteStream, check: Option<Arc<Utf8Check>>) -> ByteStream {
+    let Some(check) = check else { return body };
+    Box::pin(futures_util::StreamExt::map(body, move |chunk| {
+        if let Ok(bytes) = &chunk {
+            check.feed(bytes);
+        }
+        chunk
+    }))
 }
 
 fn must_be_new(current: Option<&Entry>) -> Result<(), Problem> {

@@ -582,8 +582,13 @@ impl Store for BucketStore {
                 return Err(e);
             }
         };
-        let new =
-            NewVersion { size, etag, content_type: upload.content_type, owner: upload.owner, blob };
+        let new = NewVersion {
+            size,
+            etag,
+            content_type: upload.stored_type(),
+            owner: upload.owner,
+            blob,
+        };
         let (inner, key, named) = (self.inner.clone(), key_of(&target), target.clone());
         let quotas = upload.quotas;
         // From here the commit may happen even if this request is dropped: only a certain

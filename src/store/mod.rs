@@ -20,6 +20,7 @@ mod lock;
 pub mod offer;
 mod resolve;
 mod spool;
+pub mod text;
 
 use std::future::Future;
 use std::io;
@@ -98,6 +99,19 @@ pub struct Upload {
     pub owner: Option<String>,
     /// The quotas to hold the resource's owner to (checked atomically with the write).
     pub quotas: Quotas,
+    /// For a text type without a charset: whether the bytes turn out to be UTF-8.
+    pub text: Option<std::sync::Arc<text::Utf8Check>>,
+}
+
+impl Upload {
+    /// The type to record once the body is in: as given, or the checked text type with
+    /// `charset=utf-8` when its bytes are UTF-8.
+    pub fn stored_type(&self) -> Option<String> {
+        match &self.text {
+            Some(check) if check.is_utf8() => Some(format!("{}; charset=utf-8", check.media)),
+            _ => self.content_type.clone(),
+        }
+    }
 }
 
 /// The result of a write.
@@ -258,7 +272,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// The media type a name suggests, `application/octet-stream` if none.
-pub(crate) fn guess_type(name: &str) -> String {
+pub fn guess_type(name: &str) -> String {
     mime_guess::from_path(name).first_raw().unwrap_or("application/octet-stream").to_owned()
 }
 

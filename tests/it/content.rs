@@ -24,15 +24,16 @@ async fn uploads_declare_one_media_type_and_unsafe_ones_are_sandboxed() {
             .assert_problem(415, "unsupported-media-type");
         assert!(!server.file("trick.html").exists(), "{declared}");
     }
-    // Stored normalised; served with a sandbox unless a browser shows the type safely inline.
+    // Stored normalised (text that is UTF-8 says so); served with a sandbox unless a browser
+    // shows the type safely inline.
     let cases = [
-        ("/a.xsl", "text/xsl", "text/xsl", true),
-        ("/b.svg", "image/svg+xml", "image/svg+xml", true),
-        ("/c.xhtml", "application/xhtml+xml", "application/xhtml+xml", true),
+        ("/a.xsl", "text/xsl", "text/xsl; charset=utf-8", true),
+        ("/b.svg", "image/svg+xml", "image/svg+xml; charset=utf-8", true),
+        ("/c.xhtml", "application/xhtml+xml", "application/xhtml+xml; charset=utf-8", true),
         ("/d.html", "TEXT/HTML; Charset=UTF-8", "text/html; charset=utf-8", true),
-        ("/e.txt", "text/plain", "text/plain", false),
+        ("/e.txt", "text/plain", "text/plain; charset=utf-8", false),
         ("/f.png", "image/png", "image/png", false),
-        ("/g.json", "application/json", "application/json", false),
+        ("/g.json", "application/json", "application/json; charset=utf-8", false),
         ("/h.bin", "application/octet-stream", "application/octet-stream", true),
     ];
     for (target, declared, stored, sandboxed) in cases {
@@ -50,7 +51,7 @@ async fn uploads_declare_one_media_type_and_unsafe_ones_are_sandboxed() {
     let text = server.get("/page.txt", &[]).await;
     assert_eq!(
         (text.header("content-type"), text.header("x-content-type-options")),
-        ("text/plain", "nosniff")
+        ("text/plain; charset=utf-8", "nosniff")
     );
     server.place("placed.html", b"<script>steal()</script>");
     assert_eq!(server.get("/placed.html", &[]).await.header("content-security-policy"), "sandbox");

@@ -8,6 +8,7 @@ mod auth;
 mod conditional;
 mod content;
 mod dav;
+mod downloads;
 #[path = "../corpus/framing.rs"]
 mod framing;
 mod harness;

@@ -14,7 +14,7 @@ async fn put_get_delete_cycle() {
     assert_eq!(doc["path"], "/a.txt");
     assert_eq!(doc["size"], 6);
     assert_eq!(doc["etag"], etag.as_str());
-    assert_eq!(doc["content_type"], "text/plain");
+    assert_eq!(doc["content_type"], "text/plain; charset=utf-8");
     assert_eq!(doc["owner"], "alice");
     assert!(doc["modified"].as_str().unwrap().ends_with('Z'));
     assert_eq!(std::fs::read(server.file("a.txt")).unwrap(), b"hello\n");
@@ -28,7 +28,7 @@ async fn put_get_delete_cycle() {
     let got = server.get("/a.txt", &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(&got.body[..], b"hello again\n");
-    assert_eq!(got.header("content-type"), "text/plain");
+    assert_eq!(got.header("content-type"), "text/plain; charset=utf-8");
     assert_eq!(got.header("content-length"), "12");
     assert_eq!(got.header("etag"), replaced.header("etag"));
     assert_eq!(got.header("accept-ranges"), "bytes");
@@ -98,7 +98,7 @@ async fn listings_in_json_and_escaped_html() {
     let listing = server.list("/docs/", &[]).await;
     assert_eq!(listing.status, 200);
     assert_eq!(listing.header("content-type"), "application/json");
-    assert_eq!(listing.header("vary"), "Accept, Cookie");
+    assert_eq!(listing.header("vary"), "Accept, Accept-Encoding, Cookie");
     // Validators: the same listing is 304, a change makes a new tag.
     let etag = listing.header("etag").to_owned();
     assert!(etag.starts_with('"') && !listing.header("last-modified").is_empty());
@@ -185,7 +185,7 @@ async fn post_raw_body_gets_a_server_chosen_name() {
     let got = server.get(&location, &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(&got.body[..], b"note");
-    assert_eq!(got.header("content-type"), "text/plain");
+    assert_eq!(got.header("content-type"), "text/plain; charset=utf-8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +220,8 @@ async fn post_multipart_stores_each_file_part() {
     assert_eq!(std::fs::read(server.file("up/one.txt")).unwrap(), b"already here");
     assert_eq!(std::fs::read(server.file("up/one-1.txt")).unwrap(), b"first file");
     assert_eq!(std::fs::read(server.file("up/two.csv")).unwrap(), b"a,b\n1,2");
-    assert_eq!(server.get("/up/two.csv", &[]).await.header("content-type"), "text/csv");
+    let csv = server.get("/up/two.csv", &[]).await;
+    assert_eq!(csv.header("content-type"), "text/csv; charset=utf-8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

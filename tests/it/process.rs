@@ -481,7 +481,8 @@ async fn metadata_a_machine_crash_took_comes_back_from_the_files() {
         assert_eq!(got.header("etag"), etag, "{path}: the ETag its PUT answered");
     }
     let a = send(server.addr, "GET", "/notes/a.txt", "text/plain", b"").await;
-    assert_eq!((a.header("content-type"), &a.body[..]), ("text/x-note", &b"second!"[..]));
+    let note = "text/x-note; charset=utf-8";
+    assert_eq!((a.header("content-type"), &a.body[..]), (note, &b"second!"[..]));
     let b = send(server.addr, "GET", "/b.bin", "text/plain", b"").await;
     assert_eq!(b.header("content-type"), "application/x-thing");
     let account = send(server.addr, "GET", "/.larder/account", "text/plain", b"").await;
@@ -513,7 +514,7 @@ async fn a_row_behind_the_journal_when_larder_is_killed_comes_back() {
     let got = send(server.addr, "GET", "/n/a.txt", b"").await;
     assert_eq!((got.status, &got.body[..]), (200, &b"behind"[..]));
     assert_eq!(got.header("etag"), put.header("etag"), "the ETag its PUT answered");
-    assert_eq!(got.header("content-type"), "text/x-note");
+    assert_eq!(got.header("content-type"), "text/x-note; charset=utf-8");
     let account = send(server.addr, "GET", "/.larder/account", b"").await;
     assert_eq!(account.json()["storage"]["used"], 6, "the file counts for its owner");
 }
@@ -686,7 +687,7 @@ async fn small_writes_a_machine_crash_took_come_back_from_the_journal() {
     let got = send(server.addr, "GET", "/j/kept.txt", "", Bytes::new()).await;
     assert_eq!((got.status, &got.body[..]), (200, &b"two!"[..]), "the acknowledged version");
     assert_eq!(got.header("etag"), kept.header("etag"), "the ETag its PUT answered");
-    assert_eq!(got.header("content-type"), "text/x-note");
+    assert_eq!(got.header("content-type"), "text/x-note; charset=utf-8");
     for deleted in ["/j/gone.txt", "/d/x.txt", "/d/"] {
         let got = send(server.addr, "GET", deleted, "", Bytes::new()).await;
         assert_eq!(got.status, 404, "{deleted} came back");

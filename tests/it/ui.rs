@@ -36,7 +36,7 @@ async fn the_page_escapes_orders_and_locks_itself_down() {
     assert!(!csp.contains("unsafe"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(reply.header("x-content-type-options"), "nosniff");
-    assert_eq!(reply.header("vary"), "Accept, Cookie");
+    assert_eq!(reply.header("vary"), "Accept, Accept-Encoding, Cookie");
     let page = reply.text();
     assert!(!page.contains("<img src=x"), "{page}");
     assert!(page.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;.txt</a>"), "{page}");

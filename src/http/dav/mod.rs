@@ -314,6 +314,7 @@ impl<S: Store> App<S> {
             content_type,
             owner: principal.account_owned(),
             quotas: self.settings().meter.quotas(),
+            text: None,
         }
     }
 

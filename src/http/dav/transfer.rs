@@ -198,6 +198,7 @@ impl<S: Store> App<S> {
                     content_type: source.content_type.clone(),
                     owner: source.owner.clone(),
                     quotas: self.settings().meter.quotas(),
+                    text: None,
                 },
             };
             let owner = upload.owner.clone();

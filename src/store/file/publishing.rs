@@ -84,8 +84,9 @@ impl Inner {
             return Ok(Err(refusal));
         }
         let current_fp = current.as_ref().map(|(_, fp)| *fp);
+        let content_type = upload.stored_type();
         let owner = current.as_ref().and_then(|(entry, _)| entry.owner.clone()).or(upload.owner);
-        let meta = ObjectMeta { etag, content_type: upload.content_type, owner };
+        let meta = ObjectMeta { etag, content_type, owner };
         if self.carries_meta {
             carry_meta(&file, &meta)?;
         }

@@ -443,6 +443,29 @@ test('signed in: upload, preview, buy, quota, account, delete, sign out', async 
     await page.click('#account [data-close]');
   });
 
+  await t.test('rename with the button, move by dragging onto a folder (MOVE)', async () => {
+    const token = (await context.cookies()).find((c) => c.name === 'larder-token').value;
+    const put = (path, body) => fetch(`${base}/home/alice/${path}`, {
+      method: 'PUT', headers: { Authorization: `Bearer ${token}` }, body,
+    });
+    assert.equal((await put('draft.txt', 'first draft')).status, 201);
+    assert.equal((await put('box/', '')).status, 201);
+    await page.reload();
+    await row(page, 'draft.txt').getByRole('button', { name: 'Rename draft.txt' }).click();
+    await page.fill('#ask-input', 'Entwurf März.txt');
+    await page.click('#ask-yes');
+    await page.waitForSelector('#status:has-text("Renamed draft.txt to Entwurf März.txt.")');
+    await row(page, 'Entwurf März.txt').waitFor();
+    const renamed = await fetch(`${base}/home/alice/Entwurf%20M%C3%A4rz.txt`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(await renamed.text(), 'first draft');
+    assert.equal((await page.request.head(`${base}/home/alice/draft.txt`)).status(), 404);
+    await row(page, 'Entwurf März.txt').dragTo(row(page, 'box'));
+    await page.waitForSelector('#status:has-text("Moved Entwurf März.txt to /home/alice/box/Entwurf März.txt.")');
+    const moved = await fetch(`${base}/home/alice/box/Entwurf%20M%C3%A4rz.txt`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(await moved.text(), 'first draft');
+    assert.equal(await row(page, 'Entwurf März.txt').count(), 0);
+  });
+
   await t.test('new folder, and delete with confirmation', async () => {
     await page.click('#new-folder-button');
     await page.fill('#ask-input', 'drafts');

@@ -420,7 +420,31 @@
       }
     }
     if (row.hasAttribute('data-deletable')) {
+      cell.append(actionButton(`Rename ${name}`, 'Rename', () => rename(row)));
       cell.append(actionButton(`Delete ${name}`, 'Delete', () => remove(row), 'danger'));
+      // Dragged onto a folder's row, it moves there.
+      row.draggable = true;
+      row.ondragstart = (event) => {
+        event.dataTransfer.setData('application/x-larder-row', urlOf(row));
+        event.dataTransfer.effectAllowed = 'move';
+      };
+    }
+    if (row.dataset.kind === 'collection') {
+      row.ondragover = (event) => {
+        if (!event.dataTransfer.types.includes('application/x-larder-row')) return;
+        event.preventDefault();
+        row.classList.add('drop-target');
+      };
+      row.ondragleave = () => row.classList.remove('drop-target');
+      row.ondrop = (event) => {
+        const from = event.dataTransfer.getData('application/x-larder-row');
+        row.classList.remove('drop-target');
+        if (!from || from === urlOf(row)) return;
+        event.preventDefault();
+        event.stopPropagation();
+        const moved = rows().find((r) => urlOf(r) === from);
+        if (moved) move(moved, urlOf(row));
+      };
     }
     if (!link.dataset.enhanced) {
       link.dataset.enhanced = 'yes';
@@ -534,6 +558,37 @@
   }
 
   // ---- Deleting.
+  // ---- Rename and move: larder's own MOVE, never over something that is there.
+  async function move(row, folderUrl, newName) {
+    const name = row.dataset.name;
+    const folder = row.dataset.kind === 'collection';
+    const target = folderUrl + encodeURIComponent(newName || name) + (folder ? '/' : '');
+    const destination = new URL(target, location.href).href;
+    const answer = await api('MOVE', urlOf(row), {
+      headers: { Destination: destination, Overwrite: 'F' },
+    });
+    const to = decodeURIComponent(new URL(destination).pathname);
+    if (answer.status === 201 || answer.status === 204) {
+      say(newName ? `Renamed ${name} to ${newName}.` : `Moved ${name} to ${to}.`);
+      await refresh();
+    } else if (answer.status === 412) {
+      say(`Something named ${to} is there already; nothing was moved.`, true);
+    } else {
+      say(explain(answer.status, answer.doc, name), true);
+    }
+  }
+
+  async function rename(row) {
+    const name = row.dataset.name;
+    const wanted = await ask({ title: `Rename ${name}`, label: 'New name', value: name, yes: 'Rename' });
+    if (!wanted || wanted === name) return;
+    if (wanted.includes('/')) {
+      say('A name cannot hold a /; drag the row onto a folder to move it.', true);
+      return;
+    }
+    await move(row, here, wanted);
+  }
+
   async function remove(row) {
     const name = row.dataset.name;
     const folder = row.dataset.kind === 'collection';

@@ -343,10 +343,14 @@ fn crumbs(collection: &Entry) -> String {
     out
 }
 
+/// The type shown: a folder, or the media type without its parameters (`charset=utf-8`).
 fn type_of(entry: &Entry) -> &str {
     match entry.is_collection() {
         true => "folder",
-        false => entry.content_type.as_deref().unwrap_or("application/octet-stream"),
+        false => {
+            let media = entry.content_type.as_deref().unwrap_or("application/octet-stream");
+            media.split(';').next().unwrap_or(media).trim()
+        }
     }
 }
 

@@ -541,9 +541,12 @@ fn describe(
             (Some(Value::Xml(xml)), false) => {
                 found.property(name, Some(&xml));
             }
-            (None, _) => {
+            // Asked by name and not there: 404. Under allprop or propname, what does not
+            // apply (a collection's length) is simply not listed.
+            (None, _) if matches!(asked, PropFind::Some(_)) => {
                 missing.property(name, None);
             }
+            (None, _) => {}
         }
     }
     for (part, status) in [(found, "HTTP/1.1 200 OK"), (missing, "HTTP/1.1 404 Not Found")] {

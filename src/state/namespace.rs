@@ -431,6 +431,82 @@ impl Postgres {
         Ok(())
     }
 
+    /// Renames `from` (and all beneath it) to `to` in one transaction: names only, since
+    /// blobs are immutable; dead properties go along. A resource at `to` is replaced (its
+    /// blob doomed); any other thing there, or no collection to hold `to`, is a conflict.
+    /// `check` sees both rows under both paths' locks (taken in one order whoever asks).
+    pub fn rename_entry<R>(
+        &self,
+        from: &str,
+        to: &str,
+        check: impl FnOnce(&Row, Option<&Row>) -> Result<(), R>,
+    ) -> Result<Row, Failed<R>> {
+        fail::fail_point!("state-write", |_| Err(Failed::Io(io::Error::other(
+            "fail point state-write"
+        ))));
+        let mut client = self.client().map_err(Failed::Io)?;
+        let mut tx = client.transaction()?;
+        let (current, there) = if from < to {
+            let a = lock_path(&mut tx, from)?;
+            (a, lock_path(&mut tx, to)?)
+        } else {
+            let b = lock_path(&mut tx, to)?;
+            (lock_path(&mut tx, from)?, b)
+        };
+        let Some(current) = current else {
+            return Err(Failed::Refused(Refused::NotFound));
+        };
+        check(&current, there.as_ref()).map_err(Failed::Check)?;
+        let holder = parent_of(to);
+        let holder = if holder == "/" { "/" } else { holder.trim_end_matches('/') };
+        let held = tx.query_opt("SELECT collection FROM entry WHERE path = $1", &[&holder])?;
+        if !held.is_some_and(|row| row.get::<_, bool>(0)) {
+            let why = format!("{holder} is not a collection");
+            return Err(Failed::Refused(Refused::Conflict(why)));
+        }
+        let (from_beneath, to_beneath) = (format!("{from}/"), format!("{to}/"));
+        if let Some(there) = there {
+            if there.collection || current.collection {
+                return Err(Failed::Refused(Refused::Conflict(format!("{to} is in the way"))));
+            }
+            tx.execute("DELETE FROM entry WHERE path = $1", &[&to])?;
+            if let Some(blob) = &there.blob {
+                doom(&mut tx, blob, now() + BLOB_GRACE.as_secs() as i64)?;
+            }
+        }
+        // Property keys name collections with their slash: `/docs/`, `/docs/a.txt`.
+        match current.collection {
+            true => {
+                tx.execute("DELETE FROM property WHERE starts_with(path, $1)", &[&to_beneath])?;
+                tx.execute(
+                    "UPDATE entry SET path = $2 || substr(path, length($1) + 1),
+                         parent = $2 || substr(parent, length($1) + 1)
+                     WHERE starts_with(path, $1)",
+                    &[&from_beneath, &to_beneath],
+                )?;
+                tx.execute(
+                    "UPDATE property SET path = $2 || substr(path, length($1) + 1)
+                     WHERE starts_with(path, $1)",
+                    &[&from_beneath, &to_beneath],
+                )?;
+            }
+            false => {
+                tx.execute("DELETE FROM property WHERE path = $1", &[&to])?;
+                tx.execute("UPDATE property SET path = $2 WHERE path = $1", &[&from, &to])?;
+            }
+        }
+        tx.execute(
+            "UPDATE entry SET path = $2, parent = $3 WHERE path = $1",
+            &[&from, &to, &parent_of(to)],
+        )?;
+        let at = now_ns();
+        touch_parent(&mut tx, from, at)?;
+        touch_parent(&mut tx, to, at)?;
+        let moved = tx.query_one(ENTRY_BY_PATH, &[&to])?;
+        tx.commit()?;
+        Ok(row_of(&moved))
+    }
+
     /// Puts `row` at its path as it is, owner, ETag and time included (`larder migrate`):
     /// ancestors become collections, a replaced blob is doomed, `row.blob` is no longer
     /// pending. An existing collection is kept.

@@ -642,6 +642,28 @@ impl Store for BucketStore {
         Ok(outcome(made)?.map(|(created, row)| Put { entry: entry_of(&dir, &row), created }))
     }
 
+    async fn rename<R: Send + 'static>(
+        &self,
+        from: &ResourcePath,
+        to: &ResourcePath,
+        check: impl FnOnce(&Entry, Option<&Entry>) -> Result<(), R> + Send + 'static,
+    ) -> Result<Result<Put, R>, Error> {
+        let (inner, from_key, to_key) = (self.inner.clone(), key_of(from), key_of(to));
+        let (source, target) = (from.clone(), to.clone());
+        let moved = blocking(move || {
+            let mut created = false;
+            let moved = inner.db().rename_entry(&from_key, &to_key, |row, there| {
+                created = there.is_none();
+                let there = there.map(|t| entry_of(&target, t));
+                check(&entry_of(&source, row), there.as_ref())
+            });
+            moved.map(|row| (row, created))
+        })
+        .await?;
+        let put = |(row, created): (Row, bool)| Put { entry: entry_of(to, &row), created };
+        Ok(outcome(moved)?.map(put))
+    }
+
     async fn delete<R: Send + 'static>(
         &self,
         path: &ResourcePath,

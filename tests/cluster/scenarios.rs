@@ -258,6 +258,25 @@ pub async fn dav() -> Vec<String> {
     let prop = request(a, "PROPFIND", "/kept/a.txt", &[("depth", "0")], find).await.unwrap();
     assert!(String::from_utf8_lossy(&prop.body).contains(">blue</tag>"));
     step("PROPPATCH on A, MOVE of the folder on B: bytes and dead property at the new path on A");
+    // One source, two destinations, a node each, at once: one MOVE wins, whole.
+    assert_eq!(put(a, "/race/src.txt", "alice", "only once").await.status, 201);
+    let (to_one, to_two) =
+        (auth(("destination", "/race/one.txt")), auth(("destination", "/race/two.txt")));
+    let (one, two) = tokio::join!(
+        request(a, "MOVE", "/race/src.txt", &to_one, ""),
+        request(b, "MOVE", "/race/src.txt", &to_two, ""),
+    );
+    let mut statuses = [one.unwrap().status, two.unwrap().status];
+    statuses.sort();
+    assert_eq!(statuses, [201, 404]);
+    let landed: Vec<u16> = [
+        get(b, "/race/one.txt", None).await.status,
+        get(a, "/race/two.txt", None).await.status,
+        get(a, "/race/src.txt", None).await.status,
+    ]
+    .into();
+    assert!(landed == [200, 404, 404] || landed == [404, 200, 404], "{landed:?}");
+    step("two nodes MOVE one file at once: one 201, one 404, the file at one place");
     let copied =
         request(a, "COPY", "/kept/a.txt", &auth(("destination", "/kept/b.txt")), "").await.unwrap();
     assert_eq!(copied.status, 201);

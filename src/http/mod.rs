@@ -205,8 +205,6 @@ pub struct App<S: Store> {
     auth: Authenticator,
     ids: RequestIds,
     metrics: Arc<Metrics>,
-    /// WebDAV's locks, kept by this node.
-    locks: dav::Locks,
 }
 
 enum Target {
@@ -229,7 +227,6 @@ impl<S: Store> App<S> {
             auth,
             ids: RequestIds::new(),
             metrics: Arc::new(Metrics::new()),
-            locks: dav::Locks::default(),
         }
     }
 
@@ -541,7 +538,7 @@ impl<S: Store> App<S> {
         decided
             && !path.is_collection()
             && self.settings().meter.quotas().is_empty()
-            && !self.locks.any()
+            && self.no_locks()
             && ![IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE]
                 .iter()
                 .any(|name| headers.contains_key(name))
@@ -598,7 +595,7 @@ impl<S: Store> App<S> {
                 Verb::Put => {
                     self.authorize_parents(&principal, &path).await?;
                     let touched = dav::touched(&path, true, false);
-                    self.locks_admit(request.headers(), &principal, &path, None, &touched)?;
+                    self.locks_admit(request.headers(), &principal, &path, None, &touched).await?;
                     Box::pin(self.put(path, None, principal, request)).await
                 }
                 _ => Err(Problem::not_found()),
@@ -619,7 +616,7 @@ impl<S: Store> App<S> {
             Verb::Delete => dav::touched(&path, true, entry.is_collection()),
             _ => Vec::new(),
         };
-        self.locks_admit(request.headers(), &principal, &path, Some(&entry), &touched)?;
+        self.locks_admit(request.headers(), &principal, &path, Some(&entry), &touched).await?;
         // The action: body limits (413) and preconditions (412/304) come first in each.
         match verb {
             Verb::Options => Ok(options(allow_value(&allow))),
@@ -632,7 +629,7 @@ impl<S: Store> App<S> {
             Verb::Post => Box::pin(self.post(&entry, principal, request)).await,
             Verb::Delete => {
                 let deleted = Box::pin(self.delete(&entry, &request)).await?;
-                self.locks.forget(&entry.path.as_key());
+                self.forget_locks(&entry.path.as_key()).await?;
                 Ok(deleted)
             }
             _ => Err(method_not_allowed(verb, &allow)),

@@ -25,6 +25,7 @@
 //! - [`export`]: SQLite's state carried into PostgreSQL (`larder migrate`).
 
 pub mod credit;
+pub mod davlock;
 pub mod export;
 mod folder;
 pub mod namespace;
@@ -112,6 +113,18 @@ shared! {
     fn properties_within(&self, path: &str, members: bool) -> io::Result<property::Within>;
     /// Gives each `(from, to)` the dead properties of `from` (COPY).
     fn copy_properties(&self, pairs: &[(String, String)]) -> io::Result<()>;
+    /// True if any WebDAV lock is in force.
+    fn dav_locks_any(&self) -> io::Result<bool>;
+    /// The WebDAV locks covering `key` (with `beneath`, also those inside the collection).
+    fn dav_locks(&self, key: &str, beneath: bool) -> io::Result<Vec<davlock::Lock>>;
+    /// Grants a WebDAV lock unless one in force conflicts.
+    fn dav_lock_take(&self, lock: &davlock::Lock) -> io::Result<Result<(), davlock::Refused>>;
+    /// Refreshes the lock `token` covering `key`, held by `holder`.
+    fn dav_lock_refresh(&self, token: &str, key: &str, holder: Option<&str>, timeout: std::time::Duration) -> io::Result<Option<davlock::Lock>>;
+    /// Releases the lock `token` covering `key`, held by `holder`.
+    fn dav_lock_release(&self, token: &str, key: &str, holder: Option<&str>) -> io::Result<bool>;
+    /// Forgets the locks at or beneath `key`.
+    fn dav_lock_forget(&self, key: &str) -> io::Result<()>;
     /// Applies PROPPATCH's changes to `path`, all or none.
     fn patch_properties(&self, path: &str, changes: &[property::PropertyChange]) -> io::Result<Result<(), property::TooMany>>;
 }
@@ -163,6 +176,8 @@ pub struct Sqlite {
     relaxed: std::sync::atomic::AtomicBool,
     /// Rows committed behind the journal of small writes (see [`Sqlite::put_behind`]).
     behind: std::sync::Arc<object::Behind>,
+    /// WebDAV's locks, in memory (see [`davlock`]).
+    locks: davlock::MemoryLocks,
 }
 
 const SCHEMA: &str = "
@@ -309,6 +324,7 @@ impl Sqlite {
             committed: std::sync::Condvar::new(),
             relaxed: Default::default(),
             behind: Default::default(),
+            locks: Default::default(),
         })
     }
 

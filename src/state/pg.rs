@@ -83,6 +83,16 @@ CREATE TABLE IF NOT EXISTS blob_doomed (blob TEXT PRIMARY KEY, after BIGINT NOT 
 CREATE TABLE IF NOT EXISTS node (name TEXT PRIMARY KEY, started BIGINT NOT NULL,
                                  seen BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS migration (source TEXT PRIMARY KEY, at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS dav_lock (
+    token TEXT PRIMARY KEY,
+    root TEXT COLLATE "C" NOT NULL,
+    infinite BOOLEAN NOT NULL,
+    exclusive BOOLEAN NOT NULL,
+    owner TEXT,
+    holder TEXT,
+    timeout_s BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS property (
     path TEXT COLLATE "C" NOT NULL,
     name TEXT NOT NULL,

@@ -230,6 +230,7 @@ pub async fn dav() -> Vec<String> {
     let mut steps = Vec::new();
     let mut step = |s: &str| steps.push(s.to_owned());
     let alice = basic("alice");
+    let bob = basic("bob");
     let auth = |extra: (&'static str, &'static str)| [("authorization", alice.as_str()), extra];
     assert_eq!(
         request(a, "MKCOL", "/docs/", &auth(("x-none", "1")), "").await.unwrap().status,
@@ -277,11 +278,35 @@ pub async fn dav() -> Vec<String> {
     .into();
     assert!(landed == [200, 404, 404] || landed == [404, 200, 404], "{landed:?}");
     step("two nodes MOVE one file at once: one 201, one 404, the file at one place");
+    // A lock taken on one node holds on the other.
+    let lockinfo = r#"<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#;
+    let taken = request(a, "LOCK", "/kept/a.txt", &auth(("timeout", "Second-600")), lockinfo)
+        .await
+        .unwrap();
+    assert_eq!(taken.status, 200);
+    let token = taken.header("lock-token").trim_matches(|c| c == '<' || c == '>').to_owned();
+    assert_eq!(put(b, "/kept/a.txt", "alice", "no token").await.status, 423);
+    let again = request(b, "LOCK", "/kept/a.txt", &auth(("x-none", "1")), lockinfo).await.unwrap();
+    assert_eq!(again.status, 423);
+    let with = format!("(<{token}>)");
+    let coded = format!("<{token}>");
+    let alice_if = [("authorization", alice.as_str()), ("if", with.as_str())];
+    let written = request(b, "PUT", "/kept/a.txt", &alice_if, "locked write").await.unwrap();
+    assert_eq!(written.status, 200);
+    let bob_token = [("authorization", bob.as_str()), ("lock-token", coded.as_str())];
+    let bobs = request(b, "UNLOCK", "/kept/a.txt", &bob_token, "").await.unwrap();
+    assert_eq!(bobs.status, 409);
+    let alice_token = [("authorization", alice.as_str()), ("lock-token", coded.as_str())];
+    let alices = request(b, "UNLOCK", "/kept/a.txt", &alice_token, "").await.unwrap();
+    assert_eq!(alices.status, 204);
+    assert_eq!(put(a, "/kept/a.txt", "alice", "free again").await.status, 200);
+    step(
+        "LOCK on A: B refuses a PUT and a second LOCK without its token (423), takes one with it; bob cannot UNLOCK it, alice can, on B",
+    );
     let copied =
         request(a, "COPY", "/kept/a.txt", &auth(("destination", "/kept/b.txt")), "").await.unwrap();
     assert_eq!(copied.status, 201);
-    assert_eq!(get(b, "/kept/b.txt", None).await.body, "aaa");
-    let bob = basic("bob");
+    assert_eq!(get(b, "/kept/b.txt", None).await.body, "free again");
     let stolen = [("authorization", bob.as_str()), ("destination", "/mine.txt")];
     let hidden = request(b, "COPY", "/secret/s.txt", &stolen, "").await.unwrap();
     let missing = request(b, "COPY", "/secret/none.txt", &stolen, "").await.unwrap();

@@ -1,137 +1,13 @@
-//! WebDAV write locks (RFC 4918 §6, §9.10, §9.11) and the `If` header (§10.4).
-//!
-//! A lock is kept by the node that granted it, in memory, until it expires or is released:
-//! a restart releases every lock, as clients are told they may be (§6.6). Each lock belongs
-//! to the principal that took it: a write under it needs its token *and* that principal.
+//! WebDAV lock tokens, timeouts and the `If` header (RFC 4918 §10.4). The locks themselves
+//! are kept by the state ([`crate::state::davlock`]): each belongs to the principal that took
+//! it, and a write under it needs its token *and* that principal.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest lock granted; `Timeout: Infinite` gets this.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// A lock's life when the client asks for none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Locks one node keeps at most: past it a LOCK is refused (503), never an old lock dropped.
-const MAX_LOCKS: usize = 100_000;
-
-/// One granted lock.
-#[derive(Debug, Clone)]
-pub struct Lock {
-    /// `urn:uuid:…`.
-    pub token: String,
-    /// The locked path's key (`/a.txt`, `/docs/`).
-    pub root: String,
-    /// `Depth: infinity` on a collection.
-    pub infinite: bool,
-    /// Exclusive, else shared.
-    pub exclusive: bool,
-    /// The client's `owner` element, as XML.
-    pub owner: Option<String>,
-    /// The account that took it (`None`: anonymous).
-    pub holder: Option<Arc<str>>,
-    /// Seconds granted.
-    pub timeout: Duration,
-    /// When it lapses.
-    pub expires: Instant,
-}
-
-impl Lock {
-    /// Whether this lock covers the path `key`.
-    pub fn covers(&self, key: &str) -> bool {
-        self.root == key
-            || (self.infinite && self.root.ends_with('/') && key.starts_with(&self.root))
-    }
-}
-
-/// Why a lock was not granted.
-#[derive(Debug)]
-pub enum Refused {
-    /// Another lock conflicts: its root.
-    Conflict(String),
-    /// The table is full.
-    Full,
-}
-
-/// The locks of this node.
-#[derive(Default)]
-pub struct Locks {
-    table: Mutex<Vec<Lock>>,
-}
-
-impl Locks {
-    fn live(&self) -> MutexGuard<'_, Vec<Lock>> {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        table.retain(|l| l.expires > now);
-        table
-    }
-
-    /// True if any lock is in force.
-    pub fn any(&self) -> bool {
-        !self.live().is_empty()
-    }
-
-    /// The locks that cover `key`, or that lie beneath it when `beneath` (a collection that
-    /// a DELETE or MOVE takes whole).
-    pub fn affecting(&self, key: &str, beneath: bool) -> Vec<Lock> {
-        self.live()
-            .iter()
-            .filter(|l| l.covers(key) || (beneath && key.ends_with('/') && l.root.starts_with(key)))
-            .cloned()
-            .collect()
-    }
-
-    /// Grants `lock` unless one in force conflicts with it (an exclusive one either way).
-    pub fn take(&self, lock: Lock) -> Result<Lock, Refused> {
-        let mut table = self.live();
-        let clash = table.iter().find(|l| {
-            let overlaps = l.covers(&lock.root) || lock.covers(&l.root);
-            overlaps && (l.exclusive || lock.exclusive)
-        });
-        if let Some(clash) = clash {
-            return Err(Refused::Conflict(clash.root.clone()));
-        }
-        if table.len() >= MAX_LOCKS {
-            return Err(Refused::Full);
-        }
-        table.push(lock.clone());
-        Ok(lock)
-    }
-
-    /// Gives the lock `token`, covering `key` and held by `holder`, a new timeout.
-    pub fn refresh(
-        &self,
-        token: &str,
-        key: &str,
-        holder: Option<&str>,
-        timeout: Duration,
-    ) -> Option<Lock> {
-        let mut table = self.live();
-        let lock = table
-            .iter_mut()
-            .find(|l| l.token == token && l.covers(key) && l.holder.as_deref() == holder)?;
-        lock.timeout = timeout;
-        lock.expires = Instant::now() + timeout;
-        Some(lock.clone())
-    }
-
-    /// Releases the lock `token` covering `key`, if `holder` holds it.
-    pub fn release(&self, token: &str, key: &str, holder: Option<&str>) -> bool {
-        let mut table = self.live();
-        let before = table.len();
-        table.retain(|l| !(l.token == token && l.covers(key) && l.holder.as_deref() == holder));
-        table.len() != before
-    }
-
-    /// Forgets every lock at or beneath `key` (it was deleted or moved away).
-    pub fn forget(&self, key: &str) {
-        let mut table = self.live();
-        match key.ends_with('/') {
-            true => table.retain(|l| !l.root.starts_with(key)),
-            false => table.retain(|l| l.root != key),
-        }
-    }
-}
 
 /// A new lock token.
 pub fn new_token() -> String {
@@ -276,31 +152,5 @@ mod tests {
         for bad in ["", "(", "()", "<http://h/a>", "(<urn:x>) <http://h/a> (<urn:y>)", "urn:x"] {
             assert!(parse_if(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn locks_conflict_and_cover() {
-        let locks = Locks::default();
-        let lock = |root: &str, exclusive, infinite| Lock {
-            token: new_token(),
-            root: root.into(),
-            infinite,
-            exclusive,
-            owner: None,
-            holder: None,
-            timeout: DEFAULT_TIMEOUT,
-            expires: Instant::now() + DEFAULT_TIMEOUT,
-        };
-        locks.take(lock("/d/", false, true)).unwrap();
-        locks.take(lock("/d/", false, true)).unwrap();
-        assert!(locks.take(lock("/d/a", true, false)).is_err(), "under a shared infinite lock");
-        locks.take(lock("/e", true, false)).unwrap();
-        assert!(locks.take(lock("/e", false, false)).is_err());
-        assert_eq!(locks.affecting("/d/x/y", false).len(), 2);
-        assert_eq!(locks.affecting("/", true).len(), 3);
-        locks.forget("/d/");
-        assert_eq!(locks.affecting("/", true).len(), 1);
-        assert!(new_token().starts_with("urn:uuid:"));
-        assert_eq!(new_token().len(), 45);
     }
 }

@@ -7,7 +7,7 @@ mod locks;
 mod transfer;
 pub mod xml;
 
-use std::time::Instant;
+use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -17,10 +17,11 @@ use super::problem::{Problem, Slug};
 use super::{App, Body, Ruled, Verb, full, precondition_failed};
 use crate::access::{Action, Principal};
 use crate::path::ResourcePath;
+use crate::state::State;
+use crate::state::davlock::{Lock, Refused};
 use crate::state::property::{MAX_VALUE, PropertyChange};
 use crate::store::{Entry, Store, Upload};
-pub use locks::Locks;
-use locks::{Lock, Refused, Test};
+use locks::Test;
 use xml::{DAV, Name, PropFind, Update, Writer};
 
 /// A DAV request body is read whole up to this size.
@@ -97,7 +98,7 @@ impl<S: Store> App<S> {
             (_, None) => Err(Problem::not_found()),
             (Verb::Propfind, Some(entry)) => self.propfind(entry, &principal, request).await,
             (Verb::Proppatch, Some(entry)) => self.proppatch(entry, &principal, request).await,
-            (Verb::Unlock, Some(entry)) => self.unlock(&entry, &principal, &request),
+            (Verb::Unlock, Some(entry)) => self.unlock(&entry, &principal, &request).await,
             (Verb::Copy | Verb::Move, Some(entry)) => {
                 Box::pin(self.transfer(verb, entry, principal, request)).await
             }
@@ -105,10 +106,39 @@ impl<S: Store> App<S> {
         }
     }
 
+    /// A call on the lock table: on the blocking pool with PostgreSQL, at once with SQLite's
+    /// table in memory.
+    pub(super) async fn locks<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&State) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, Problem> {
+        match self.state.postgres() {
+            Some(_) => self.state_call(work).await,
+            None => work(&self.state).map_err(|_| Problem::internal()),
+        }
+    }
+
+    /// Whether a write may skip the lock table: only where it is in memory and empty.
+    pub(super) fn no_locks(&self) -> bool {
+        self.state.sqlite().is_some_and(|db| db.dav_locks_any().is_ok_and(|any| !any))
+    }
+
+    /// The locks covering `key` (with `beneath`, also those inside the collection `key`).
+    async fn locks_on(&self, key: &str, beneath: bool) -> Result<Vec<Lock>, Problem> {
+        let key = key.to_owned();
+        self.locks(move |s| s.dav_locks(&key, beneath)).await
+    }
+
+    /// Forgets the locks at or beneath `key`, which was deleted or moved away.
+    pub(super) async fn forget_locks(&self, key: &str) -> Result<(), Problem> {
+        let key = key.to_owned();
+        self.locks(move |s| s.dav_lock_forget(&key)).await
+    }
+
     /// The `If` header (412 when no list holds) and the locks over `touched` (423 unless
     /// their tokens were sent, by the principal that holds them). `entry` is the target's
     /// current version, for entity tags in the `If` header.
-    pub(super) fn locks_admit(
+    pub(super) async fn locks_admit(
         &self,
         headers: &HeaderMap,
         principal: &Principal,
@@ -120,20 +150,20 @@ impl<S: Store> App<S> {
         if let Some(field) = headers.get("if") {
             let field = field.to_str().map_err(|_| bad_request("The If header is not text."))?;
             let lists = locks::parse_if(field).map_err(bad_request)?;
-            let holds = lists.iter().any(|list| {
+            let mut holds = false;
+            for list in &lists {
                 let key = match &list.tag {
                     Some(tag) => match tag_path(tag) {
                         Some(path) => path.as_key(),
-                        None => return false,
+                        None => continue,
                     },
                     None => target.as_key(),
                 };
                 let same = key.trim_end_matches('/') == target.as_key().trim_end_matches('/');
-                list.conditions.iter().all(|c| {
+                let there = self.locks_on(&key, false).await?;
+                let met = list.conditions.iter().all(|c| {
                     let met = match &c.test {
-                        Test::Token(token) => {
-                            self.locks.affecting(&key, false).iter().any(|l| &l.token == token)
-                        }
+                        Test::Token(token) => there.iter().any(|l| &l.token == token),
                         Test::Etag(tag) => {
                             same && entry.and_then(|e| e.etag.as_deref()).is_some_and(|etag| {
                                 tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
@@ -142,16 +172,23 @@ impl<S: Store> App<S> {
                         }
                     };
                     met != c.not
-                })
-            });
+                });
+                if met {
+                    holds = true;
+                    break;
+                }
+            }
             if !holds {
                 return Err(precondition_failed());
             }
             tokens = locks::submitted(&lists).into_iter().map(str::to_owned).collect();
         }
+        if touched.is_empty() || self.no_locks() {
+            return Ok(());
+        }
         let holder = principal.account.as_deref();
         for (key, beneath) in touched {
-            for lock in self.locks.affecting(key, *beneath) {
+            for lock in self.locks_on(key, *beneath).await? {
                 if !(tokens.contains(&lock.token) && lock.holder.as_deref() == holder) {
                     return Err(locked(&lock.root));
                 }
@@ -204,12 +241,17 @@ impl<S: Store> App<S> {
             }
             _ => None,
         };
+        // One look at the lock table for the whole answer.
+        let held = match self.no_locks() {
+            true => Vec::new(),
+            false => self.locks_on(&entry.path.as_key(), deep).await?,
+        };
         let mut out = Writer::new("multistatus");
         for member in &members {
             let key = member.path.as_key();
             let props: Vec<&(String, String)> =
                 dead.iter().filter(|(p, _)| p == &key).map(|(_, kv)| kv).collect();
-            let locks = self.locks.affecting(&key, false);
+            let locks: Vec<Lock> = held.iter().filter(|l| l.covers(&key)).cloned().collect();
             describe(&mut out, member, &asked, &props, &locks, quota);
         }
         Ok(multistatus(out.finish("multistatus")))
@@ -224,7 +266,7 @@ impl<S: Store> App<S> {
         request: Request<Inbound>,
     ) -> Result<Response<Body>, Problem> {
         let touched = touched(&entry.path, false, false);
-        self.locks_admit(request.headers(), principal, &entry.path, Some(&entry), &touched)?;
+        self.locks_admit(request.headers(), principal, &entry.path, Some(&entry), &touched).await?;
         if principal.read_only() {
             return Err(super::out_of_scope(&self.settings().realm));
         }
@@ -286,7 +328,8 @@ impl<S: Store> App<S> {
             return Err(super::method_not_allowed(Verb::Mkcol, &allow));
         }
         let path = path.with_collection(true);
-        self.locks_admit(request.headers(), principal, &path, None, &touched(&path, true, false))?;
+        self.locks_admit(request.headers(), principal, &path, None, &touched(&path, true, false))
+            .await?;
         if !super::body_is_empty(&request) {
             return Err(Problem::new(
                 Slug::UnsupportedMediaType,
@@ -335,16 +378,24 @@ impl<S: Store> App<S> {
         let body = read_body(request).await?;
         let info = xml::lockinfo(&body).map_err(bad_request)?;
         let key = entry.as_ref().map_or(path.as_key(), |e| e.path.as_key());
-        let holder = principal.account.clone();
+        let holder = principal.account_owned();
         let Some(info) = info else {
             // A refresh: the token in the If header, held by this principal.
             let field = headers.get("if").and_then(|v| v.to_str().ok()).unwrap_or("");
             let lists = locks::parse_if(field).map_err(|_| {
                 bad_request("A LOCK without a body refreshes: send the lock's token in If.")
             })?;
-            let refreshed = locks::submitted(&lists)
-                .into_iter()
-                .find_map(|t| self.locks.refresh(t, &key, holder.as_deref(), timeout));
+            let mut refreshed = None;
+            for token in locks::submitted(&lists) {
+                let (token, key, holder) = (token.to_owned(), key.clone(), holder.clone());
+                let found = self
+                    .locks(move |s| s.dav_lock_refresh(&token, &key, holder.as_deref(), timeout))
+                    .await?;
+                if found.is_some() {
+                    refreshed = found;
+                    break;
+                }
+            }
             let Some(lock) = refreshed else { return Err(precondition_failed()) };
             return Ok(lock_answer(StatusCode::OK, &lock, &key));
         };
@@ -357,7 +408,7 @@ impl<S: Store> App<S> {
             Some(_) => Vec::new(),
             None => touched(&target, true, false).split_off(1),
         };
-        self.locks_admit(&headers, principal, &target, entry.as_ref(), &guarded)?;
+        self.locks_admit(&headers, principal, &target, entry.as_ref(), &guarded).await?;
         let lock = Lock {
             token: locks::new_token(),
             root: key.clone(),
@@ -366,10 +417,11 @@ impl<S: Store> App<S> {
             owner: info.owner,
             holder,
             timeout,
-            expires: Instant::now() + timeout,
+            expires: SystemTime::now() + timeout,
         };
-        let lock = match self.locks.take(lock) {
-            Ok(lock) => lock,
+        let taken = lock.clone();
+        match self.locks(move |s| s.dav_lock_take(&taken)).await? {
+            Ok(()) => {}
             Err(Refused::Conflict(root)) => return Err(locked(&root)),
             Err(Refused::Full) => {
                 return Err(Problem::new(
@@ -391,14 +443,15 @@ impl<S: Store> App<S> {
         match made.await {
             Ok(_) => Ok(lock_answer(StatusCode::CREATED, &lock, &key)),
             Err(e) => {
-                self.locks.release(&lock.token, &key, lock.holder.as_deref());
+                let (token, holder) = (lock.token.clone(), lock.holder.clone());
+                self.locks(move |s| s.dav_lock_release(&token, &key, holder.as_deref())).await?;
                 Err(self.write_problem(e, principal.account.as_deref()).await)
             }
         }
     }
 
     /// UNLOCK: the token in `Lock-Token`, held by this principal: 204; else 409.
-    fn unlock(
+    async fn unlock(
         &self,
         entry: &Entry,
         principal: &Principal,
@@ -410,7 +463,10 @@ impl<S: Store> App<S> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().strip_prefix('<')?.strip_suffix('>').map(str::to_owned))
             .ok_or_else(|| bad_request("UNLOCK needs Lock-Token: <token>."))?;
-        match self.locks.release(&token, &entry.path.as_key(), principal.account.as_deref()) {
+        let (key, holder) = (entry.path.as_key(), principal.account.clone());
+        let released =
+            self.locks(move |s| s.dav_lock_release(&token, &key, holder.as_deref())).await?;
+        match released {
             true => Ok(super::no_content_with(CONTENT_LENGTH, HeaderValue::from(0))),
             false => Err(Problem::new(
                 Slug::Conflict,

@@ -91,7 +91,7 @@ impl<S: Store> App<S> {
         if verb == Verb::Move {
             guarded.extend(touched(&from, true, collection));
         }
-        self.locks_admit(headers, &principal, &from, Some(&entry), &guarded)?;
+        self.locks_admit(headers, &principal, &from, Some(&entry), &guarded).await?;
         if !to.parent().is_root() {
             match self.store.open(&to.parent()).await? {
                 Some((parent, _)) if parent.is_collection() => {}
@@ -112,7 +112,7 @@ impl<S: Store> App<S> {
         let plan = self.plan(&entry, &to, &principal, whole, verb == Verb::Copy).await?;
         if let Some(existing) = existing.as_ref().filter(|_| replaces_whole) {
             self.store.delete(&existing.path, true, |_| Ok::<(), ()>(())).await?.ok();
-            self.locks.forget(&existing.path.as_key());
+            self.forget_locks(&existing.path.as_key()).await?;
         }
         let overwrite = dest.overwrite;
         if verb == Verb::Move {
@@ -122,7 +122,7 @@ impl<S: Store> App<S> {
             };
             match self.store.rename(&from, &to, check).await {
                 Ok(Ok(put)) => {
-                    self.locks.forget(&from.as_key());
+                    self.forget_locks(&from.as_key()).await?;
                     return Ok(answer(existing.is_none(), &put.entry.path));
                 }
                 Ok(Err(())) => return Err(precondition_failed()),
@@ -133,7 +133,7 @@ impl<S: Store> App<S> {
         self.make(&plan, owners, overwrite).await?;
         if verb == Verb::Move {
             self.store.delete(&from, true, |_| Ok::<(), ()>(())).await?.ok();
-            self.locks.forget(&from.as_key());
+            self.forget_locks(&from.as_key()).await?;
         }
         Ok(answer(existing.is_none(), &to))
     }

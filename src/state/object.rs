@@ -568,6 +568,59 @@ impl Sqlite {
         tx.commit().map_err(to_io)
     }
 
+    /// Records the tree a COPY made under a temporary name, about to be renamed to `root` (a
+    /// collection's key): a folder row for each of `folders` and a live row for each of
+    /// `files`, all `owner`'s, replacing whatever was recorded beneath `root`; refused with
+    /// nothing recorded if that takes the owner past `quota`. One transaction.
+    pub fn adopt_tree(
+        &self,
+        root: &str,
+        owner: Option<&str>,
+        quota: Option<Quota>,
+        folders: &[String],
+        files: &[(String, Fingerprint, ObjectMeta)],
+    ) -> io::Result<Result<(), OverQuota>> {
+        fail::fail_point!("state-write", |_| Err(io::Error::other("fail point state-write")));
+        let mut db = self.db();
+        let tx = db.transaction().map_err(to_io)?;
+        let before = match (owner, quota) {
+            (Some(owner), Some(_)) => Some(holdings_in(&tx, owner)?),
+            _ => None,
+        };
+        forget(&tx, root, true)?;
+        if let Some(owner) = owner {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO folder (path, owner) VALUES (?1, ?2)")
+                .map_err(to_io)?;
+            for key in folders {
+                insert.execute(params![key, owner]).map_err(to_io)?;
+            }
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO object (path, ino, size, mtime_ns, etag, content_type, owner, live)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+                )
+                .map_err(to_io)?;
+            for (path, fp, meta) in files {
+                let (ino, size, mtime) = fp_params(*fp);
+                let row = params![path, ino, size, mtime, meta.etag, meta.content_type, meta.owner];
+                insert.execute(row).map_err(to_io)?;
+            }
+        }
+        if let (Some(owner), Some(quota), Some((used, count))) = (owner, quota, before) {
+            let (bytes, resources) = holdings_in(&tx, owner)?;
+            if bytes > quota.bytes || resources > quota.files {
+                let over_count = resources > quota.files;
+                let needed = bytes.saturating_sub(used);
+                return Ok(Err(OverQuota { used, needed, resources: over_count.then_some(count) }));
+            }
+        }
+        tx.commit().map_err(to_io)?;
+        Ok(Ok(()))
+    }
+
     /// Every recorded version of the direct members of the collection `dir` (ending in `/`),
     /// by member path: one query for a whole listing.
     pub fn objects_in(

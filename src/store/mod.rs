@@ -370,6 +370,20 @@ pub trait Store: Send + Sync + 'static {
         async { Err(Error::Unsupported) }
     }
 
+    /// Makes at `to` (a collection that must not exist, in an existing parent) a copy of the
+    /// tree `plan` lists: each source entry with where it goes, the root first and every
+    /// collection before its members. The copies belong to `upload.owner`, within its quota,
+    /// and keep their sources' types. All or nothing: made beside `to` under a temporary
+    /// name, synced, recorded, then renamed into place, so a failure or a crash leaves none
+    /// of it. `Unsupported` where the store cannot (the caller copies one by one).
+    fn copy_tree(
+        &self,
+        _plan: Vec<(Entry, ResourcePath)>,
+        _upload: Upload,
+    ) -> impl Future<Output = Result<Put, Error>> + Send {
+        async { Err(Error::Unsupported) }
+    }
+
     /// Removes the resource or collection at `path`; a collection with members only when
     /// `recursive`.
     fn delete<R: Send + 'static>(

@@ -245,6 +245,22 @@ async fn a_priced_file_is_bought_before_it_is_copied() {
     let over = server.send("COPY", "/big.txt", &to("/a2.txt"), "").await;
     over.assert_problem(402, "quota-exceeded");
     assert!(!server.file("a2.txt").exists());
+    // A folder past the quota: refused whole, nothing of it left, not even its temporary
+    // tree; one within it is made whole, and counted.
+    server.put_as("bob", "/pair/one.txt", "x".repeat(200)).await;
+    server.put_as("bob", "/pair/two.txt", "y".repeat(200)).await;
+    let pair = server.send("COPY", "/pair/", &to("/mine/"), "").await;
+    pair.assert_problem(402, "quota-exceeded");
+    assert!(!server.file("mine").exists());
+    assert!(temp_files(&server.file("")).is_empty(), "{:?}", temp_files(&server.file("")));
+    server.send("DELETE", "/a1.txt", &[("authorization", &alice)], "").await;
+    let made = server.send("COPY", "/pair/", &to("/mine/"), "").await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(std::fs::read(server.file("mine/two.txt")).unwrap(), "y".repeat(200).as_bytes());
+    let listed = server.list("/mine/", &[]).await.json();
+    assert_eq!(listed["entries"][0]["owner"], "alice");
+    let account = server.get("/.larder/account", &[("authorization", &alice)]).await.json();
+    assert_eq!(account["storage"]["used"], 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

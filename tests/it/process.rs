@@ -519,6 +519,41 @@ async fn a_row_behind_the_journal_when_larder_is_killed_comes_back() {
     assert_eq!(account.json()["storage"]["used"], 6, "the file counts for its owner");
 }
 
+/// A COPY of a folder cut after its rows are recorded and before its tree is renamed into
+/// place (a panic where a crash would be, then SIGKILL): after the restart nothing of the copy
+/// is there, no temporary tree is left, and the copier's usage is as before.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_copy_cut_before_its_rename_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().join("root");
+    let auth = ["--auth", "w:pw@/:rw"];
+    let mut server = Process::start(&root, &auth, &[("FAILPOINTS", "copy-placing=panic")]);
+    for name in ["a", "b"] {
+        let target = format!("/src/{name}.txt");
+        let put = send_as_w(server.addr, "PUT", &target, None, Bytes::from_static(b"bytes")).await;
+        assert_eq!(put.status, 201);
+    }
+    let before = send_as_w(server.addr, "GET", "/.larder/account", None, Bytes::new()).await;
+    assert_eq!(before.json()["storage"]["used"], 10);
+    let to = Some(("destination", "/copy/"));
+    let cut = send_as_w(server.addr, "COPY", "/src/", to, Bytes::new()).await;
+    assert_eq!(cut.status, 500, "{}", cut.text());
+    server.kill();
+
+    let server = Process::start(&root, &auth, &[]);
+    let copy = send_as_w(server.addr, "GET", "/copy/", None, Bytes::new()).await;
+    assert_eq!(copy.status, 404);
+    assert!(temp_files(&root).is_empty(), "{:?}", temp_files(&root));
+    let after = send_as_w(server.addr, "GET", "/.larder/account", None, Bytes::new()).await;
+    assert_eq!(after.json()["storage"], before.json()["storage"]);
+    let made = send_as_w(server.addr, "COPY", "/src/", to, Bytes::new()).await;
+    assert_eq!(made.status, 201);
+    assert_eq!(std::fs::read(root.join("copy/b.txt")).unwrap(), b"bytes");
+    let copied = send_as_w(server.addr, "GET", "/.larder/account", None, Bytes::new()).await;
+    assert_eq!(copied.json()["storage"]["used"], 20);
+}
+
 /// File content goes out with sendfile from memory that holds the file's bytes, so whatever
 /// hyper does with that memory, the bytes sent are the file's. Forced here to copy every
 /// body into its own buffer (`writev(false)`, by a fail point), as a layer that re-chunks

@@ -188,6 +188,18 @@ impl<S: Store> App<S> {
         owners: Owners<'_>,
         overwrite: bool,
     ) -> Result<(), Problem> {
+        // A collection copied whole, where the store makes it in one step.
+        if let (Owners::Copier(principal), Some((root, _))) = (owners, plan.first())
+            && root.is_collection()
+        {
+            let upload = self.upload_for(principal, None);
+            let owner = upload.owner.clone();
+            match self.store.copy_tree(plan.to_vec(), upload).await {
+                Ok(_) => return self.copy_properties(plan).await,
+                Err(store::Error::Unsupported) => {}
+                Err(e) => return Err(self.write_problem(e, owner.as_deref()).await),
+            }
+        }
         let mut made = false;
         for (source, target) in plan {
             let upload = match owners {
@@ -218,6 +230,11 @@ impl<S: Store> App<S> {
                 }
             }
         }
+        self.copy_properties(plan).await
+    }
+
+    /// Gives each copy in `plan` its source's dead properties.
+    async fn copy_properties(&self, plan: &[(Entry, ResourcePath)]) -> Result<(), Problem> {
         let pairs: Vec<(String, String)> =
             plan.iter().map(|(s, t)| (s.path.as_key(), t.as_key())).collect();
         self.state_call(move |s| s.copy_properties(&pairs)).await

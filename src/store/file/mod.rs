@@ -40,6 +40,7 @@ use crate::path::{ResourcePath, TEMP_PREFIX, is_servable_name};
 use crate::state::object::{Outcome, OverQuota};
 use crate::state::{Described, Fingerprint, ObjectMeta, Row, Sqlite, State};
 
+mod copying;
 mod lookup;
 mod moving;
 mod publishing;
@@ -496,6 +497,18 @@ impl Store for FileStore {
         let _forget = Forget { cache: &self.inner.cache, key: None };
         let (inner, from, to) = (self.inner.clone(), from.clone(), to.clone());
         blocking(move || inner.move_now(&from, &to, check)).await
+    }
+
+    async fn copy_tree(
+        &self,
+        plan: Vec<(Entry, ResourcePath)>,
+        upload: Upload,
+    ) -> Result<Put, Error> {
+        let to = plan.first().map(|(_, to)| to.as_key()).ok_or(Error::NotFound)?;
+        let _guard = self.locks.lock(&to).await;
+        let _forget = Forget { cache: &self.inner.cache, key: Some(to) };
+        let inner = self.inner.clone();
+        blocking(move || inner.copy_now(&plan, &upload)).await
     }
 
     async fn delete<R: Send + 'static>(

@@ -46,13 +46,7 @@ pub fn choose(accept: Option<&HeaderValue>) -> Option<Coding> {
     let mut best: Option<(f32, Coding)> = None;
     let mut star = None;
     let mut named = Vec::new();
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+    for (name, q) in super::listing::weighted(accept) {
         let coding = match name.as_str() {
             "zstd" => Coding::Zstd,
             "br" => Coding::Br,

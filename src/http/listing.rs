@@ -16,6 +16,20 @@ pub enum Format {
     Html,
 }
 
+/// The items of a field like Accept or Accept-Encoding, lowercase, each with its q-value
+/// (1 when it says none).
+pub fn weighted(field: &str) -> impl Iterator<Item = (String, f32)> + '_ {
+    field.split(',').map(|item| {
+        let mut params = item.split(';');
+        let name = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        (name, q)
+    })
+}
+
 /// Picks the format: `?format=json` or `?format=html` if the query says; else JSON only when
 /// the Accept field prefers `application/json` to `text/html` (a higher q-value, or the same
 /// one named more exactly: `application/json, */*`), HTML otherwise, as for a client that
@@ -33,13 +47,7 @@ pub fn negotiate(accept: Option<&str>, query: Option<&str>) -> Format {
     };
     let quality = |kind: &str, subtype: &str| -> (f32, u8) {
         let mut best: Option<(u8, f32)> = None; // (specificity, q)
-        for item in accept.split(',') {
-            let mut params = item.split(';');
-            let range = params.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = params
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
+        for (range, q) in weighted(accept) {
             let specificity = match range.split_once('/') {
                 Some((k, s)) if k == kind && s == subtype => 2,
                 Some((k, "*")) if k == kind => 1,

@@ -431,6 +431,77 @@ impl Postgres {
         Ok(())
     }
 
+    /// Puts a whole copied tree at `root` (which must not exist, in an existing collection) in
+    /// one transaction: `rows` are its collections and resources, top down, whose blobs were
+    /// copied and are pending; all `owner`'s, refused (nothing made) past its `quota`.
+    pub fn adopt_tree(
+        &self,
+        root: &str,
+        rows: &[Row],
+        owner: Option<&str>,
+        quota: Option<super::Quota>,
+    ) -> Result<Row, Failed<()>> {
+        fail::fail_point!("state-write", |_| Err(Failed::Io(io::Error::other(
+            "fail point state-write"
+        ))));
+        let mut client = self.client().map_err(Failed::Io)?;
+        let mut tx = client.transaction()?;
+        if lock_path(&mut tx, root)?.is_some() {
+            return Err(Failed::Refused(Refused::Conflict(format!("{root} is in the way"))));
+        }
+        let holder = parent_of(root);
+        let holder = if holder == "/" { "/" } else { holder.trim_end_matches('/') };
+        let held = tx.query_opt("SELECT collection FROM entry WHERE path = $1", &[&holder])?;
+        if !held.is_some_and(|row| row.get::<_, bool>(0)) {
+            let why = format!("{holder} is not a collection");
+            return Err(Failed::Refused(Refused::Conflict(why)));
+        }
+        if let (Some(owner), Some(quota)) = (owner, quota) {
+            lock(&mut tx, &format!("owner:{owner}"), false)?;
+            let counted = tx.query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT, COUNT(*) FROM entry WHERE owner = $1",
+                &[&owner],
+            )?;
+            let (used, count): (i64, i64) = (counted.get(0), counted.get(1));
+            let (used, count) = (used.max(0) as u64, count.max(0) as u64);
+            let adding: u64 = rows.iter().map(|r| r.size).sum();
+            if count + rows.len() as u64 > quota.files {
+                let over = OverQuota { used, needed: 0, resources: Some(count) };
+                return Err(Failed::Refused(Refused::OverQuota(over)));
+            }
+            if used + adding > quota.bytes {
+                let over = OverQuota { used, needed: adding, resources: None };
+                return Err(Failed::Refused(Refused::OverQuota(over)));
+            }
+        }
+        let at = now_ns();
+        for row in rows {
+            tx.execute(
+                "INSERT INTO entry (path, parent, collection, size, modified_ns, etag,
+                                    content_type, owner, blob)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &row.path,
+                    &parent_of(&row.path),
+                    &row.collection,
+                    &(row.size as i64),
+                    &at,
+                    &row.etag,
+                    &row.content_type,
+                    &owner,
+                    &row.blob,
+                ],
+            )?;
+            if let Some(blob) = &row.blob {
+                tx.execute("DELETE FROM blob_pending WHERE blob = $1", &[blob])?;
+            }
+        }
+        touch_parent(&mut tx, root, at)?;
+        let made = tx.query_one(ENTRY_BY_PATH, &[&root])?;
+        tx.commit()?;
+        Ok(row_of(&made))
+    }
+
     /// Renames `from` (and all beneath it) to `to` in one transaction: names only, since
     /// blobs are immutable; dead properties go along. A resource at `to` is replaced (its
     /// blob doomed); any other thing there, or no collection to hold `to`, is a conflict.

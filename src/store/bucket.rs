@@ -642,6 +642,83 @@ impl Store for BucketStore {
         Ok(outcome(made)?.map(|(created, row)| Put { entry: entry_of(&dir, &row), created }))
     }
 
+    async fn copy_tree(
+        &self,
+        plan: Vec<(Entry, ResourcePath)>,
+        upload: Upload,
+    ) -> Result<Put, Error> {
+        let Some((_, to)) = plan.first() else { return Err(Error::NotFound) };
+        let to = to.with_collection(true);
+        // Each file's blob copied in the bucket to a new name, registered pending first so
+        // that one not committed is swept; then one transaction names them all.
+        let mut rows = Vec::with_capacity(plan.len());
+        let mut copies = Vec::new();
+        let made = async {
+            for (source, target) in &plan {
+                let mut row = Row {
+                    path: key_of(target),
+                    collection: source.is_collection(),
+                    size: 0,
+                    modified_ns: 0,
+                    etag: None,
+                    content_type: None,
+                    owner: None,
+                    blob: None,
+                };
+                if !source.is_collection() {
+                    let Some((now, Some(handle))) = self.open(&source.path).await? else {
+                        return Err(Error::NotFound);
+                    };
+                    let blob = self.inner.new_blob();
+                    let (inner, registered) = (self.inner.clone(), blob.clone());
+                    blocking(move || inner.db().begin_upload(&registered)).await??;
+                    copies.push(Pending {
+                        inner: self.inner.clone(),
+                        blob: blob.clone(),
+                        armed: true,
+                    });
+                    let (from, into) =
+                        (BlobPath::from(handle.blob.as_str()), BlobPath::from(blob.as_str()));
+                    in_time(self.inner.bucket.copy(&from, &into)).await?;
+                    row.size = now.size;
+                    row.etag = now.etag.clone();
+                    row.content_type = now.content_type.clone();
+                    row.blob = Some(blob);
+                }
+                rows.push(row);
+            }
+            Ok(())
+        };
+        if let Err(e) = made.await {
+            for copy in copies {
+                copy.discard().await;
+            }
+            return Err(e);
+        }
+        let (inner, root) = (self.inner.clone(), key_of(&to));
+        let owner = upload.owner.clone();
+        let quota = owner.as_deref().and_then(|o| upload.quotas.get(o).copied());
+        // From here a copy may be committed even if this request is dropped; after a
+        // database failure the blobs stay pending, and the sweep deletes the unnamed ones.
+        for copy in &mut copies {
+            copy.armed = false;
+        }
+        let adopted =
+            blocking(move || inner.db().adopt_tree(&root, &rows, owner.as_deref(), quota)).await?;
+        match adopted {
+            Ok(row) => Ok(Put { entry: entry_of(&to, &row), created: true }),
+            Err(Failed::Io(e)) => Err(Error::from_io(e)),
+            Err(refused) => {
+                for copy in copies {
+                    copy.discard().await;
+                }
+                Err(refusal(refused)
+                    .err()
+                    .unwrap_or(Error::Conflict(format!("{to} is in the way"))))
+            }
+        }
+    }
+
     async fn rename<R: Send + 'static>(
         &self,
         from: &ResourcePath,

@@ -307,12 +307,20 @@ pub async fn dav() -> Vec<String> {
         request(a, "COPY", "/kept/a.txt", &auth(("destination", "/kept/b.txt")), "").await.unwrap();
     assert_eq!(copied.status, 201);
     assert_eq!(get(b, "/kept/b.txt", None).await.body, "free again");
+    let whole = request(a, "COPY", "/kept/", &auth(("destination", "/copied/")), "").await.unwrap();
+    assert_eq!(whole.status, 201);
+    let inside = get(b, "/copied/b.txt", None).await;
+    assert_eq!((inside.status, &inside.body[..]), (200, &b"free again"[..]));
+    let over = request(b, "COPY", "/kept/", &auth(("destination", "/copied/")), "").await.unwrap();
+    assert_eq!(over.status, 204, "Overwrite: T replaces the copy");
     let stolen = [("authorization", bob.as_str()), ("destination", "/mine.txt")];
     let hidden = request(b, "COPY", "/secret/s.txt", &stolen, "").await.unwrap();
     let missing = request(b, "COPY", "/secret/none.txt", &stolen, "").await.unwrap();
     assert_eq!((hidden.status, missing.status), (404, 404));
     assert_eq!(hidden.body.len(), missing.body.len());
-    step("COPY on A read on B; bob's COPY of a hidden file answers as of a missing one");
+    step(
+        "COPY of a file and of a folder on A read on B; bob's COPY of a hidden file answers as of a missing one",
+    );
     steps
 }
 

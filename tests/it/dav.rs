@@ -12,27 +12,8 @@ const ALLPROP: &str =
 
 /// tenants.rs's rules, with an unlisted folder anyone may read.
 fn config() -> String {
-    format!(
-        r#"{}{HOMES}
-[[rule]]
-path = "/secret"
-read = ["alice"]
-write = ["alice"]
-hidden = true
-[[rule]]
-path = "/pub"
-read = ["*"]
-[[rule]]
-path = "/pub/drop"
-read = ["*"]
-create = ["@authenticated"]
-[[rule]]
-path = "/pub/quiet"
-read = ["*"]
-unlisted = true
-"#,
-        team_config("")
-    )
+    let quiet = "[[rule]]\npath = \"/pub/quiet\"\nread = [\"*\"]\nunlisted = true\n";
+    format!("{}{quiet}", crate::tenants::config(""))
 }
 
 /// Every DAV method `who` may send to `path`, with what it needs to mean something.

@@ -8,7 +8,7 @@ use crate::tokens::new_token;
 
 /// SPEC §2's rules: homes hidden from everyone but their account, `/secret` hidden from all
 /// but alice, `/pub` read-only with an open drop folder beneath it.
-fn config(extra: &str) -> String {
+pub fn config(extra: &str) -> String {
     format!(
         r#"{}{HOMES}
 [[rule]]

@@ -84,7 +84,7 @@ price = 5
     let read = get(b, "/docs/a.txt", None).await;
     assert_eq!((read.status, &read.body[..]), (200, &b"one"[..]));
     assert_eq!(read.header("etag"), e1);
-    assert_eq!(read.header("content-type"), "text/plain");
+    assert_eq!(read.header("content-type"), "text/plain; charset=utf-8");
     assert_eq!(read.header("accept-ranges"), "bytes");
     assert!(!read.header("last-modified").is_empty());
     step("GET on B: the bytes and the same ETag");

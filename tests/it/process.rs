@@ -636,7 +636,8 @@ async fn every_fallback_keeps_every_promise() {
             let got = send_as_w(server.addr, "GET", target, None, Bytes::new()).await;
             assert_eq!((got.status, &got.body), (200, body), "{failpoints}: {target}");
             assert_eq!(got.header("etag"), etag, "{failpoints}: {target}");
-            assert_eq!(got.header("content-type"), "text/x-note", "{failpoints}: {target}");
+            let note = "text/x-note; charset=utf-8";
+            assert_eq!(got.header("content-type"), note, "{failpoints}: {target}");
         }
         let gone = send_as_w(server.addr, "GET", "/gone/x.txt", None, Bytes::new()).await;
         assert_eq!(gone.status, 404, "{failpoints}: a deleted file came back");
